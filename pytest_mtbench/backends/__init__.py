@@ -1,0 +1,60 @@
+"""Registry of backends: `<backend>/<name>` specs, each backend module imported only when used."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .base import BackendError, BackendOptions, ChatBackend, Completion, Message, SamplingParams
+
+__all__ = [
+    "BackendError",
+    "BackendOptions",
+    "ChatBackend",
+    "Completion",
+    "Message",
+    "SamplingParams",
+    "load_backend",
+    "split_spec",
+]
+
+# prefix -> (module, extra that installs its dependencies)
+_REGISTRY: dict[str, tuple[str, str | None]] = {
+    "hf": ("pytest_mtbench.backends.hf", "hf"),
+    "openai": ("pytest_mtbench.backends.openai_api", "openai"),
+    "fake": ("pytest_mtbench.backends.fake", None),
+}
+
+# Short names for models the plugin knows how to fetch itself.
+ALIASES: dict[str, str] = {"smollm2": "hf/smollm2"}
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """`openai/gpt-4` -> ("openai", "gpt-4"); a bare path or alias -> ("hf", path)."""
+    spec = ALIASES.get(spec, spec)
+    prefix, sep, name = spec.partition("/")
+    if sep and prefix in _REGISTRY:
+        if not name:
+            raise BackendError(f"model spec {spec!r} names no model after '{prefix}/'")
+        return prefix, name
+    return "hf", spec
+
+
+def load_backend(spec: str, options: BackendOptions) -> ChatBackend:
+    """Build the backend a spec names; a missing extra gives a one-line install hint."""
+    prefix, name = split_spec(spec)
+    module_name, extra = _REGISTRY[prefix]
+    try:
+        module = importlib.import_module(module_name)
+        return module.create(name, options)
+    except ImportError as exc:
+        if extra is None:
+            raise
+        raise BackendError(
+            f"backend '{prefix}' needs packages that are not installed ({exc.name or exc}): "
+            f"pip install 'pytest-mtbench[{extra}]'"
+        ) from exc
+
+
+def looks_like_local_path(name: str) -> bool:
+    return Path(name).expanduser().exists()

@@ -1,0 +1,47 @@
+"""A deterministic backend for tests, demos and dry runs; needs no model and no network.
+
+`fake/echo` answers every turn with a fixed sentence quoting the question; `fake/judge-7` (any number)
+judges every answer "Rating: [[7]]"; `fake/silent` writes judgments with no rating at all.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .base import BackendError, BackendOptions, Completion, Message, SamplingParams
+
+
+class FakeBackend:
+    def __init__(self, name: str) -> None:
+        self.spec = f"fake/{name}"
+        self.name = name
+        match = re.fullmatch(r"judge-(\d+(?:\.\d+)?)", name)
+        self._rating = match.group(1) if match else None
+        if name not in ("echo", "silent") and self._rating is None:
+            raise BackendError(f"unknown fake model {name!r}: use fake/echo, fake/silent or fake/judge-N")
+        self.calls = 0
+
+    def identity(self) -> dict[str, Any]:
+        return {"backend": "fake", "name": self.name}
+
+    def chat(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
+        out = []
+        for conversation in conversations:
+            self.calls += 1
+            last = conversation[-1]["content"]
+            if self._rating is not None:
+                text = f"The answer is adequate.\n\nRating: [[{self._rating}]]"
+            elif self.name == "silent":
+                text = "I cannot decide on a rating for this answer."
+            else:
+                text = f"Here is my answer to: {last[:60]}"
+            out.append(Completion(text=text, n_tokens=len(text.split())))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def create(name: str, options: BackendOptions) -> FakeBackend:
+    return FakeBackend(name)
