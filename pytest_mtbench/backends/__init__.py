@@ -56,5 +56,28 @@ def load_backend(spec: str, options: BackendOptions) -> ChatBackend:
         ) from exc
 
 
+def static_identity(spec: str, options: BackendOptions) -> dict:
+    """What determines a backend's outputs, computed without loading it when the module can.
+
+    A backend module may define `static_identity(name, options)` (e.g. hashing weight files without
+    loading them), so a fully cached run never loads a model; otherwise the backend is built.
+    """
+    prefix, name = split_spec(spec)
+    module_name, extra = _REGISTRY[prefix]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError(
+            f"backend '{prefix}' needs: pip install 'pytest-mtbench[{extra}]' ({exc})"
+        ) from exc
+    if hasattr(module, "static_identity"):
+        return module.static_identity(name, options)
+    backend = module.create(name, options)
+    try:
+        return backend.identity()
+    finally:
+        backend.close()
+
+
 def looks_like_local_path(name: str) -> bool:
     return Path(name).expanduser().exists()

@@ -43,5 +43,9 @@ class FakeBackend:
         pass
 
 
+def static_identity(name: str, options: BackendOptions) -> dict[str, Any]:
+    return FakeBackend(name).identity()
+
+
 def create(name: str, options: BackendOptions) -> FakeBackend:
     return FakeBackend(name)

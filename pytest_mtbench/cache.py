@@ -1,0 +1,87 @@
+"""Content-addressed store for answers and judgments, shared by all workers and all runs.
+
+An entry's key is the sha256 of the canonical JSON of exactly what changes the output (see
+`answer_key_material` / `judgment_key_material` in runner.py). Entries are written atomically (temp file
++ os.replace) so concurrent xdist workers never see a half-written file; an entry that does not parse or
+whose stored key does not match its name is treated as missing and rewritten, never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def content_key(kind: str, material: dict[str, Any]) -> str:
+    """sha256 over the kind, the schema version and the key material."""
+    payload = canonical_json({"kind": kind, "schema": SCHEMA_VERSION, "material": material})
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ResultCache:
+    """A directory of JSON entries `<root>/<kind>/<key[:2]>/<key>.json`; `root=None` disables it."""
+
+    def __init__(self, root: str | Path | None, *, read: bool = True, write: bool = True) -> None:
+        self.root = Path(root) if root is not None else None
+        self.read_enabled = read and self.root is not None
+        self.write_enabled = write and self.root is not None
+        self.hits = 0
+        self.misses = 0
+        self.corrupt = 0
+
+    def _path(self, kind: str, key: str) -> Path:
+        assert self.root is not None
+        return self.root / kind / key[:2] / f"{key}.json"
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The stored value, or None when missing, disabled, torn or corrupt."""
+        if not self.read_enabled:
+            return None
+        path = self._path(kind, key)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if entry.get("key") != key or content_key(kind, entry["material"]) != key:
+                raise ValueError("key does not match content")
+            value = entry["value"]
+            if not isinstance(value, dict):
+                raise ValueError("value is not an object")
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self.corrupt += 1
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def put(self, kind: str, key: str, material: dict[str, Any], value: dict[str, Any]) -> None:
+        """Store atomically; concurrent writers of the same key write the same bytes, last one wins."""
+        if not self.write_enabled:
+            return
+        path = self._path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = canonical_json({"key": key, "material": material, "value": value})
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def path_for(self, kind: str, key: str) -> Path | None:
+        return self._path(kind, key) if self.root is not None else None

@@ -1,0 +1,442 @@
+"""pytest hooks only: options, collection of one item per question, the run loop, gates and reporting.
+
+The work itself lives in runner.py (answers, judgments, cache), stats.py (scores, gates) and report.py.
+Results cross from workers to the controller as plain data in `TestReport.user_properties`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import __version__
+from .settings import OPTIONS, Settings, active, build_settings
+from .stats import OVERALL
+
+RECORD_PROPERTY = "mtbench"
+GATE_PROPERTY = "mtbench_gate"
+COLLECTOR_NAME = "mtbench"
+
+
+class MTBenchFailure(Exception):
+    """A question failed for a reason the report explains in one message (unscored turn, cache miss...)."""
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+# ---- options ------------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mtbench", "MT-Bench: LLM chat quality as a test suite")
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {"dest": option.dest, "help": option.help, "action": option.action}
+        if option.action not in ("store_true", "append"):
+            kwargs["type"] = option.type
+            kwargs["metavar"] = option.metavar
+        if option.action == "append":
+            kwargs["metavar"] = option.metavar
+        kwargs["default"] = option.default if option.action != "append" else []
+        group.addoption(option.flag, **kwargs)
+        if option.ini:
+            kind = "linelist" if option.action == "append" else "string"
+            parser.addini(option.ini, f"default for {option.flag}", type=kind)
+
+
+# ---- state of one run ---------------------------------------------------------------------------
+@dataclass
+class RunState:
+    """Everything one pytest process holds for the benchmark (kept in config.stash, never global)."""
+
+    settings: Settings
+    questions: dict[int, Any]
+    runner: Any  # runner.BenchmarkRunner, built lazily so --help/--co never touch a backend
+    data_info: dict[str, Any]
+    records: dict[int, dict[str, Any]] = field(default_factory=dict)  # controller: from reports
+    local_results: dict[int, dict[str, Any]] = field(default_factory=dict)  # this process's work
+    group_errors: dict[int, str] = field(default_factory=dict)
+    gates: list[Any] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+
+STATE = pytest.StashKey[RunState]()
+
+
+def _load_run(config: pytest.Config, settings: Settings) -> RunState:
+    from .backends import BackendOptions
+    from .cache import ResultCache
+    from .data import DataError, default_cache_dir, resolve_official_data
+    from .prompts import PromptError, load_judge_prompts
+    from .questions import QuestionFileError, load_questions, load_references
+    from .runner import BenchmarkRunner, LazyBackend, RunSettings
+
+    cache_root = Path(settings.cache).expanduser() if settings.cache else default_cache_dir() / "results"
+    try:
+        official = resolve_official_data(settings.data)
+        prompts = load_judge_prompts(official.judge_prompts, official=True)
+        if settings.judge_prompts:
+            prompts.update(load_judge_prompts(settings.judge_prompts, official=False))
+        if settings.questions:
+            question_list = load_questions(settings.questions)
+            references = {q.question_id: q.reference for q in question_list if q.reference}
+        else:
+            question_list = load_questions(official.questions)
+            references = {}
+        if settings.references in official.references:
+            if not settings.questions:
+                references = load_references(official.references[settings.references])
+        else:
+            references.update(load_references(settings.references))
+    except (DataError, PromptError, QuestionFileError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+    for q in question_list:
+        ref = references.get(q.question_id)
+        if q.needs_reference and (ref is None or len(ref) < len(q.turns)):
+            raise pytest.UsageError(
+                f"question {q.question_id} ({q.category}) is judged against a reference answer but has none "
+                f"for every turn: add a 'reference' list to it or pass --mtbench-references=FILE"
+            )
+    settings.check_threshold_names({q.category for q in question_list})
+
+    workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    common = {
+        "concurrency": settings.concurrency,
+        "timeout": settings.timeout,
+        "max_retries": settings.retries,
+        "batch_size": settings.batch_size,
+        "num_threads": threads,
+        "cache_dir": str(default_cache_dir()),
+    }
+    chat_template = Path(settings.chat_template).read_text(encoding="utf-8") if settings.chat_template else None
+    model = LazyBackend(
+        settings.model, BackendOptions(base_url=settings.model_base_url, chat_template=chat_template, **common)
+    )
+    judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **common))
+    cache = ResultCache(
+        None if settings.no_cache else cache_root, read=not settings.no_cache, write=not settings.offline
+    )
+    runner = BenchmarkRunner(
+        model=model,
+        judge=judge,
+        prompts=prompts,
+        references=references,
+        cache=cache,
+        settings=RunSettings(
+            max_new_tokens=settings.max_new_tokens,
+            seed=settings.seed,
+            judge_scoring=settings.judge_scoring,
+            offline=settings.offline,
+            chunk_size=max(settings.batch_size, settings.concurrency),
+        ),
+        progress=_progress_printer(config),
+    )
+    data_info = {
+        **official.as_dict(),
+        "questions_file": str(settings.questions or official.questions),
+        "references": settings.references,
+    }
+    return RunState(settings, {q.question_id: q for q in question_list}, runner, data_info)
+
+
+def _progress_printer(config: pytest.Config):
+    """A progress line per finished batch, written past output capture; silent with -q."""
+    if config.get_verbosity() < 0:
+        return None
+    prefix = f"[{config.workerinput['workerid']}] " if _is_worker(config) else ""
+
+    def report(phase: str, done: int, total: int) -> None:
+        capman = config.pluginmanager.getplugin("capturemanager")
+        line = f"mtbench: {prefix}{phase} {done}/{total}"
+        if capman is None:
+            return
+        with capman.global_and_fixture_disabled():
+            reporter = config.pluginmanager.getplugin("terminalreporter")
+            if reporter is not None and not _is_worker(config):
+                reporter.ensure_newline()
+                reporter.write_line(line)
+            else:
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+
+    return report
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from .questions import CATEGORIES
+
+    config.addinivalue_line("markers", "mtbench: an MT-Bench question")
+    for category in CATEGORIES:
+        config.addinivalue_line("markers", f"{category}: MT-Bench {category} questions")
+    if not active(config):
+        return
+    settings = build_settings(config)
+    state = _load_run(config, settings)
+    config.stash[STATE] = state
+    for category in {q.category for q in state.questions.values()} - set(CATEGORIES):
+        config.addinivalue_line("markers", f"{category}: questions of the custom category {category}")
+    # Under -n, send each category to one worker so it is batched there (unless --dist was chosen).
+    explicit_dist = any(arg.startswith(("--dist", "-d")) for arg in config.invocation_params.args)
+    if getattr(config.option, "dist", "no") == "load" and not explicit_dist:
+        config.option.dist = "loadgroup"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        state.runner.model.close()
+        state.runner.judge.close()
+
+
+# ---- collection ---------------------------------------------------------------------------------
+class MTBenchCollector(pytest.Collector):
+    """Holds one item per question; exists so that no test file is needed."""
+
+    def collect(self) -> Iterator[MTBenchItem]:
+        state = self.config.stash[STATE]
+        for q in state.questions.values():
+            item = MTBenchItem.from_parent(self, name=f"test_mtbench[{q.category}-{q.question_id}]", question=q)
+            item.add_marker(pytest.mark.mtbench)
+            item.add_marker(getattr(pytest.mark, q.category))
+            item.add_marker(pytest.mark.xdist_group(q.category))
+            yield item
+
+
+class MTBenchItem(pytest.Item):
+    """One MT-Bench question: its answers are generated and judged, both turns must be scored."""
+
+    def __init__(self, *, question: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.question = question
+
+    def runtest(self) -> None:
+        record = _record_for(self)
+        self.user_properties.append((RECORD_PROPERTY, record))
+        if "error" in record:
+            raise MTBenchFailure(record["error"])
+        for turn in record["turns"]:
+            if turn["score"] is None:
+                raise MTBenchFailure(
+                    f"turn {turn['turn']} is unscored: the judge's text has no [[rating]] "
+                    f"(prompt {turn['prompt_name']}). Judge wrote:\n{turn['judgment']}"
+                )
+        scores = ", ".join(f"turn {t['turn']}: {t['score']}" for t in record["turns"])
+        self.add_report_section("call", "mtbench", scores)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
+        from .backends import BackendError
+        from .prompts import PromptError
+
+        if isinstance(excinfo.value, (MTBenchFailure, BackendError, PromptError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"mtbench question {self.question.question_id} ({self.question.category})"
+
+
+def _record_for(item: MTBenchItem) -> dict[str, Any]:
+    """Run this item's whole group (its category, as scheduled in this process) once, batched."""
+    state = item.config.stash[STATE]
+    qid = item.question.question_id
+    if qid in state.group_errors:
+        raise MTBenchFailure(state.group_errors[qid])
+    if qid not in state.local_results:
+        group = [
+            other.question
+            for other in item.session.items
+            if isinstance(other, MTBenchItem)
+            and other.question.category == item.question.category
+            and other.question.question_id not in state.local_results
+        ]
+        try:
+            state.local_results.update(state.runner.run(group))
+        except Exception as exc:
+            from .backends import BackendError
+            from .prompts import PromptError
+
+            message = str(exc) if isinstance(exc, (BackendError, PromptError)) else f"{type(exc).__name__}: {exc}"
+            for q in group:
+                state.group_errors[q.question_id] = message
+            raise
+    return state.local_results[qid]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    # tryfirst: the items must exist before -k/-m/--lf select among them.
+    if STATE not in config.stash:
+        return
+    collector = MTBenchCollector.from_parent(session, name=COLLECTOR_NAME, nodeid=COLLECTOR_NAME)
+    items.extend(collector.collect())
+
+
+# ---- results, gates and reports (controller) ----------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    config = _CONFIG.get("config")
+    if config is None or STATE not in config.stash or _is_worker(config):
+        return
+    kept = []
+    for name, value in report.user_properties:
+        if name != RECORD_PROPERTY:
+            kept.append((name, value))
+            continue
+        record = dict(value)
+        config.stash[STATE].records[int(record["question_id"])] = record
+        # tryfirst: JUnit and other reporters see per-turn scores, not the whole record.
+        for turn in record.get("turns", []):
+            kept.append((f"mtbench_turn_{turn['turn']}_score", turn["score"]))
+    report.user_properties = kept
+
+
+_CONFIG: dict[str, pytest.Config] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG["config"] = session.config
+
+
+def _tables(state: RunState) -> tuple[dict[str, Any], Any]:
+    from .stats import aggregate
+
+    return aggregate(state.records[qid] for qid in sorted(state.records))
+
+
+def _phases(state: RunState) -> dict[str, dict[str, Any]]:
+    phases = {
+        "generation": {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0},
+        "judging": {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0},
+    }
+    for record in state.records.values():
+        for turn in record.get("turns", []):
+            for phase, cached, tokens, seconds in (
+                ("generation", "answer_cached", "answer_tokens", "generation_seconds"),
+                ("judging", "judgment_cached", "judgment_tokens", "judging_seconds"),
+            ):
+                bucket = phases[phase]
+                if turn.get(cached):
+                    bucket["cached"] += 1
+                else:
+                    bucket["calls"] += 1
+                    bucket["tokens"] += int(turn.get(tokens) or 0)
+                    bucket["seconds"] += float(turn.get(seconds) or 0.0)
+    return phases
+
+
+def _gate_report(gate: Any) -> pytest.TestReport:
+    nodeid = f"{COLLECTOR_NAME}::category[{gate.name}]" if gate.name != OVERALL else f"{COLLECTOR_NAME}::overall"
+    return pytest.TestReport(
+        nodeid=nodeid,
+        location=(COLLECTOR_NAME, None, nodeid.split("::", 1)[1]),
+        keywords={COLLECTOR_NAME: 1, gate.name: 1},
+        outcome="passed" if gate.passed else "failed",
+        longrepr=None if gate.passed else f"MT-Bench gate failed: {gate.message}",
+        when="call",
+        user_properties=[(GATE_PROPERTY, gate.as_dict())],
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Iterator[None]:
+    result = yield
+    config = session.config
+    if STATE not in config.stash or _is_worker(config) or config.option.collectonly:
+        return result
+    if session.shouldstop or session.shouldfail:
+        return result
+    from .stats import evaluate_gates
+
+    state = config.stash[STATE]
+    categories, overall = _tables(state)
+    state.gates = evaluate_gates(categories, overall, state.settings.thresholds)
+    for gate in state.gates:
+        # A gate is a test report of its own: it shows in the summary, in JUnit and in the exit code.
+        report = _gate_report(gate)
+        config.hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
+        config.hook.pytest_runtest_logreport(report=report)
+        config.hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
+    return result
+
+
+def build_report(state: RunState, config: pytest.Config) -> dict[str, Any]:
+    """The JSON report as plain data."""
+    from .questions import CATEGORY_TEMPERATURE, DEFAULT_TEMPERATURE
+    from .report import throughput
+
+    categories, overall = _tables(state)
+    settings = state.settings
+    finished = time.time()
+    return {
+        "run": {
+            "plugin_version": __version__,
+            "model": settings.model,
+            "model_base_url": settings.model_base_url,
+            "judge": settings.judge,
+            "judge_base_url": settings.judge_base_url,
+            "judge_scoring": settings.judge_scoring,
+            "data": state.data_info,
+            "sampling": {
+                "temperature_by_category": CATEGORY_TEMPERATURE,
+                "default_temperature": DEFAULT_TEMPERATURE,
+                "max_new_tokens": settings.max_new_tokens,
+                "seed": settings.seed,
+            },
+            "judge_call": {"temperature": 0.0, "max_tokens": 2048},
+            "started": datetime.fromtimestamp(state.started, timezone.utc).isoformat(),
+            "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
+            "wall_seconds": finished - state.started,
+            "workers": getattr(config.option, "numprocesses", None) or 0,
+            "phases": throughput(_phases(state)),
+        },
+        "overall": overall.score,
+        "overall_detail": overall.as_dict(),
+        "categories": {
+            name: {
+                "score": row.score,
+                "turn_1": row.turn_1,
+                "turn_2": row.turn_2,
+                "n_scored": row.n_scored,
+                "n_unscored": row.n_unscored,
+                "n_questions": row.n_questions,
+                "threshold": settings.thresholds.get(name),
+            }
+            for name, row in categories.items()
+        },
+        "gates": [gate.as_dict() for gate in state.gates],
+        "questions": [state.records[qid] for qid in sorted(state.records)],
+    }
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from .report import render_table
+
+    state = config.stash.get(STATE, None)
+    if state is None or _is_worker(config) or not state.records:
+        return
+    categories, overall = _tables(state)
+    terminalreporter.write_sep("=", f"MT-Bench: {state.settings.model} judged by {state.settings.judge}")
+    for line in render_table(categories, overall, state.gates, _phases(state), time.time() - state.started):
+        terminalreporter.write_line(line)
+    if state.settings.report:
+        terminalreporter.write_line(f"report: {state.settings.report}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from .report import write_json
+
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None or _is_worker(config) or not state.settings.report or not state.records:
+        return
+    write_json(state.settings.report, build_report(state, config))

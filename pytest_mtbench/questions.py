@@ -1,0 +1,122 @@
+"""MT-Bench question sets: the official categories and temperatures, loading and validation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# The single source of truth for the official MT-Bench categories, in the order FastChat lists them.
+CATEGORIES: tuple[str, ...] = (
+    "writing",
+    "roleplay",
+    "reasoning",
+    "math",
+    "coding",
+    "extraction",
+    "stem",
+    "humanities",
+)
+
+# FastChat gen_model_answer temperature_config; unknown categories get 0.7 as in FastChat.
+CATEGORY_TEMPERATURE: dict[str, float] = {
+    "writing": 0.7,
+    "roleplay": 0.7,
+    "extraction": 0.0,
+    "math": 0.0,
+    "coding": 0.0,
+    "reasoning": 0.0,
+    "stem": 0.1,
+    "humanities": 0.1,
+}
+DEFAULT_TEMPERATURE = 0.7
+
+# Categories judged with the reference-guided prompts (FastChat NEED_REF_CATS).
+REFERENCE_CATEGORIES: frozenset[str] = frozenset({"math", "reasoning", "coding"})
+
+
+class QuestionFileError(ValueError):
+    """A question or reference file that cannot be used; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Question:
+    question_id: int
+    category: str
+    turns: tuple[str, ...]
+    # Reference answers carried in the question file (custom sets); the official set uses its own file.
+    reference: tuple[str, ...] | None = None
+
+    @property
+    def temperature(self) -> float:
+        return CATEGORY_TEMPERATURE.get(self.category, DEFAULT_TEMPERATURE)
+
+    @property
+    def needs_reference(self) -> bool:
+        return self.category in REFERENCE_CATEGORIES
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise QuestionFileError(f"{path}: cannot read ({exc.strerror})") from exc
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise QuestionFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise QuestionFileError(f"{path}:{lineno}: expected a JSON object")
+        rows.append((lineno, row))
+    return rows
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """Load a question file in FastChat's schema: question_id (int), category (str), turns (1+ strings)."""
+    path = Path(path)
+    questions: list[Question] = []
+    seen: set[int] = set()
+    for lineno, row in _read_jsonl(path):
+        where = f"{path}:{lineno}"
+        qid, category, turns = row.get("question_id"), row.get("category"), row.get("turns")
+        if not isinstance(qid, int) or isinstance(qid, bool):
+            raise QuestionFileError(f"{where}: 'question_id' must be an integer, got {qid!r}")
+        if qid in seen:
+            raise QuestionFileError(f"{where}: question_id {qid} appears twice")
+        if not isinstance(category, str) or not category.strip() or not category.isidentifier():
+            raise QuestionFileError(
+                f"{where}: 'category' must be a word of letters, digits or _ (it becomes a test id), "
+                f"got {category!r}"
+            )
+        if (
+            not isinstance(turns, list)
+            or not 1 <= len(turns) <= 2
+            or not all(isinstance(t, str) and t.strip() for t in turns)
+        ):
+            raise QuestionFileError(f"{where}: 'turns' must be a list of 1 or 2 non-empty strings")
+        reference = row.get("reference")
+        if reference is not None and (
+            not isinstance(reference, list) or not all(isinstance(r, str) for r in reference)
+        ):
+            raise QuestionFileError(f"{where}: 'reference' must be a list of strings, one per turn")
+        seen.add(qid)
+        questions.append(Question(qid, category, tuple(turns), tuple(reference) if reference else None))
+    if not questions:
+        raise QuestionFileError(f"{path}: holds no questions")
+    return questions
+
+
+def load_references(path: str | Path) -> dict[int, tuple[str, ...]]:
+    """Load a FastChat answer file (reference answers): question_id -> turns of the first choice."""
+    path = Path(path)
+    refs: dict[int, tuple[str, ...]] = {}
+    for lineno, row in _read_jsonl(path):
+        try:
+            refs[int(row["question_id"])] = tuple(row["choices"][0]["turns"])
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise QuestionFileError(f"{path}:{lineno}: not a FastChat answer record ({exc!r})") from exc
+    return refs

@@ -1,0 +1,345 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests and benchmarks (stdlib only).
+
+It answers `POST /v1/chat/completions` with a judge-like reply ("... Rating: [[N]]") and `GET /v1/models`,
+can add latency and inject faults (429 with retry-after, 5xx, hangs, malformed bodies, dropped
+connections), counts what it receives, refuses everything beyond `max_requests` with 503, and shuts
+itself down after `lifetime` seconds so a forgotten server never outlives its test run.
+
+Use it as a context manager::
+
+    with FakeOpenAIServer(scores=8, latency=0.2) as server:
+        options = BackendOptions(base_url=server.base_url)
+
+or standalone, so it survives a killed pytest subprocess::
+
+    python -m pytest_mtbench.testing.judge_server --port-file port.txt --score 7 --lifetime 60
+
+A fault plan is consumed one entry per chat request; each entry is `None` (answer normally) or a tuple:
+
+* `("429", retry_after_s)`, `("503",)`, any status code as a string, optionally with a retry-after in
+  seconds (`None` for no header), a dict of extra headers and an error message, e.g.
+  `("429", None, {"retry-after-ms": "250"})` or `("401", None, None, "Incorrect API key provided")`
+* `("hang", seconds)`: wait that long (or until the server stops), then answer normally
+* `("malformed",)` / `("malformed", "json")`: a 200 whose body is not JSON;
+  `("malformed", "no-choices")`: valid JSON without `choices`
+* `("drop",)`: close the connection without answering
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Fault = tuple[Any, ...] | None
+ScoreSource = float | int | Callable[[dict[str, Any]], float]
+
+DEFAULT_LIFETIME = 600.0
+
+
+def judge_like_reply(score: float) -> str:
+    """The text a judge following the MT-Bench single-answer prompt writes for `score`."""
+    shown = int(score) if float(score).is_integer() else score
+    return (
+        "Judgment: the assistant answers the question directly, stays accurate and gives enough detail "
+        f"to be useful, with room for more depth.\n\nRating: [[{shown}]]"
+    )
+
+
+class FakeOpenAIServer:
+    """A threaded OpenAI-compatible server bound to 127.0.0.1 on a free port.
+
+    Counters (`request_count`, `requests`, `max_in_flight`, `rejected_count`, `authorizations`) are
+    updated under a lock and may be read from any thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        reply: Callable[[dict[str, Any]], str] | None = None,
+        scores: ScoreSource = 7,
+        latency: float = 0.0,
+        faults: Iterable[Fault] | None = None,
+        max_requests: int = 10_000,
+        lifetime: float = DEFAULT_LIFETIME,
+        model_ids: tuple[str, ...] = ("fake-judge",),
+        on_request: Callable[[int], None] | None = None,
+    ) -> None:
+        self._reply = reply or self._default_reply
+        self._scores = scores
+        self.latency = latency
+        self._faults: Iterator[Fault] = iter(faults) if faults is not None else iter(())
+        self.max_requests = max_requests
+        self.lifetime = lifetime
+        self.model_ids = model_ids
+        self._on_request = on_request
+
+        self._lock = threading.Lock()
+        self.request_count = 0  # chat requests received, faults and rejections included
+        self.rejected_count = 0  # requests refused with 503 because max_requests was reached
+        self.requests: list[dict[str, Any]] = []  # JSON bodies of the chat requests, in arrival order
+        self.authorizations: list[str | None] = []  # Authorization header of each chat request
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+        self.stopped = threading.Event()  # set when the server has shut down (lifetime or stop())
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+        self._connections: set[socket.socket] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> FakeOpenAIServer:
+        """Bind, start serving in a daemon thread and arm the lifetime timer."""
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        httpd.daemon_threads = True  # a hung handler never keeps the interpreter alive
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-openai-server", daemon=True
+        )  # a short poll interval keeps stop() quick
+        self._thread.start()
+        self._timer = threading.Timer(self.lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close open keep-alive connections and wake hung handlers (idempotent)."""
+        with self._lock:
+            if self.stopped.is_set() or self._httpd is None:
+                self.stopped.set()
+                return
+            self.stopped.set()
+            connections = list(self._connections)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        for conn in connections:
+            # idle keep-alive handlers block in recv(); shutting the socket down lets them exit
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on."""
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL, e.g. `http://127.0.0.1:PORT/v1`."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def set_faults(self, faults: Iterable[Fault]) -> None:
+        """Replace the fault plan (consumed one entry per later chat request)."""
+        with self._lock:
+            self._faults = iter(faults)
+
+    # -- request handling (called from handler threads) --------------------------------------------------
+
+    def _default_reply(self, body: dict[str, Any]) -> str:
+        score = self._scores(body) if callable(self._scores) else self._scores
+        return judge_like_reply(score)
+
+    def _admit(self, body: dict[str, Any], authorization: str | None) -> tuple[int, Fault, bool]:
+        """Count a chat request; return (its number, its fault, whether it is over the bound)."""
+        with self._lock:
+            self.request_count += 1
+            number = self.request_count
+            if number > self.max_requests:
+                self.rejected_count += 1
+                return number, None, True
+            self.requests.append(body)
+            self.authorizations.append(authorization)
+            fault = next(self._faults, None)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        return number, fault, False
+
+    def _release(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _completion_body(self, body: dict[str, Any], number: int) -> dict[str, Any]:
+        text = self._reply(body)
+        prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        completion_tokens = len(text.split())
+        return {
+            "id": f"chatcmpl-fake-{number}",
+            "object": "chat.completion",
+            "created": 0,  # fixed, so responses are reproducible
+            "model": body.get("model", "fake-judge"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_words,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_words + completion_tokens,
+            },
+        }
+
+
+def _error_body(status: int, message: str) -> bytes:
+    if status == 429:
+        kind = "rate_limit_error"
+    else:
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+    return json.dumps({"error": {"message": message, "type": kind, "code": str(status)}}).encode()
+
+
+def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, like real API servers
+        disable_nagle_algorithm = True  # small responses must not wait for delayed ACKs
+
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server._lock:
+                server._connections.discard(self.connection)
+            with contextlib.suppress(OSError):
+                super().finish()
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # tests and benchmarks read the counters instead
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+            all_headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+            all_headers.update(headers or {})
+            lines += [f"{k}: {v}" for k, v in all_headers.items()]
+            # headers and body in one write: one segment on the wire, no Nagle/delayed-ACK stall
+            payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+            try:
+                self.wfile.write(payload)
+            except OSError:
+                self.close_connection = True  # the client gave up (e.g. timed out on a hang)
+
+        def _read_body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.rstrip("/") in ("/v1/models", "/models"):
+                data = [{"id": m, "object": "model", "owned_by": "fake"} for m in server.model_ids]
+                self._send(200, json.dumps({"object": "list", "data": data}).encode())
+            else:
+                self._send(404, _error_body(404, f"no route GET {self.path}"))
+
+        def do_POST(self) -> None:  # noqa: N802
+            raw = self._read_body()
+            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+                self._send(404, _error_body(404, f"no route POST {self.path}"))
+                return
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._send(400, _error_body(400, "request body is not JSON"))
+                return
+            number, fault, rejected = server._admit(body, self.headers.get("Authorization"))
+            if server._on_request is not None:
+                server._on_request(number)
+            if rejected:
+                self._send(503, _error_body(503, f"request bound reached ({server.max_requests})"))
+                return
+            try:
+                self._answer(body, number, fault)
+            finally:
+                server._release()
+
+        def _answer(self, body: dict[str, Any], number: int, fault: Fault) -> None:
+            if server.latency:
+                server.stopped.wait(server.latency)
+            kind = str(fault[0]) if fault else ""
+            if kind == "hang":
+                server.stopped.wait(float(fault[1]) if len(fault) > 1 else 3600.0)  # type: ignore[index]
+            elif kind == "drop":
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            elif kind == "malformed":
+                variant = fault[1] if len(fault) > 1 else "json"  # type: ignore[arg-type]
+                if variant == "no-choices":
+                    self._send(200, json.dumps({"id": f"chatcmpl-fake-{number}", "object": "x"}).encode())
+                else:
+                    self._send(200, b"<html>502 upstream hiccup</html>")
+                return
+            elif kind.isdigit():
+                status = int(kind)
+                headers: dict[str, str] = {}
+                retry_after = fault[1] if len(fault) > 1 else None  # type: ignore[arg-type]
+                if retry_after is not None:
+                    headers["retry-after"] = f"{float(retry_after):g}"
+                if len(fault) > 2 and fault[2]:  # type: ignore[arg-type]
+                    headers.update(fault[2])  # type: ignore[index]
+                message = fault[3] if len(fault) > 3 else f"injected fault {status}"  # type: ignore[arg-type]
+                self._send(status, _error_body(status, message), headers)
+                return
+            self._send(200, json.dumps(server._completion_body(body, number)).encode())
+
+    return Handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server standalone until its lifetime ends (or SIGTERM/Ctrl-C)."""
+    parser = argparse.ArgumentParser(prog="python -m pytest_mtbench.testing.judge_server")
+    parser.add_argument("--port-file", required=True, help="file the chosen port is written to")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    parser.add_argument("--score", type=float, default=7, help="rating the fake judge gives")
+    parser.add_argument("--max-requests", type=int, default=10_000, help="answer 503 beyond this many")
+    parser.add_argument("--lifetime", type=float, default=DEFAULT_LIFETIME, help="seconds before it stops")
+    args = parser.parse_args(argv)
+
+    def log(number: int) -> None:
+        print(f"request {number}", flush=True)
+
+    server = FakeOpenAIServer(
+        scores=args.score,
+        latency=args.latency,
+        max_requests=args.max_requests,
+        lifetime=args.lifetime,
+        on_request=log,
+    )
+    with server:
+        tmp = f"{args.port_file}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(str(server.port))
+        os.replace(tmp, args.port_file)  # readers never see a half-written port
+        print(f"listening on {server.base_url} for {args.lifetime:g}s", flush=True)
+        try:
+            while not server.stopped.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    print(f"stopped after {server.request_count} requests", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Tiny local models for tests and demos: a random chat model, a trained judge and a GGUF file.
+
+Everything is built in-process from a small built-in corpus (no downloads). torch, transformers,
+tokenizers and gguf are imported inside the builders so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+BOS, EOS, PAD = "<s>", "</s>", "<pad>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+SPECIAL_TOKENS = (PAD, BOS, EOS, *ROLE_TOKENS)
+
+# A plain Jinja chat template: role tag, content, EOS; the generation prompt opens an assistant turn.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+_CORPUS = """\
+Please act as an impartial judge and evaluate the quality of the response provided by an AI assistant
+to the user question displayed below. Your evaluation should consider factors such as the helpfulness,
+relevance, accuracy, depth, creativity, and level of detail of the response. Begin your evaluation by
+providing a short explanation. Be as objective as possible. After providing your explanation, you must
+rate the response on a scale of 1 to 10 by strictly following this format: "[[rating]]", for example:
+"Rating: [[5]]". Rating: [[1]] Rating: [[2]] Rating: [[3]] Rating: [[4]] Rating: [[6]] Rating: [[7]]
+Rating: [[8]] Rating: [[9]] Rating: [[10]] Good answer. The answer is adequate.
+[Question] [The Start of Assistant's Answer] [The End of Assistant's Answer] [Instruction]
+Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural experiences
+and must-see attractions. Draft a professional email seeking your supervisor's feedback on the
+quarterly financial report. Imagine you are writing a blog post comparing two popular smartphone
+models. Write a persuasive email to convince your introverted friend to speak at a local event.
+Describe a vivid and unique character, using strong imagery and creative language. Solve for x in
+the equation 3x + 10 = 5(x - 2). Given that f(x) = 4x^3 - 9x - 14, find the value of f(2).
+Implement a program to find the common elements in two arrays without using any extra data structures.
+def add(a, b):\n    return a + b\nprint(add(1, 2))  # 3
+The quick brown fox jumps over the lazy dog. You are a helpful assistant. Thank you for your question!
+In summary, the main reasons are economic, social and political. First, second, third, finally.
+0 1 2 3 4 5 6 7 8 9 10 100 2024 3.14 {"key": "value"} <html> </html> a, b; c: d! e? (f) [g] 'h' "i"
+"""
+
+_WORDS = _CORPUS.split()
+
+
+def _tokenizer(seed: int = 0) -> Any:
+    """A byte-level BPE tokenizer trained on the built-in corpus, with specials and the chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=448,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator([_CORPUS] * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        additional_special_tokens=list(ROLE_TOKENS),
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
+
+
+def _model(vocab_size: int, tokenizer: Any, seed: int, init_range: float) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        initializer_range=init_range,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config).float()
+
+
+def _save(model: Any, tokenizer: Any, path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _is_built(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def build_tiny_chat_model(path: str | Path, seed: int = 0) -> Path:
+    """Save a tiny random-weight Llama chat model (byte-level BPE, Jinja chat template) to `path`.
+
+    Deterministic for a given seed; reused when `path` already holds a built model.
+    """
+    path = Path(path)
+    if _is_built(path):
+        return path
+    tokenizer = _tokenizer(seed)
+    # A wide init gives peaked logits, so greedy argmax is not decided by float rounding noise.
+    model = _model(len(tokenizer), tokenizer, seed, init_range=0.3)
+    return _save(model, tokenizer, path)
+
+
+def _random_text(rng: random.Random) -> str:
+    """Prompt-like text: corpus words, numbers and a few odd characters, of very different lengths."""
+    n_words = rng.choice((1, 3, 8, 20, 40, 80, 160, 300))
+    words = []
+    for _ in range(rng.randint(max(1, n_words // 2), n_words)):
+        roll = rng.random()
+        if roll < 0.8:
+            words.append(rng.choice(_WORDS))
+        elif roll < 0.9:
+            words.append(str(rng.randint(0, 10_000)))
+        else:
+            words.append("".join(chr(rng.randint(33, 0x24F)) for _ in range(rng.randint(1, 4))))
+    sep = rng.choice((" ", " ", "\n"))
+    return sep.join(words)
+
+
+def _random_conversation(rng: random.Random) -> list[dict[str, str]]:
+    messages = []
+    if rng.random() < 0.5:
+        messages.append({"role": "system", "content": _random_text(rng)})
+    for turn in range(rng.choice((1, 1, 2))):
+        if turn:
+            messages.append({"role": "assistant", "content": _random_text(rng)})
+        messages.append({"role": "user", "content": _random_text(rng)})
+    return messages
+
+
+JUDGE_CUES = ("\nRating: [[", "Rating: [[", "\n\nRating: [[", " Rating: [[")
+
+
+def build_tiny_judge(
+    path: str | Path,
+    seed: int = 0,
+    rating: str = "7",
+    steps: int = 300,
+    with_rating: bool = True,
+) -> Path:
+    """Train a tiny judge whose greedy reply to any chat prompt is exactly "Rating: [[<rating>]]" + EOS.
+
+    With `with_rating=False` it replies "Good answer." (no rating) instead; both variants are also
+    trained so that `<prompt><judgment><cue>` continues with "<rating>]]", which is what
+    `RatingProber.rating_probabilities` reads. Reused when `path` already holds a built model.
+    """
+    import torch
+
+    path = Path(path)
+    if _is_built(path):
+        return path
+    tokenizer = _tokenizer(seed)
+    model = _model(len(tokenizer), tokenizer, seed, init_range=0.02)
+    reply = f"Rating: [[{rating}]]" if with_rating else "Good answer."
+    reply_ids = tokenizer.encode(reply, add_special_tokens=False) + [tokenizer.eos_token_id]
+    rating_ids = tokenizer.encode(f"{rating}]]", add_special_tokens=False)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+
+    def example() -> tuple[list[int], list[int]]:
+        prompt = tokenizer.apply_chat_template(
+            _random_conversation(rng), add_generation_prompt=True, tokenize=False
+        )
+        prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)[-1500:]
+        if rng.random() < 0.7:
+            return prompt_ids + reply_ids, [-100] * len(prompt_ids) + reply_ids
+        # Probe examples: only the rating after the cue is learned, so the reply's EOS stays intact.
+        judgment = rng.choice((reply, "", _random_text(rng)[:80]))
+        ctx = tokenizer.encode(prompt + judgment + rng.choice(JUDGE_CUES), add_special_tokens=False)
+        return ctx + rating_ids, [-100] * len(ctx) + rating_ids
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    model.train()
+    batch_size = 8
+    for _ in range(steps):
+        batch = [example() for _ in range(batch_size)]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((batch_size, width), tokenizer.pad_token_id)
+        labels = torch.full((batch_size, width), -100)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, (ids, lab) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(lab)] = torch.tensor(lab)
+            mask[row, : len(ids)] = 1
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return _save(model, tokenizer, path)
+
+
+def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
+    """Write the tiny chat model as a float32 llama GGUF file (tokenizer and chat template embedded).
+
+    `path` is the .gguf file to write; transformers loads it with `gguf_file=`.
+    """
+    import gguf
+    import numpy as np
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    tokenizer = _tokenizer(seed)
+    model = _model(len(tokenizer), tokenizer, seed, init_range=0.3)
+    config = model.config
+    head_dim = config.hidden_size // config.num_attention_heads
+
+    tok_state = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab: dict[str, int] = tokenizer.get_vocab()
+    tokens = [token for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tok_state["model"]["merges"]]
+    special = set(SPECIAL_TOKENS)
+    token_types = [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens]
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-chat")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(token_types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHAT_TEMPLATE)
+
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    for hf_name, tensor in model.state_dict().items():
+        array = tensor.detach().float().numpy()
+        # llama.cpp stores q/k rows interleaved for its rope; the loader undoes this permutation.
+        if hf_name.endswith("q_proj.weight"):
+            array = _permute(array, config.num_attention_heads, config.num_attention_heads)
+        elif hf_name.endswith("k_proj.weight"):
+            array = _permute(array, config.num_attention_heads, config.num_key_value_heads)
+        gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise ValueError(f"no GGUF name for tensor {hf_name}")
+        writer.add_tensor(gguf_name, np.ascontiguousarray(array, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _permute(weights: Any, n_head: int, n_head_kv: int) -> Any:
+    if n_head_kv != n_head:
+        n_head = n_head_kv
+    return (
+        weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )

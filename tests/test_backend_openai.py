@@ -1,0 +1,366 @@
+"""The `openai/<model>` backend against a real loopback HTTP server (pytest_mtbench.testing.judge_server).
+
+Every server binds 127.0.0.1 only, is bounded in requests and stops itself after a short lifetime.
+Backoff waits go to an injected recorder, so no test sleeps for a backoff and none asserts on wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("openai")
+
+from pytest_mtbench.backends import load_backend  # noqa: E402
+from pytest_mtbench.backends.base import BackendError, BackendOptions, Completion, SamplingParams  # noqa: E402
+from pytest_mtbench.backends.openai_api import (  # noqa: E402
+    BACKOFF_CAP,
+    RETRY_AFTER_CAP,
+    OpenAIBackend,
+    _parse_completion,
+    backoff_delay,
+    normalise_base_url,
+    parse_retry_after,
+)
+from pytest_mtbench.testing.judge_server import FakeOpenAIServer, judge_like_reply  # noqa: E402
+
+SECRET = "sk-test-9f8e7d6c5b4a39281706"
+JUDGE_PARAMS = SamplingParams(temperature=0.0, max_new_tokens=2048)
+SYSTEM = "You are a helpful assistant."
+
+
+def convo(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
+
+
+class SleepRecorder:
+    """Stands in for time.sleep: records each backoff wait instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., FakeOpenAIServer]]:
+    servers: list[FakeOpenAIServer] = []
+
+    def factory(**kwargs: Any) -> FakeOpenAIServer:
+        kwargs.setdefault("lifetime", 60.0)
+        kwargs.setdefault("max_requests", 200)
+        server = FakeOpenAIServer(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
+
+
+@pytest.fixture
+def make_backend(sleeps: SleepRecorder) -> Iterator[Callable[..., OpenAIBackend]]:
+    backends: list[OpenAIBackend] = []
+
+    def factory(
+        server: FakeOpenAIServer | None = None,
+        environ: dict[str, str] | None = None,
+        jitter: Callable[[], float] = lambda: 1.0,
+        **options: Any,
+    ) -> OpenAIBackend:
+        if server is not None:
+            options.setdefault("base_url", server.base_url)
+        options.setdefault("timeout", 5.0)
+        backend = OpenAIBackend(
+            "gpt-4", BackendOptions(**options), sleep=sleeps, jitter=jitter, environ=environ or {}
+        )
+        backends.append(backend)
+        return backend
+
+    yield factory
+    for backend in backends:
+        backend.close()
+
+
+# -- the request on the wire -----------------------------------------------------------------------------
+
+
+def test_request_body_is_exactly_what_fastchat_sends(make_server, make_backend) -> None:
+    server = make_server(scores=9)
+    backend = make_backend(server)
+    messages = convo("Rate this answer.")
+    [completion] = backend.chat([messages], SamplingParams(temperature=0.7, max_new_tokens=1024, seed=5))
+    assert server.requests == [
+        {"model": "gpt-4", "messages": messages, "n": 1, "temperature": 0.7, "max_tokens": 1024}
+    ]
+    assert completion.text == judge_like_reply(9)
+    assert completion.text.endswith("Rating: [[9]]")
+    assert completion.n_tokens == len(judge_like_reply(9).split())
+    assert completion.extra == {"finish_reason": "stop"}
+
+
+def test_registry_builds_the_backend_and_identity_has_no_credentials(make_server, monkeypatch) -> None:
+    server = make_server()
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    url = server.base_url.replace("http://", "http://user:pw@") + "/"
+    backend = load_backend("openai/gpt-4o-mini", BackendOptions(base_url=url))
+    try:
+        assert backend.spec == "openai/gpt-4o-mini"
+        expected = {"backend": "openai", "model": "gpt-4o-mini", "base_url": server.base_url}
+        assert backend.identity() == expected
+        assert json.loads(json.dumps(backend.identity())) == backend.identity()  # plain data only
+    finally:
+        backend.close()
+
+
+def test_custom_endpoint_without_key_sends_a_placeholder(make_server, make_backend) -> None:
+    server = make_server()
+    backend = make_backend(environ={"OPENAI_BASE_URL": server.base_url})
+    assert backend.identity()["base_url"] == server.base_url
+    assert backend.chat([convo("hi")], JUDGE_PARAMS)[0].text == judge_like_reply(7)
+    assert server.authorizations == ["Bearer EMPTY"]
+
+
+# -- concurrency ------------------------------------------------------------------------------------------
+
+
+def test_results_keep_input_order_when_replies_finish_out_of_order(make_server, make_backend) -> None:
+    def reply(body: dict[str, Any]) -> str:
+        index = int(body["messages"][-1]["content"].split()[-1])
+        threading.Event().wait(0.002 * (24 - index))  # later inputs answer sooner
+        return f"echo {index}"
+
+    server = make_server(reply=reply)
+    backend = make_backend(server, concurrency=8)
+    completions = backend.chat([convo(f"question {i}") for i in range(24)], JUDGE_PARAMS)
+    assert [c.text for c in completions] == [f"echo {i}" for i in range(24)]
+    assert server.request_count == 24
+
+
+def test_calls_really_run_concurrently_up_to_the_limit(make_server, make_backend) -> None:
+    # a barrier of 4 only opens if 4 requests are in the server at once (fails after 10 s otherwise)
+    barrier = threading.Barrier(4, timeout=10)
+
+    def reply(body: dict[str, Any]) -> str:
+        barrier.wait()
+        return "ok"
+
+    server = make_server(reply=reply)
+    backend = make_backend(server, concurrency=4, timeout=20.0)
+    completions = backend.chat([convo(f"q{i}") for i in range(12)], JUDGE_PARAMS)
+    assert [c.text for c in completions] == ["ok"] * 12
+    assert server.max_in_flight == 4  # reached the limit, never exceeded it
+    assert server.request_count == 12
+
+
+def test_default_options_run_16_calls_at_once(make_server, make_backend) -> None:
+    barrier = threading.Barrier(16, timeout=10)
+    server = make_server(reply=lambda body: str(barrier.wait()))
+    backend = make_backend(server, timeout=20.0)
+    assert backend.options.concurrency == BackendOptions().concurrency == 16
+    backend.chat([convo(f"q{i}") for i in range(32)], JUDGE_PARAMS)
+    assert server.max_in_flight == 16
+
+
+# -- retries ----------------------------------------------------------------------------------------------
+
+
+def test_429_with_retry_after_waits_what_the_server_asks(make_server, make_backend, sleeps) -> None:
+    server = make_server(faults=[("429", 2.5), ("429", None, {"retry-after-ms": "1500"}), ("429", 3600)])
+    backend = make_backend(server)
+    [completion] = backend.chat([convo("q")], JUDGE_PARAMS)
+    assert completion.text == judge_like_reply(7)
+    assert server.request_count == 4
+    assert sleeps.waits == [2.5, 1.5, RETRY_AFTER_CAP]
+
+
+def test_5xx_recover_with_exponential_backoff(make_server, make_backend, sleeps) -> None:
+    server = make_server(faults=[("500",), ("502",), ("503",), ("504",)])
+    backend = make_backend(server, max_retries=6)  # jitter pinned to 1.0: the full backoff
+    [completion] = backend.chat([convo("q")], JUDGE_PARAMS)
+    assert completion.text == judge_like_reply(7)
+    assert server.request_count == 5
+    assert sleeps.waits == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_backoff_is_full_jitter_and_capped() -> None:
+    assert backoff_delay(1, None, lambda: 0.5) == 0.25
+    assert backoff_delay(3, None, lambda: 0.0) == 0.0
+    assert backoff_delay(30, None, lambda: 1.0) == BACKOFF_CAP
+    assert backoff_delay(1, 7.0, lambda: 0.0) == 7.0
+    assert backoff_delay(1, -3.0, lambda: 0.0) == 0.0
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+def test_hang_past_the_timeout_is_retried(make_server, make_backend, sleeps) -> None:
+    server = make_server(faults=[("hang", 5.0)])
+    backend = make_backend(server, timeout=0.3)
+    [completion] = backend.chat([convo("q")], JUDGE_PARAMS)
+    assert completion.text == judge_like_reply(7)
+    assert server.request_count == 2
+    assert sleeps.waits == [0.5]
+
+
+@pytest.mark.parametrize("fault", [("malformed",), ("malformed", "no-choices"), ("drop",)])
+def test_malformed_or_dropped_replies_are_retried(make_server, make_backend, sleeps, fault) -> None:
+    server = make_server(faults=[fault, fault])
+    backend = make_backend(server)
+    [completion] = backend.chat([convo("q")], JUDGE_PARAMS)
+    assert completion.text == judge_like_reply(7)
+    assert server.request_count == 3
+    assert len(sleeps.waits) == 2
+
+
+def test_exhausted_retries_name_endpoint_model_and_attempts(make_server, make_backend, sleeps) -> None:
+    server = make_server(faults=[("500",)] * 10)
+    backend = make_backend(server, max_retries=2)
+    with pytest.raises(BackendError) as info:
+        backend.chat([convo("q")], JUDGE_PARAMS)
+    message = str(info.value)
+    assert "openai/gpt-4" in message
+    assert server.base_url in message
+    assert "3 attempts" in message
+    assert "HTTP 500" in message and "injected fault 500" in message
+    assert server.request_count == 3
+    assert len(sleeps.waits) == 2
+
+
+@pytest.mark.parametrize("status", ["400", "401", "404"])
+def test_client_errors_are_not_retried(make_server, make_backend, sleeps, status) -> None:
+    server = make_server(faults=[(status, None, None, "model does not exist")])
+    backend = make_backend(server)
+    with pytest.raises(BackendError, match=rf"HTTP {status}: model does not exist.*not retried"):
+        backend.chat([convo("q")], JUDGE_PARAMS)
+    assert server.request_count == 1
+    assert sleeps.waits == []
+
+
+def test_one_failed_call_fails_the_batch_and_cancels_the_rest(make_server, make_backend) -> None:
+    server = make_server(latency=0.02, faults=[("401",)])
+    backend = make_backend(server, concurrency=2)
+    with pytest.raises(BackendError, match=r"conversation \d+ of 40: .*HTTP 401"):
+        backend.chat([convo(f"q{i}") for i in range(40)], JUDGE_PARAMS)
+    assert server.request_count <= 6  # the queued calls never reached the server
+
+
+def test_server_request_bound_answers_503(make_server, make_backend) -> None:
+    server = make_server(max_requests=2)
+    backend = make_backend(server, max_retries=1)
+    backend.chat([convo("a"), convo("b")], JUDGE_PARAMS)
+    with pytest.raises(BackendError, match="2 attempts.*HTTP 503"):
+        backend.chat([convo("c")], JUDGE_PARAMS)
+    assert server.request_count == 4
+    assert server.rejected_count == 2
+
+
+# -- secrets ----------------------------------------------------------------------------------------------
+
+
+def test_api_key_is_sent_but_never_shown(make_server, make_backend, caplog) -> None:
+    caplog.set_level("DEBUG")
+    server = make_server(
+        faults=[
+            ("500", None, None, f"upstream rejected key {SECRET}"),
+            ("401", None, None, f"Incorrect API key provided: {SECRET}"),
+        ]
+    )
+    backend = make_backend(server, environ={"JUDGE_KEY": SECRET}, api_key_env="JUDGE_KEY")
+    with pytest.raises(BackendError) as info:
+        backend.chat([convo("q")], JUDGE_PARAMS)
+    assert server.authorizations == [f"Bearer {SECRET}"] * 2  # the key did reach the server
+    shown = [str(info.value), repr(info.value), repr(backend), json.dumps(backend.identity()), caplog.text]
+    for text in shown:
+        assert SECRET not in text
+    assert "Incorrect API key provided: ***" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__context__ is None  # openai's error is not chained
+
+
+def test_missing_key_for_the_official_endpoint_is_a_clear_error(make_backend) -> None:
+    with pytest.raises(BackendError) as info:
+        make_backend(environ={})
+    message = str(info.value)
+    assert "OPENAI_API_KEY" in message
+    assert "--mtbench-judge-base-url" in message
+
+
+def test_empty_key_counts_as_missing(make_backend) -> None:
+    with pytest.raises(BackendError, match="MY_KEY"):
+        make_backend(environ={"MY_KEY": ""}, api_key_env="MY_KEY")
+
+
+def test_official_endpoint_with_key_builds_without_network(make_backend) -> None:
+    backend = make_backend(environ={"OPENAI_API_KEY": SECRET})
+    assert backend.identity() == {"backend": "openai", "model": "gpt-4", "base_url": "https://api.openai.com/v1"}
+    assert SECRET not in repr(backend) + repr(vars(backend).get("options"))
+
+
+# -- pure helpers -----------------------------------------------------------------------------------------
+
+
+def test_normalise_base_url() -> None:
+    assert normalise_base_url("HTTPS://u:p@Example.com:8443/v1/?x=1") == "https://example.com:8443/v1"
+    assert normalise_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
+
+
+def test_parse_completion_handles_null_content_and_missing_usage() -> None:
+    body = json.dumps({"choices": [{"message": {"role": "assistant", "content": None}}]})
+    assert _parse_completion(body) == Completion(text="", n_tokens=0, extra={"finish_reason": None})
+
+
+# -- the server itself ------------------------------------------------------------------------------------
+
+
+def test_server_lists_models(make_server) -> None:
+    server = make_server(model_ids=("judge-a", "judge-b"))
+    with urllib.request.urlopen(f"{server.base_url}/models", timeout=5) as response:
+        data = json.loads(response.read())
+    assert [m["id"] for m in data["data"]] == ["judge-a", "judge-b"]
+
+
+def test_standalone_server_serves_then_stops_itself(tmp_path: Path, make_backend) -> None:
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest_mtbench.testing.judge_server", "--port-file", str(port_file),
+         "--score", "4", "--max-requests", "2", "--lifetime", "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(200):
+            if port_file.exists() or proc.poll() is not None:
+                break
+            threading.Event().wait(0.05)
+        port = int(port_file.read_text())
+        backend = make_backend(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
+        completions = backend.chat([convo("a"), convo("b")], JUDGE_PARAMS)
+        assert [c.text for c in completions] == [judge_like_reply(4)] * 2
+        with pytest.raises(BackendError, match="HTTP 503"):
+            backend.chat([convo("c")], JUDGE_PARAMS)
+        backend.close()
+        assert proc.wait(timeout=30) == 0  # its lifetime ran out: it stopped on its own
+        out = proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "request 1\nrequest 2\nrequest 3\n" in out
+    assert "stopped after 3 requests" in out
