@@ -24,6 +24,7 @@ from .stats import OVERALL
 RECORD_PROPERTY = "mtbench"
 GATE_PROPERTY = "mtbench_gate"
 COLLECTOR_NAME = "mtbench"
+PROGRESS_INTERVAL = float(os.environ.get("MTBENCH_PROGRESS_INTERVAL", "5"))
 
 
 class MTBenchFailure(Exception):
@@ -107,6 +108,9 @@ def _load_run(config: pytest.Config, settings: Settings) -> RunState:
             )
     settings.check_threshold_names({q.category for q in question_list})
 
+    for flag, spec in (("--mtbench-model", settings.model), ("--mtbench-judge", settings.judge)):
+        _check_local_spec(flag, spec)
+
     workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     common = {
@@ -148,13 +152,34 @@ def _load_run(config: pytest.Config, settings: Settings) -> RunState:
     return RunState(settings, {q.question_id: q for q in question_list}, runner, data_info)
 
 
+def _check_local_spec(flag: str, spec: str) -> None:
+    """A local model path that does not exist is a usage error before anything runs."""
+    from .backends import ALIASES, BackendError, split_spec
+
+    try:
+        prefix, name = split_spec(spec)
+    except BackendError as exc:
+        raise pytest.UsageError(f"{flag}: {exc}") from None
+    if prefix == "hf" and spec not in ALIASES and name not in ALIASES and not Path(name).expanduser().exists():
+        raise pytest.UsageError(
+            f"{flag}={spec}: no such file or directory; give a local model directory or .gguf file, "
+            "'smollm2', openai/NAME or fake/NAME"
+        )
+
+
 def _progress_printer(config: pytest.Config):
     """A progress line per finished batch, written past output capture; silent with -q."""
     if config.get_verbosity() < 0:
         return None
     prefix = f"[{config.workerinput['workerid']}] " if _is_worker(config) else ""
+    last = {"printed": time.monotonic()}
 
     def report(phase: str, done: int, total: int) -> None:
+        # At most one line per PROGRESS_INTERVAL seconds: quick runs stay quiet, long ones show life.
+        now = time.monotonic()
+        if now - last["printed"] < PROGRESS_INTERVAL:
+            return
+        last["printed"] = now
         capman = config.pluginmanager.getplugin("capturemanager")
         line = f"mtbench: {prefix}{phase} {done}/{total}"
         if capman is None:
@@ -267,6 +292,9 @@ def _record_for(item: MTBenchItem) -> dict[str, Any]:
             message = str(exc) if isinstance(exc, (BackendError, PromptError)) else f"{type(exc).__name__}: {exc}"
             for q in group:
                 state.group_errors[q.question_id] = message
+            if isinstance(exc, BackendError):
+                # A model that cannot load or an endpoint that is gone fails every other question too.
+                item.session.shouldstop = f"mtbench: {message}"
             raise
     return state.local_results[qid]
 
@@ -277,7 +305,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if STATE not in config.stash:
         return
     collector = MTBenchCollector.from_parent(session, name=COLLECTOR_NAME, nodeid=COLLECTOR_NAME)
-    items.extend(collector.collect())
+    # Through the collection hooks, so the terminal's "collected N items" and --lf see the questions.
+    report = collector.ihook.pytest_make_collect_report(collector=collector)
+    collector.ihook.pytest_collectreport(report=report)
+    if report.failed:
+        raise pytest.UsageError(f"mtbench: collecting the questions failed: {report.longreprtext}")
+    items.extend(item for item in report.result if isinstance(item, pytest.Item))
 
 
 # ---- results, gates and reports (controller) ----------------------------------------------------

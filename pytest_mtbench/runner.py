@@ -205,6 +205,7 @@ class BenchmarkRunner:
                 "judgment_cached": job.result.get("cached", False),
                 "judgment_tokens": job.result.get("n_tokens", 0),
                 "judging_seconds": job.share_seconds,
+                "judge_prompt": {"name": request.prompt_name, "system": request.system, "user": request.user},
             }
             verdict = official_verdict(request, job.result["text"])
             verdicts[q.question_id].append(verdict)

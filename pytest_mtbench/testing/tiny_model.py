@@ -126,7 +126,7 @@ def build_tiny_chat_model(path: str | Path, seed: int = 0) -> Path:
 
 def _random_text(rng: random.Random) -> str:
     """Prompt-like text: corpus words, numbers and a few odd characters, of very different lengths."""
-    n_words = rng.choice((1, 3, 8, 20, 40, 80, 160, 300))
+    n_words = rng.choice((1, 3, 8, 20, 40, 80))
     words = []
     for _ in range(rng.randint(max(1, n_words // 2), n_words)):
         roll = rng.random()
@@ -179,17 +179,19 @@ def build_tiny_judge(
     rating_ids = tokenizer.encode(f"{rating}]]", add_special_tokens=False)
     rng = random.Random(seed)
     torch.manual_seed(seed)
+    max_prompt_tokens = 256  # attention cost grows with length; the reply only depends on the prompt's tail
 
     def example() -> tuple[list[int], list[int]]:
         prompt = tokenizer.apply_chat_template(
             _random_conversation(rng), add_generation_prompt=True, tokenize=False
         )
-        prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)[-1500:]
+        prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)[-max_prompt_tokens:]
         if rng.random() < 0.7:
             return prompt_ids + reply_ids, [-100] * len(prompt_ids) + reply_ids
         # Probe examples: only the rating after the cue is learned, so the reply's EOS stays intact.
         judgment = rng.choice((reply, "", _random_text(rng)[:80]))
         ctx = tokenizer.encode(prompt + judgment + rng.choice(JUDGE_CUES), add_special_tokens=False)
+        ctx = ctx[-max_prompt_tokens:]
         return ctx + rating_ids, [-100] * len(ctx) + rating_ids
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)

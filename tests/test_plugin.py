@@ -1,0 +1,225 @@
+"""Plugin behaviour through pytester: collection, selection, gates, reports, errors, cache and xdist.
+
+These runs use the shipped fake backends (no model, no network) so they take seconds; the end-to-end
+tests with a real tiny model and a loopback judge server are in test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester, shared_data: Path):
+    """Run pytest in a subprocess with the plugin pointed at the shared data and a private cache."""
+
+    def _run(*args: str) -> pytest.RunResult:
+        base = [f"--mtbench-data={shared_data}", f"--mtbench-cache={pytester.path / 'cache'}", "-p", "no:cacheprovider"]
+        return pytester.runpytest_subprocess(*base, *args)
+
+    return _run
+
+
+FAKE = ("--mtbench-model=fake/echo", "--mtbench-judge=fake/judge-7")
+
+
+def test_without_model_nothing_is_collected_and_normal_tests_run(pytester: pytest.Pytester, run) -> None:
+    pytester.makepyfile("def test_ok():\n    assert 1 + 1 == 2\n")
+    result = run()
+    result.assert_outcomes(passed=1)
+    assert "MT-Bench" not in result.stdout.str()
+
+
+def test_collects_80_items_with_category_ids_and_markers(run) -> None:
+    result = run(*FAKE, "--co", "-q")
+    lines = [line for line in result.stdout.lines if "test_mtbench[" in line]
+    assert len(lines) == 80
+    assert "mtbench::test_mtbench[coding-121]" in lines
+    assert "mtbench::test_mtbench[writing-81]" in lines
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [(("-k", "coding"), 10), (("-k", "121"), 1), (("-m", "math or reasoning"), 20), (("-m", "mtbench"), 80)],
+)
+def test_selection(run, selection: tuple[str, str], expected: int) -> None:
+    result = run(*FAKE, "--co", "-q", *selection)
+    assert len([line for line in result.stdout.lines if "test_mtbench[" in line]) == expected
+
+
+def _report(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_full_run_table_and_json_report(run, pytester: pytest.Pytester) -> None:
+    report_path = pytester.path / "report.json"
+    result = run(*FAKE, f"--mtbench-report={report_path}", "--mtbench-threshold=overall=6.5")
+    result.assert_outcomes(passed=81)  # 80 questions + the overall gate
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*MT-Bench: fake/echo judged by fake/judge-7*", "coding*20/20*7.00*7.00*7.00*"])
+    result.stdout.fnmatch_lines(["overall*160/160*7.00*7.00*7.00*6.5*PASS*"])
+    report = _report(report_path)
+    assert report["overall"] == 7
+    assert report["run"]["model"] == "fake/echo" and report["run"]["judge"] == "fake/judge-7"
+    assert report["run"]["data"]["sha256"]["question.jsonl"].startswith("119565ad")
+    assert report["run"]["sampling"]["temperature_by_category"]["writing"] == 0.7
+    assert set(report["categories"]) == {
+        "writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"
+    }
+    assert report["categories"]["math"] == {
+        "score": 7.0, "turn_1": 7.0, "turn_2": 7.0, "n_scored": 20, "n_unscored": 0, "n_questions": 10,
+        "threshold": None,
+    }
+    assert len(report["questions"]) == 80
+    q121 = next(q for q in report["questions"] if q["question_id"] == 121)
+    assert q121["category"] == "coding"
+    assert [t["prompt_name"] for t in q121["turns"]] == ["single-math-v1", "single-math-v1-multi-turn"]
+    assert all(t["score"] == 7 and t["judge_prompt"]["user"] for t in q121["turns"])
+    assert "[The Start of Reference Answer]" in q121["turns"][0]["judge_prompt"]["user"]
+
+
+def test_threshold_failure_is_its_own_report_in_junit_and_exit_code(run, pytester: pytest.Pytester) -> None:
+    junit = pytester.path / "junit.xml"
+    result = run(*FAKE, "-k", "coding", "--mtbench-threshold=coding=7.5", "--mtbench-threshold=math=9",
+                 f"--junitxml={junit}")
+    assert result.ret == 1
+    result.assert_outcomes(passed=10, failed=1)  # math did not run, so it is not gated
+    result.stdout.re_match_lines([r"FAILED mtbench::category\[coding\] - MT-Bench gate failed: coding scored 7\.000"])
+    cases = ET.parse(junit).getroot().iter("testcase")
+    failed = [case.get("name") for case in cases if case.find("failure") is not None]
+    assert failed == ["category[coding]"]
+
+
+def test_ini_thresholds(pytester: pytest.Pytester, run) -> None:
+    pytester.makeini("[pytest]\nmtbench_thresholds =\n    writing=8\n    overall=6\n")
+    result = run(*FAKE, "-k", "writing")
+    assert result.ret == 1
+    result.assert_outcomes(passed=11, failed=1)
+    result.stdout.re_match_lines([r"FAILED mtbench::category\[writing\]"])
+    result.stdout.fnmatch_lines(["*writing scored 7.000, below its threshold 8*"])
+
+
+def test_unscored_turn_fails_item_and_is_not_counted(run, pytester: pytest.Pytester) -> None:
+    report_path = pytester.path / "r.json"
+    result = run("--mtbench-model=fake/echo", "--mtbench-judge=fake/silent", "-k", "81 or 82",
+                 f"--mtbench-report={report_path}")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*turn 1 is unscored*", "*I cannot decide on a rating*"])
+    report = _report(report_path)
+    assert report["overall"] is None
+    assert report["categories"]["writing"]["n_unscored"] == 4 and report["categories"]["writing"]["n_scored"] == 0
+    assert all(t["score"] is None for q in report["questions"] for t in q["turns"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--mtbench-model=/no/such/model",), "--mtbench-model=/no/such/model: no such file or directory*"),
+        ((*FAKE, "--mtbench-threshold=cooking=5"), "*unknown category 'cooking'*"),
+        ((*FAKE, "--mtbench-threshold=coding"), "*threshold 'coding' is not NAME=VALUE*"),
+        ((*FAKE, "--mtbench-judge-scoring=vibes"), "*--mtbench-judge-scoring: 'vibes' is not one of*"),
+        ((*FAKE, "--mtbench-references=gpt-5"), "*--mtbench-references: 'gpt-5' is neither*"),
+    ],
+)
+def test_bad_input_is_one_line_usage_error(run, args: tuple[str, ...], message: str) -> None:
+    result = run(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_malformed_question_file(run, pytester: pytest.Pytester) -> None:
+    bad = pytester.path / "q.jsonl"
+    bad.write_text('{"question_id": 1, "category": "writing", "turns": ["a", "b"]}\n{"question_id": 2, "turns": 5}\n')
+    result = run(*FAKE, f"--mtbench-questions={bad}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *q.jsonl:2: 'category' must be*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_data_dir_with_wrong_hash(run, pytester: pytest.Pytester, shared_data: Path) -> None:
+    tampered = pytester.path / "data"
+    (tampered / "reference_answer").mkdir(parents=True)
+    for name in ("question.jsonl", "judge_prompts.jsonl", "reference_answer/gpt-4.jsonl",
+                 "reference_answer/gpt-4-0125-preview.jsonl"):
+        (tampered / name).write_bytes((shared_data / name).read_bytes())
+    with (tampered / "question.jsonl").open("a") as handle:
+        handle.write("\n")
+    result = pytester.runpytest_subprocess(*FAKE, f"--mtbench-data={tampered}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *question.jsonl*sha256*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_custom_question_set_with_custom_category(run, pytester: pytest.Pytester) -> None:
+    from pytest_mtbench.resources import shipped_dir
+
+    questions = shipped_dir("questions") / "example-support.jsonl"
+    report_path = pytester.path / "r.json"
+    result = run(*FAKE, f"--mtbench-questions={questions}", f"--mtbench-report={report_path}",
+                 "--mtbench-threshold=support=5")
+    result.assert_outcomes(passed=7)
+    report = _report(report_path)
+    assert list(report["categories"]) == ["writing", "math", "coding", "support"]
+    math = next(q for q in report["questions"] if q["question_id"] == 3)
+    assert "204" in math["turns"][0]["judge_prompt"]["user"]  # the question file's own reference
+
+
+def test_project_rubric_overrides_official_prompt(run, pytester: pytest.Pytester) -> None:
+    from pytest_mtbench.resources import shipped_dir
+
+    report_path = pytester.path / "r.json"
+    rubric = shipped_dir("judge_prompts") / "rubric-v1.jsonl"
+    run(*FAKE, "-k", "81", f"--mtbench-judge-prompts={rubric}", f"--mtbench-report={report_path}")
+    turn = _report(report_path)["questions"][0]["turns"][0]
+    assert "Instruction following" in turn["judge_prompt"]["user"]
+
+
+def test_xdist_gives_the_same_table_and_report(run, pytester: pytest.Pytester) -> None:
+    serial, parallel = pytester.path / "serial.json", pytester.path / "parallel.json"
+    one = run(*FAKE, "--mtbench-no-cache", f"--mtbench-report={serial}", "--mtbench-threshold=coding=7.5")
+    two = run(*FAKE, "--mtbench-no-cache", f"--mtbench-report={parallel}", "--mtbench-threshold=coding=7.5",
+              "-n", "2")
+    assert one.ret == two.ret == 1
+    one.assert_outcomes(passed=80, failed=1)
+    two.assert_outcomes(passed=80, failed=1)
+    table = [line for line in one.stdout.lines if line.startswith(("coding", "overall", "writing"))]
+    assert table and table == [line for line in two.stdout.lines if line.startswith(("coding", "overall", "writing"))]
+    a, b = _report(serial), _report(parallel)
+    assert a["categories"] == b["categories"] and a["overall"] == b["overall"]
+    strip = ("generation_seconds", "judging_seconds")
+
+    def answers(report: dict) -> list:
+        return [[{k: v for k, v in t.items() if k not in strip} for t in q["turns"]] for q in report["questions"]]
+
+    assert answers(a) == answers(b)
+    assert b["run"]["workers"] == 2
+
+
+def test_second_run_is_served_from_cache_and_offline_replay(run, pytester: pytest.Pytester) -> None:
+    first, second = pytester.path / "first.json", pytester.path / "second.json"
+    run(*FAKE, f"--mtbench-report={first}").assert_outcomes(passed=80)
+    run(*FAKE, f"--mtbench-report={second}", "--mtbench-offline").assert_outcomes(passed=80)
+    phases = _report(second)["run"]["phases"]
+    assert phases["generation"]["calls"] == 0 and phases["generation"]["cached"] == 160
+    assert phases["judging"]["calls"] == 0 and phases["judging"]["cached"] == 160
+    assert _report(first)["categories"] == _report(second)["categories"]
+
+    # Remove one judgment: offline, exactly that question fails and names the missing key.
+    q = next(q for q in _report(first)["questions"] if q["question_id"] == 125)
+    removed = 0
+    for entry in (pytester.path / "cache" / "judgment").rglob("*.json"):
+        messages = json.loads(entry.read_text())["material"]["messages"]
+        if messages[-1]["content"] == q["turns"][1]["judge_prompt"]["user"]:
+            entry.unlink()
+            removed += 1
+    assert removed == 1
+    result = run(*FAKE, "--mtbench-offline")
+    result.assert_outcomes(passed=79, failed=1)
+    result.stdout.re_match_lines([r"FAILED mtbench::test_mtbench\[coding-125\] - --mtbench-offline: judgment not in"])
