@@ -74,8 +74,8 @@ OPTIONS: tuple[Option, ...] = (
            metavar="NAME=VALUE"),
     Option("--mtbench-report", "Write the JSON report (run info, scores, every answer and judgment) to PATH.",
            ini="mtbench_report", metavar="PATH"),
-    Option("--mtbench-cache", "Directory of the answer/judgment cache (default: the user cache dir).",
-           env="MTBENCH_CACHE_DIR", metavar="DIR"),
+    Option("--mtbench-cache", "Directory of the answer/judgment cache (default: results/ in the user cache "
+           "dir, $MTBENCH_CACHE_DIR or ~/.cache/pytest-mtbench).", metavar="DIR"),
     Option("--mtbench-no-cache", "Neither read nor write the cache.", default=False, action="store_true"),
     Option("--mtbench-offline", "Make no model or judge call: serve everything from the cache; a missing "
            "entry fails its question.", default=False, action="store_true"),

@@ -262,6 +262,17 @@ def test_one_failed_call_fails_the_batch_and_cancels_the_rest(make_server, make_
     assert server.request_count <= 6  # the queued calls never reached the server
 
 
+def test_unreachable_endpoint_is_retried_then_named(make_server, make_backend, sleeps) -> None:
+    server = make_server()
+    server.stop()  # nothing listens on that port any more
+    backend = make_backend(server, max_retries=3)
+    with pytest.raises(BackendError) as info:
+        backend.chat([convo("q")], JUDGE_PARAMS)
+    assert f"openai/gpt-4 at {server.base_url} failed after 4 attempts" in str(info.value)
+    assert "connection error" in str(info.value)
+    assert sleeps.waits == [0.5, 1.0, 2.0]
+
+
 def test_server_request_bound_answers_503(make_server, make_backend) -> None:
     server = make_server(max_requests=2)
     backend = make_backend(server, max_retries=1)
@@ -275,7 +286,8 @@ def test_server_request_bound_answers_503(make_server, make_backend) -> None:
 # -- secrets ----------------------------------------------------------------------------------------------
 
 
-def test_api_key_is_sent_but_never_shown(make_server, make_backend, caplog) -> None:
+@pytest.mark.parametrize("batch", [1, 3], ids=["single", "batch"])
+def test_api_key_is_sent_but_never_shown(make_server, make_backend, caplog, batch) -> None:
     caplog.set_level("DEBUG")
     server = make_server(
         faults=[
@@ -285,13 +297,19 @@ def test_api_key_is_sent_but_never_shown(make_server, make_backend, caplog) -> N
     )
     backend = make_backend(server, environ={"JUDGE_KEY": SECRET}, api_key_env="JUDGE_KEY")
     with pytest.raises(BackendError) as info:
-        backend.chat([convo("q")], JUDGE_PARAMS)
-    assert server.authorizations == [f"Bearer {SECRET}"] * 2  # the key did reach the server
+        backend.chat([convo(f"q{i}") for i in range(batch)], JUDGE_PARAMS)
+    assert set(server.authorizations) == {f"Bearer {SECRET}"}  # the key did reach the server
     shown = [str(info.value), repr(info.value), repr(backend), json.dumps(backend.identity()), caplog.text]
     for text in shown:
         assert SECRET not in text
     assert "Incorrect API key provided: ***" in str(info.value)
     assert info.value.__cause__ is None and info.value.__context__ is None  # openai's error is not chained
+
+
+def test_redaction_also_hides_bearer_tokens_and_stripped_keys(make_backend) -> None:
+    backend = make_backend(environ={"OPENAI_API_KEY": f"  {SECRET}\n"})
+    assert backend._redact(f"key {SECRET}!") == "key ***!"
+    assert backend._redact("Illegal header value b'Bearer abc.def'") == "Illegal header value b'Bearer ***'"
 
 
 def test_missing_key_for_the_official_endpoint_is_a_clear_error(make_backend) -> None:

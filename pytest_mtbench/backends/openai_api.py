@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ BACKOFF_BASE = 0.5  # seconds; first retry waits up to this
 BACKOFF_CAP = 20.0  # seconds; no computed backoff waits longer
 RETRY_AFTER_CAP = 60.0  # seconds; a server asking for longer is not believed
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
+_BEARER = re.compile(r"(?i)\bbearer\s+[^\s'\"]+")
 MAX_SERVER_MESSAGE = 200  # characters of a server error message kept in our errors
 
 
@@ -120,7 +122,7 @@ class OpenAIBackend:
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
 
-        api_key = env.get(options.api_key_env) or None
+        api_key = env.get(options.api_key_env, "").strip() or None  # a stray newline breaks the header
         if api_key is None:
             if urlsplit(self.base_url).hostname == "api.openai.com":
                 raise BackendError(
@@ -151,7 +153,7 @@ class OpenAIBackend:
     def _redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return _BEARER.sub("Bearer ***", text)  # a key quoted in some other form (e.g. a header repr)
 
     def _describe(self, exc: BaseException) -> str:
         """A short, key-free description of an attempt's failure."""
@@ -252,7 +254,13 @@ class OpenAIBackend:
         futures: list[Future[Completion]] = [
             pool.submit(self._complete, c, params, abort) for c in conversations
         ]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C / worker shutdown: leave nothing running in the background
+            abort.set()
+            for future in futures:
+                future.cancel()
+            raise
         failed = [f for f in futures if f in done and f.exception() is not None]
         if not failed:
             return [f.result() for f in futures]

@@ -7,7 +7,9 @@ tokenizers and gguf are imported inside the builders so importing this module st
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +101,20 @@ def _model(vocab_size: int, tokenizer: Any, seed: int, init_range: float) -> Any
 
 
 def _save(model: Any, tokenizer: Any, path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
+    # Write to a private directory and rename it into place, so concurrent builders (xdist workers
+    # sharing a cache dir) never see a half-written model.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _is_built(path):
+            raise
     return path
 
 
@@ -158,7 +170,7 @@ def build_tiny_judge(
     path: str | Path,
     seed: int = 0,
     rating: str = "7",
-    steps: int = 300,
+    steps: int = 200,
     with_rating: bool = True,
 ) -> Path:
     """Train a tiny judge whose greedy reply to any chat prompt is exactly "Rating: [[<rating>]]" + EOS.
