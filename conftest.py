@@ -14,7 +14,9 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "mt_bench"
 def shared_data() -> Path:
     """The official MT-Bench files beside the checkout (never copied into the repo)."""
     if not (SHARED_DATA / "question.jsonl").is_file():
-        pytest.fail(f"the official data is expected at {SHARED_DATA} (../shared/mt_bench beside the checkout)")
+        pytest.fail(
+            f"the official data is expected at {SHARED_DATA} (../shared/mt_bench beside the checkout)"
+        )
     return SHARED_DATA
 
 

@@ -31,7 +31,7 @@ JUDGE_TEMPLATE = (
     "AI assistant to the user question displayed below. Your evaluation should consider factors such as the "
     "helpfulness, relevance, accuracy, depth, creativity, and level of detail of the response. Begin your "
     "evaluation by providing a short explanation. Be as objective as possible. After providing your "
-    'explanation, you must rate the response on a scale of 1 to 10 by strictly following this format: '
+    "explanation, you must rate the response on a scale of 1 to 10 by strictly following this format: "
     '"[[rating]]", for example: "Rating: [[5]]".\n\n[Question]\n{question}\n\n'
     "[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's Answer]"
 )
@@ -59,9 +59,19 @@ def start_server(tmp: Path, latency: float, max_requests: int) -> tuple[subproce
     port_file = tmp / "port"
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "pytest_mtbench.testing.judge_server", "--port-file", str(port_file),
-            "--latency", str(latency), "--score", "7", "--max-requests", str(max_requests),
-            "--lifetime", "300",  # stops itself even if this script is killed
+            sys.executable,
+            "-m",
+            "pytest_mtbench.testing.judge_server",
+            "--port-file",
+            str(port_file),
+            "--latency",
+            str(latency),
+            "--score",
+            "7",
+            "--max-requests",
+            str(max_requests),
+            "--lifetime",
+            "300",  # stops itself even if this script is killed
         ],
         stdout=subprocess.DEVNULL,
     )
@@ -122,17 +132,27 @@ def main() -> int:
     ratio_b = t_b / ideal
     speedup_c = t_a / t_c
     extrapolation = args.calls / sample
-    print(f"{args.calls} judge calls, {args.latency * 1000:.0f} ms server latency, "
-          f"user message {user_chars} chars")
-    print(f"(a) one at a time:          {t_a:6.2f} s  "
-          f"(measured {sample} calls, extrapolated x{extrapolation:g})")
-    print(f"(b) concurrency {args.concurrency:<3}:         {t_b:6.2f} s  ideal {ideal:.2f} s  "
-          f"ratio to ideal {ratio_b:.3f}x")
-    print(f"(c) default options (c={default_options.concurrency}): {t_c:6.2f} s  "
-          f"ideal {ideal_default:.2f} s  speed-up over (a) {speedup_c:.1f}x")
+    print(
+        f"{args.calls} judge calls, {args.latency * 1000:.0f} ms server latency, "
+        f"user message {user_chars} chars"
+    )
+    print(
+        f"(a) one at a time:          {t_a:6.2f} s  "
+        f"(measured {sample} calls, extrapolated x{extrapolation:g})"
+    )
+    print(
+        f"(b) concurrency {args.concurrency:<3}:         {t_b:6.2f} s  ideal {ideal:.2f} s  "
+        f"ratio to ideal {ratio_b:.3f}x"
+    )
+    print(
+        f"(c) default options (c={default_options.concurrency}): {t_c:6.2f} s  "
+        f"ideal {ideal_default:.2f} s  speed-up over (a) {speedup_c:.1f}x"
+    )
     ok_b, ok_c = ratio_b <= 1.1, speedup_c >= 15
-    print(f"target (b) <= 1.1x ideal: {'met' if ok_b else 'MISSED'}; "
-          f"target (c) >= 15x faster than (a): {'met' if ok_c else 'MISSED'}")
+    print(
+        f"target (b) <= 1.1x ideal: {'met' if ok_b else 'MISSED'}; "
+        f"target (c) >= 15x faster than (a): {'met' if ok_c else 'MISSED'}"
+    )
     return 0 if ok_b and ok_c else 1
 
 

@@ -121,9 +121,12 @@ def _load_run(config: pytest.Config, settings: Settings) -> RunState:
         "num_threads": threads,
         "cache_dir": str(default_cache_dir()),
     }
-    chat_template = Path(settings.chat_template).read_text(encoding="utf-8") if settings.chat_template else None
+    chat_template = (
+        Path(settings.chat_template).read_text(encoding="utf-8") if settings.chat_template else None
+    )
     model = LazyBackend(
-        settings.model, BackendOptions(base_url=settings.model_base_url, chat_template=chat_template, **common)
+        settings.model,
+        BackendOptions(base_url=settings.model_base_url, chat_template=chat_template, **common),
     )
     judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **common))
     cache = ResultCache(
@@ -140,7 +143,6 @@ def _load_run(config: pytest.Config, settings: Settings) -> RunState:
             seed=settings.seed,
             judge_scoring=settings.judge_scoring,
             offline=settings.offline,
-            chunk_size=max(settings.batch_size, settings.concurrency),
         ),
         progress=_progress_printer(config),
     )
@@ -160,7 +162,12 @@ def _check_local_spec(flag: str, spec: str) -> None:
         prefix, name = split_spec(spec)
     except BackendError as exc:
         raise pytest.UsageError(f"{flag}: {exc}") from None
-    if prefix == "hf" and spec not in ALIASES and name not in ALIASES and not Path(name).expanduser().exists():
+    if (
+        prefix == "hf"
+        and spec not in ALIASES
+        and name not in ALIASES
+        and not Path(name).expanduser().exists()
+    ):
         raise pytest.UsageError(
             f"{flag}={spec}: no such file or directory; give a local model directory or .gguf file, "
             "'smollm2', openai/NAME or fake/NAME"
@@ -229,7 +236,9 @@ class MTBenchCollector(pytest.Collector):
     def collect(self) -> Iterator[MTBenchItem]:
         state = self.config.stash[STATE]
         for q in state.questions.values():
-            item = MTBenchItem.from_parent(self, name=f"test_mtbench[{q.category}-{q.question_id}]", question=q)
+            item = MTBenchItem.from_parent(
+                self, name=f"test_mtbench[{q.category}-{q.question_id}]", question=q
+            )
             item.add_marker(pytest.mark.mtbench)
             item.add_marker(getattr(pytest.mark, q.category))
             item.add_marker(pytest.mark.xdist_group(q.category))
@@ -289,7 +298,9 @@ def _record_for(item: MTBenchItem) -> dict[str, Any]:
             from .backends import BackendError
             from .prompts import PromptError
 
-            message = str(exc) if isinstance(exc, (BackendError, PromptError)) else f"{type(exc).__name__}: {exc}"
+            message = (
+                str(exc) if isinstance(exc, (BackendError, PromptError)) else f"{type(exc).__name__}: {exc}"
+            )
             for q in group:
                 state.group_errors[q.question_id] = message
             if isinstance(exc, BackendError):
@@ -300,7 +311,9 @@ def _record_for(item: MTBenchItem) -> dict[str, Any]:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
     # tryfirst: the items must exist before -k/-m/--lf select among them.
     if STATE not in config.stash:
         return
@@ -368,7 +381,9 @@ def _phases(state: RunState) -> dict[str, dict[str, Any]]:
 
 
 def _gate_report(gate: Any) -> pytest.TestReport:
-    nodeid = f"{COLLECTOR_NAME}::category[{gate.name}]" if gate.name != OVERALL else f"{COLLECTOR_NAME}::overall"
+    nodeid = (
+        f"{COLLECTOR_NAME}::category[{gate.name}]" if gate.name != OVERALL else f"{COLLECTOR_NAME}::overall"
+    )
     return pytest.TestReport(
         nodeid=nodeid,
         location=(COLLECTOR_NAME, None, nodeid.split("::", 1)[1]),

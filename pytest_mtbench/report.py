@@ -36,7 +36,8 @@ def render_table(
     """The score table shown at the end of a run, one string per line."""
     gate_by_name = {g.name: g for g in gates}
     width = max([len(name) for name in categories] + [len("category"), len("overall")])
-    header = f"{'category':<{width}}  {'scored':>7}  {'turn 1':>6}  {'turn 2':>6}  {'score':>6}  {'min':>5}  verdict"
+    columns = f"{'scored':>7}  {'turn 1':>6}  {'turn 2':>6}  {'score':>6}  {'min':>5}  verdict"
+    header = f"{'category':<{width}}  {columns}"
     lines = [header, "-" * len(header)]
     for row in [*categories.values(), overall]:
         gate = gate_by_name.get(row.name)

@@ -75,7 +75,6 @@ class RunSettings:
     seed: int = 0
     judge_scoring: str = "official"  # or "constrained" (local judges only)
     offline: bool = False
-    chunk_size: int = 16  # conversations per backend call; each chunk is cached as soon as it returns
 
 
 @dataclass
@@ -267,27 +266,35 @@ class BenchmarkRunner:
                     f"{self.cache.path_for(kind, job.key)}); run once without --mtbench-offline to fill it"
                 )
             return
-        size = max(1, self.settings.chunk_size)
-        for start in range(0, len(missing), size):
-            chunk = missing[start : start + size]
-            began = time.perf_counter()
-            completions: list[Completion] = backend.backend.chat([job.messages for job in chunk], params)
-            elapsed = time.perf_counter() - began
-            if len(completions) != len(chunk):
-                raise BackendError(
-                    f"{backend.spec} returned {len(completions)} replies for {len(chunk)} prompts"
-                )
-            stats.calls += len(chunk)
-            stats.seconds += elapsed
-            for job, completion in zip(chunk, completions):
-                value = {"text": completion.text, "n_tokens": int(completion.n_tokens)}
-                stats.tokens += value["n_tokens"]
-                self.cache.put(kind, job.key, job.material, value)
-                job.result = value
-                job.share_seconds = elapsed / len(chunk)
-            done += len(chunk)
+        if not missing:
+            return
+        began = time.perf_counter()
+        finished = done
+
+        def store(index: int, completion: Completion) -> None:
+            # Called as each result exists: a crash after this point never loses it.
+            nonlocal finished
+            job = missing[index]
+            value = {"text": completion.text, "n_tokens": int(completion.n_tokens)}
+            self.cache.put(kind, job.key, job.material, value)
+            job.result = value
+            stats.calls += 1
+            stats.tokens += value["n_tokens"]
+            finished += 1
             if self.progress is not None:
-                self.progress(phase, done, total)
+                self.progress(phase, finished, total)
+
+        completions = backend.backend.chat([job.messages for job in missing], params, on_result=store)
+        elapsed = time.perf_counter() - began
+        stats.seconds += elapsed
+        if len(completions) != len(missing):
+            raise BackendError(
+                f"{backend.spec} returned {len(completions)} replies for {len(missing)} prompts"
+            )
+        for job, completion in zip(missing, completions):
+            if job.result is None:  # a backend that did not call on_result
+                store(missing.index(job), completion)
+            job.share_seconds = elapsed / len(missing)
 
     def _constrained_fallback(
         self,

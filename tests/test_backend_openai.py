@@ -327,8 +327,12 @@ def test_empty_key_counts_as_missing(make_backend) -> None:
 
 def test_official_endpoint_with_key_builds_without_network(make_backend) -> None:
     backend = make_backend(environ={"OPENAI_API_KEY": SECRET})
-    assert backend.identity() == {"backend": "openai", "model": "gpt-4", "base_url": "https://api.openai.com/v1"}
-    assert SECRET not in repr(backend) + repr(vars(backend).get("options"))
+    assert backend.identity() == {
+        "backend": "openai",
+        "model": "gpt-4",
+        "base_url": "https://api.openai.com/v1",
+    }
+    assert SECRET not in repr(backend) + repr(vars(backend))
 
 
 # -- pure helpers -----------------------------------------------------------------------------------------
@@ -357,8 +361,19 @@ def test_server_lists_models(make_server) -> None:
 def test_standalone_server_serves_then_stops_itself(tmp_path: Path, make_backend) -> None:
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest_mtbench.testing.judge_server", "--port-file", str(port_file),
-         "--score", "4", "--max-requests", "2", "--lifetime", "3"],
+        [
+            sys.executable,
+            "-m",
+            "pytest_mtbench.testing.judge_server",
+            "--port-file",
+            str(port_file),
+            "--score",
+            "4",
+            "--max-requests",
+            "2",
+            "--lifetime",
+            "3",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -374,11 +389,11 @@ def test_standalone_server_serves_then_stops_itself(tmp_path: Path, make_backend
         with pytest.raises(BackendError, match="HTTP 503"):
             backend.chat([convo("c")], JUDGE_PARAMS)
         backend.close()
-        assert proc.wait(timeout=30) == 0  # its lifetime ran out: it stopped on its own
-        out = proc.stdout.read() if proc.stdout else ""
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0  # its lifetime ran out: it stopped on its own
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.communicate()  # reaps the process and closes the pipe
     assert "request 1\nrequest 2\nrequest 3\n" in out
     assert "stopped after 3 requests" in out

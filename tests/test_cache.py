@@ -8,7 +8,10 @@ from pathlib import Path
 
 from pytest_mtbench.cache import ResultCache, content_key
 
-MATERIAL = {"model": {"backend": "hf", "model_sha256": "abc"}, "messages": [{"role": "user", "content": "hi"}]}
+MATERIAL = {
+    "model": {"backend": "hf", "model_sha256": "abc"},
+    "messages": [{"role": "user", "content": "hi"}],
+}
 
 
 def test_key_depends_on_every_field_and_not_on_order() -> None:

@@ -62,7 +62,9 @@ def test_prompt_choice_follows_fastchat() -> None:
 def test_requests_match_fastchat_format_calls(shared_data: Path) -> None:
     import json
 
-    raw = {json.loads(line)["name"]: json.loads(line) for line in (shared_data / "judge_prompts.jsonl").open()}
+    raw = {
+        json.loads(line)["name"]: json.loads(line) for line in (shared_data / "judge_prompts.jsonl").open()
+    }
     prompts = load_judge_prompts(shared_data / "judge_prompts.jsonl", official=True)
     questions = {q.question_id: q for q in load_questions(shared_data / "question.jsonl")}
     refs = load_references(shared_data / "reference_answer" / "gpt-4.jsonl")
@@ -74,8 +76,12 @@ def test_requests_match_fastchat_format_calls(shared_data: Path) -> None:
     )
     two = build_single_request(q, answers, 2, prompts["single-math-v1-multi-turn"], refs[111])
     assert two.user == raw["single-math-v1-multi-turn"]["prompt_template"].format(
-        question_1=q.turns[0], question_2=q.turns[1], answer_1=answers[0], answer_2=answers[1],
-        ref_answer_1=refs[111][0], ref_answer_2=refs[111][1],
+        question_1=q.turns[0],
+        question_2=q.turns[1],
+        answer_1=answers[0],
+        answer_2=answers[1],
+        ref_answer_1=refs[111][0],
+        ref_answer_2=refs[111][1],
     )
     assert two.messages() == [
         {"role": "system", "content": raw["single-math-v1-multi-turn"]["system_prompt"]},

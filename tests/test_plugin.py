@@ -20,7 +20,12 @@ def run(pytester: pytest.Pytester, shared_data: Path):
     """Run pytest in a subprocess with the plugin pointed at the shared data and a private cache."""
 
     def _run(*args: str) -> pytest.RunResult:
-        base = [f"--mtbench-data={shared_data}", f"--mtbench-cache={pytester.path / 'cache'}", "-p", "no:cacheprovider"]
+        base = [
+            f"--mtbench-data={shared_data}",
+            f"--mtbench-cache={pytester.path / 'cache'}",
+            "-p",
+            "no:cacheprovider",
+        ]
         return pytester.runpytest_subprocess(*base, *args)
 
     return _run
@@ -62,7 +67,9 @@ def test_full_run_table_and_json_report(run, pytester: pytest.Pytester) -> None:
     result = run(*FAKE, f"--mtbench-report={report_path}", "--mtbench-threshold=overall=6.5")
     result.assert_outcomes(passed=81)  # 80 questions + the overall gate
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*MT-Bench: fake/echo judged by fake/judge-7*", "coding*20/20*7.00*7.00*7.00*"])
+    result.stdout.fnmatch_lines(
+        ["*MT-Bench: fake/echo judged by fake/judge-7*", "coding*20/20*7.00*7.00*7.00*"]
+    )
     result.stdout.fnmatch_lines(["overall*160/160*7.00*7.00*7.00*6.5*PASS*"])
     report = _report(report_path)
     assert report["overall"] == 7
@@ -70,10 +77,22 @@ def test_full_run_table_and_json_report(run, pytester: pytest.Pytester) -> None:
     assert report["run"]["data"]["sha256"]["question.jsonl"].startswith("119565ad")
     assert report["run"]["sampling"]["temperature_by_category"]["writing"] == 0.7
     assert set(report["categories"]) == {
-        "writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"
+        "writing",
+        "roleplay",
+        "reasoning",
+        "math",
+        "coding",
+        "extraction",
+        "stem",
+        "humanities",
     }
     assert report["categories"]["math"] == {
-        "score": 7.0, "turn_1": 7.0, "turn_2": 7.0, "n_scored": 20, "n_unscored": 0, "n_questions": 10,
+        "score": 7.0,
+        "turn_1": 7.0,
+        "turn_2": 7.0,
+        "n_scored": 20,
+        "n_unscored": 0,
+        "n_questions": 10,
         "threshold": None,
     }
     assert len(report["questions"]) == 80
@@ -86,11 +105,19 @@ def test_full_run_table_and_json_report(run, pytester: pytest.Pytester) -> None:
 
 def test_threshold_failure_is_its_own_report_in_junit_and_exit_code(run, pytester: pytest.Pytester) -> None:
     junit = pytester.path / "junit.xml"
-    result = run(*FAKE, "-k", "coding", "--mtbench-threshold=coding=7.5", "--mtbench-threshold=math=9",
-                 f"--junitxml={junit}")
+    result = run(
+        *FAKE,
+        "-k",
+        "coding",
+        "--mtbench-threshold=coding=7.5",
+        "--mtbench-threshold=math=9",
+        f"--junitxml={junit}",
+    )
     assert result.ret == 1
     result.assert_outcomes(passed=10, failed=1)  # math did not run, so it is not gated
-    result.stdout.re_match_lines([r"FAILED mtbench::category\[coding\] - MT-Bench gate failed: coding scored 7\.000"])
+    result.stdout.re_match_lines(
+        [r"FAILED mtbench::category\[coding\] - MT-Bench gate failed: coding scored 7\.000"]
+    )
     cases = ET.parse(junit).getroot().iter("testcase")
     failed = [case.get("name") for case in cases if case.find("failure") is not None]
     assert failed == ["category[coding]"]
@@ -107,13 +134,21 @@ def test_ini_thresholds(pytester: pytest.Pytester, run) -> None:
 
 def test_unscored_turn_fails_item_and_is_not_counted(run, pytester: pytest.Pytester) -> None:
     report_path = pytester.path / "r.json"
-    result = run("--mtbench-model=fake/echo", "--mtbench-judge=fake/silent", "-k", "81 or 82",
-                 f"--mtbench-report={report_path}")
+    result = run(
+        "--mtbench-model=fake/echo",
+        "--mtbench-judge=fake/silent",
+        "-k",
+        "81 or 82",
+        f"--mtbench-report={report_path}",
+    )
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*turn 1 is unscored*", "*I cannot decide on a rating*"])
     report = _report(report_path)
     assert report["overall"] is None
-    assert report["categories"]["writing"]["n_unscored"] == 4 and report["categories"]["writing"]["n_scored"] == 0
+    assert (
+        report["categories"]["writing"]["n_unscored"] == 4
+        and report["categories"]["writing"]["n_scored"] == 0
+    )
     assert all(t["score"] is None for q in report["questions"] for t in q["turns"])
 
 
@@ -136,7 +171,9 @@ def test_bad_input_is_one_line_usage_error(run, args: tuple[str, ...], message: 
 
 def test_malformed_question_file(run, pytester: pytest.Pytester) -> None:
     bad = pytester.path / "q.jsonl"
-    bad.write_text('{"question_id": 1, "category": "writing", "turns": ["a", "b"]}\n{"question_id": 2, "turns": 5}\n')
+    bad.write_text(
+        '{"question_id": 1, "category": "writing", "turns": ["a", "b"]}\n{"question_id": 2, "turns": 5}\n'
+    )
     result = run(*FAKE, f"--mtbench-questions={bad}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: *q.jsonl:2: 'category' must be*"])
@@ -146,8 +183,12 @@ def test_malformed_question_file(run, pytester: pytest.Pytester) -> None:
 def test_data_dir_with_wrong_hash(run, pytester: pytest.Pytester, shared_data: Path) -> None:
     tampered = pytester.path / "data"
     (tampered / "reference_answer").mkdir(parents=True)
-    for name in ("question.jsonl", "judge_prompts.jsonl", "reference_answer/gpt-4.jsonl",
-                 "reference_answer/gpt-4-0125-preview.jsonl"):
+    for name in (
+        "question.jsonl",
+        "judge_prompts.jsonl",
+        "reference_answer/gpt-4.jsonl",
+        "reference_answer/gpt-4-0125-preview.jsonl",
+    ):
         (tampered / name).write_bytes((shared_data / name).read_bytes())
     with (tampered / "question.jsonl").open("a") as handle:
         handle.write("\n")
@@ -162,8 +203,12 @@ def test_custom_question_set_with_custom_category(run, pytester: pytest.Pytester
 
     questions = shipped_dir("questions") / "example-support.jsonl"
     report_path = pytester.path / "r.json"
-    result = run(*FAKE, f"--mtbench-questions={questions}", f"--mtbench-report={report_path}",
-                 "--mtbench-threshold=support=5")
+    result = run(
+        *FAKE,
+        f"--mtbench-questions={questions}",
+        f"--mtbench-report={report_path}",
+        "--mtbench-threshold=support=5",
+    )
     result.assert_outcomes(passed=7)
     report = _report(report_path)
     assert list(report["categories"]) == ["writing", "math", "coding", "support"]
@@ -184,19 +229,29 @@ def test_project_rubric_overrides_official_prompt(run, pytester: pytest.Pytester
 def test_xdist_gives_the_same_table_and_report(run, pytester: pytest.Pytester) -> None:
     serial, parallel = pytester.path / "serial.json", pytester.path / "parallel.json"
     one = run(*FAKE, "--mtbench-no-cache", f"--mtbench-report={serial}", "--mtbench-threshold=coding=7.5")
-    two = run(*FAKE, "--mtbench-no-cache", f"--mtbench-report={parallel}", "--mtbench-threshold=coding=7.5",
-              "-n", "2")
+    two = run(
+        *FAKE,
+        "--mtbench-no-cache",
+        f"--mtbench-report={parallel}",
+        "--mtbench-threshold=coding=7.5",
+        "-n",
+        "2",
+    )
     assert one.ret == two.ret == 1
     one.assert_outcomes(passed=80, failed=1)
     two.assert_outcomes(passed=80, failed=1)
     table = [line for line in one.stdout.lines if line.startswith(("coding", "overall", "writing"))]
-    assert table and table == [line for line in two.stdout.lines if line.startswith(("coding", "overall", "writing"))]
+    assert table and table == [
+        line for line in two.stdout.lines if line.startswith(("coding", "overall", "writing"))
+    ]
     a, b = _report(serial), _report(parallel)
     assert a["categories"] == b["categories"] and a["overall"] == b["overall"]
     strip = ("generation_seconds", "judging_seconds")
 
     def answers(report: dict) -> list:
-        return [[{k: v for k, v in t.items() if k not in strip} for t in q["turns"]] for q in report["questions"]]
+        return [
+            [{k: v for k, v in t.items() if k not in strip} for t in q["turns"]] for q in report["questions"]
+        ]
 
     assert answers(a) == answers(b)
     assert b["run"]["workers"] == 2
@@ -222,4 +277,6 @@ def test_second_run_is_served_from_cache_and_offline_replay(run, pytester: pytes
     assert removed == 1
     result = run(*FAKE, "--mtbench-offline")
     result.assert_outcomes(passed=79, failed=1)
-    result.stdout.re_match_lines([r"FAILED mtbench::test_mtbench\[coding-125\] - --mtbench-offline: judgment not in"])
+    result.stdout.re_match_lines(
+        [r"FAILED mtbench::test_mtbench\[coding-125\] - --mtbench-offline: judgment not in"]
+    )

@@ -48,8 +48,13 @@ def test_project_prompt_file_overrides_by_name(tmp_path: Path) -> None:
     path = tmp_path / "mine.jsonl"
     path.write_text(
         json.dumps(
-            {"name": "single-v1", "type": "single", "system_prompt": "Grade it.",
-             "prompt_template": "Q: {{ question }}\nA: {{ answer }}", "output_format": "[[rating]]"}
+            {
+                "name": "single-v1",
+                "type": "single",
+                "system_prompt": "Grade it.",
+                "prompt_template": "Q: {{ question }}\nA: {{ answer }}",
+                "output_format": "[[rating]]",
+            }
         )
         + "\n"
     )

@@ -6,6 +6,7 @@ transformers or openai: each backend module imports its heavy library lazily whe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,6 +43,9 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific plain data (e.g. rating probs)
 
 
+ResultCallback = Callable[[int, "Completion"], None]
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """A candidate model or a judge.
@@ -55,10 +59,17 @@ class ChatBackend(Protocol):
 
     def identity(self) -> dict[str, Any]: ...
 
-    def chat(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
+    def chat(
+        self,
+        conversations: list[list[Message]],
+        params: SamplingParams,
+        on_result: ResultCallback | None = None,
+    ) -> list[Completion]:
         """Complete every conversation (all share `params`); results are in input order.
 
         Local backends run the list as left-padded batches; API backends run the calls concurrently.
+        `on_result(index, completion)` is called (in the caller's thread) as soon as each result exists,
+        so the caller can store it before the rest are done.
         """
         ...
 
@@ -86,7 +97,7 @@ class BackendOptions:
 
     base_url: str | None = None  # OpenAI-compatible endpoint; None -> OPENAI_BASE_URL or the default
     api_key_env: str = "OPENAI_API_KEY"  # name of the env variable holding the key (the key is never stored)
-    concurrency: int = 16  # concurrent API calls per worker
+    concurrency: int = 32  # concurrent API calls per worker
     timeout: float = 120.0  # seconds per API call
     max_retries: int = 6  # retries on 429/5xx/timeouts/connection errors
     chat_template: str | None = None  # Jinja chat template text overriding the tokenizer's

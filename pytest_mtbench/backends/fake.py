@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .base import BackendError, BackendOptions, Completion, Message, SamplingParams
+from .base import BackendError, BackendOptions, Completion, Message, ResultCallback, SamplingParams
 
 
 class FakeBackend:
@@ -25,9 +25,14 @@ class FakeBackend:
     def identity(self) -> dict[str, Any]:
         return {"backend": "fake", "name": self.name}
 
-    def chat(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
-        out = []
-        for conversation in conversations:
+    def chat(
+        self,
+        conversations: list[list[Message]],
+        params: SamplingParams,
+        on_result: ResultCallback | None = None,
+    ) -> list[Completion]:
+        out: list[Completion] = []
+        for index, conversation in enumerate(conversations):
             self.calls += 1
             last = conversation[-1]["content"]
             if self._rating is not None:
@@ -37,6 +42,8 @@ class FakeBackend:
             else:
                 text = f"Here is my answer to: {last[:60]}"
             out.append(Completion(text=text, n_tokens=len(text.split())))
+            if on_result is not None:
+                on_result(index, out[-1])
         return out
 
     def close(self) -> None:

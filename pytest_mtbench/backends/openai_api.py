@@ -17,12 +17,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .base import BackendError, BackendOptions, Completion, Message, SamplingParams
+from .base import BackendError, BackendOptions, Completion, Message, ResultCallback, SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,13 @@ RETRY_AFTER_CAP = 60.0  # seconds; a server asking for longer is not believed
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
 _BEARER = re.compile(r"(?i)\bbearer\s+[^\s'\"]+")
 MAX_SERVER_MESSAGE = 200  # characters of a server error message kept in our errors
+
+
+class _Secret(str):
+    """A string that never shows itself in a repr (e.g. pytest --showlocals, vars(backend))."""
+
+    def __repr__(self) -> str:
+        return "'***'"
 
 
 class _RetryableError(Exception):
@@ -131,7 +138,7 @@ class OpenAIBackend:
                 )
             api_key = PLACEHOLDER_API_KEY  # local servers (vLLM, llama.cpp) ignore the key
         # only the redaction list keeps the key; it is never printed (see _redact / __repr__)
-        self._secrets = tuple(s for s in (api_key,) if s != PLACEHOLDER_API_KEY and len(s) >= 4)
+        self._secrets = tuple(_Secret(s) for s in (api_key,) if s != PLACEHOLDER_API_KEY and len(s) >= 4)
         self._client = openai.OpenAI(
             base_url=raw_url.rstrip("/"),
             api_key=api_key,
@@ -239,37 +246,55 @@ class OpenAIBackend:
                 )
             return self._executor
 
-    def chat(self, conversations: list[list[Message]], params: SamplingParams) -> list[Completion]:
+    def chat(
+        self,
+        conversations: list[list[Message]],
+        params: SamplingParams,
+        on_result: ResultCallback | None = None,
+    ) -> list[Completion]:
         """Complete every conversation concurrently (options.concurrency calls at a time), in input order.
 
-        If any call fails for good, the calls not yet started are cancelled, running ones stop retrying,
-        and BackendError names the failing conversation.
+        `on_result(index, completion)` is called in this thread as each call finishes, so the caller can
+        store it at once. If any call fails for good, the calls not yet started are cancelled, running
+        ones stop retrying, and BackendError names the failing conversation.
         """
         if not conversations:
             return []
         abort = threading.Event()
         if len(conversations) == 1 or self.options.concurrency <= 1:
-            return [self._complete(c, params, abort) for c in conversations]
+            results = []
+            for index, conversation in enumerate(conversations):
+                results.append(self._complete(conversation, params, abort))
+                if on_result is not None:
+                    on_result(index, results[-1])
+            return results
         pool = self._pool()
         futures: list[Future[Completion]] = [
             pool.submit(self._complete, c, params, abort) for c in conversations
         ]
+        index_of = {future: index for index, future in enumerate(futures)}
+        pending: set[Future[Completion]] = set(futures)
+        failed: Future[Completion] | None = None
         try:
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            while pending and failed is None:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=index_of.__getitem__):
+                    if future.exception() is not None:
+                        failed = failed or future
+                    elif on_result is not None:
+                        on_result(index_of[future], future.result())
         except BaseException:  # Ctrl-C / worker shutdown: leave nothing running in the background
             abort.set()
             for future in futures:
                 future.cancel()
             raise
-        failed = [f for f in futures if f in done and f.exception() is not None]
-        if not failed:
+        if failed is None:
             return [f.result() for f in futures]
         abort.set()
         for future in pending:
             future.cancel()
-        first = failed[0]
-        index = futures.index(first)
-        error = first.exception()
+        index = index_of[failed]
+        error = failed.exception()
         if isinstance(error, BackendError):
             raise BackendError(f"conversation {index + 1} of {len(conversations)}: {error}") from None
         raise BackendError(

@@ -251,7 +251,8 @@ def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
     token_types = [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens]
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(path), "llama")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # renamed into place when complete
+    writer = gguf.GGUFWriter(str(tmp), "llama")
     writer.add_name("tiny-chat")
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -291,6 +292,7 @@ def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    os.replace(tmp, path)
     return path
 
 

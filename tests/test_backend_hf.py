@@ -1,0 +1,282 @@
+"""The transformers backend against real tiny models built in-process (no downloads)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from pytest_mtbench.backends import BackendError, BackendOptions, SamplingParams, load_backend  # noqa: E402
+from pytest_mtbench.backends.base import ChatBackend, RatingProber  # noqa: E402
+from pytest_mtbench.testing import tiny_model  # noqa: E402
+
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=16)
+SAMPLED = SamplingParams(temperature=0.7, max_new_tokens=16, seed=11)
+JUDGE_PROMPT = (
+    "[Instruction]\nPlease act as an impartial judge and evaluate the quality of the response provided by an "
+    "AI assistant to the user question displayed below. Begin your evaluation by providing a short "
+    "explanation. You must rate the response on a scale of 1 to 10 by strictly following this format: "
+    '"[[rating]]", for example: "Rating: [[5]]".\n\n[Question]\nSolve for x in the equation 3x + 10 = '
+    "5(x - 2).\n\n[The Start of Assistant's Answer]\nx = 10, because 3x + 10 = 5x - 10.\n"
+    "[The End of Assistant's Answer]"
+)
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Explain"}],
+    [{"role": "user", "content": "Compose an engaging travel blog post about a recent trip to Hawaii. " * 4}],
+    [
+        {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "And doubled?"},
+    ],
+    [{"role": "user", "content": "Implement a program to find the common elements in two arrays."}],
+]
+JUDGE_CONVERSATIONS = [
+    [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": JUDGE_PROMPT},
+    ],
+    [{"role": "user", "content": "Rate this: hello"}],
+]
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    # xdist workers share the models; the lock makes one build each model while the other waits for it.
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _share_cores_between_workers(worker_id: str) -> None:
+    # Under xdist each worker would start one torch thread per core; oversubscribed cores slow training.
+    if worker_id != "master":
+        import torch
+
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "tiny-models"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def _build(root: Path, builder: Callable[[Path], Path], name: str) -> Path:
+    with _locked(root / f"{name.replace('/', '-')}.lock"):
+        return builder(root / name)
+
+
+@pytest.fixture(scope="session")
+def chat_dir(models_root: Path) -> Path:
+    return _build(models_root, tiny_model.build_tiny_chat_model, "chat")
+
+
+@pytest.fixture(scope="session")
+def judge_dir(models_root: Path) -> Path:
+    return _build(models_root, tiny_model.build_tiny_judge, "judge-7")
+
+
+@pytest.fixture(scope="session")
+def silent_judge_dir(models_root: Path) -> Path:
+    return _build(models_root, lambda p: tiny_model.build_tiny_judge(p, with_rating=False), "judge-silent")
+
+
+@pytest.fixture(scope="session")
+def gguf_path(models_root: Path) -> Path:
+    return _build(models_root, tiny_model.write_tiny_gguf, "gguf/tiny-chat.gguf")
+
+
+@pytest.fixture(scope="session")
+def chat(chat_dir: Path):
+    backend = load_backend(str(chat_dir), BackendOptions(batch_size=4))
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def judge(judge_dir: Path):
+    backend = load_backend(f"hf/{judge_dir}", BackendOptions())
+    yield backend
+    backend.close()
+
+
+def test_module_imports_stay_light() -> None:
+    code = (
+        "import sys, pytest_mtbench.backends.hf, pytest_mtbench.testing.tiny_model\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'gguf', 'tokenizers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_backend_satisfies_both_protocols(chat) -> None:
+    assert isinstance(chat, ChatBackend)
+    assert isinstance(chat, RatingProber)
+
+
+def test_render_uses_the_tokenizer_chat_template(chat) -> None:
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert chat.render(conversation) == "<s><|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\n"
+
+
+def test_batched_greedy_generation_equals_one_at_a_time(chat, chat_dir: Path) -> None:
+    batched = chat.chat(CONVERSATIONS, GREEDY)
+    single = load_backend(str(chat_dir), BackendOptions(batch_size=1))
+    one_by_one = [single.chat([conversation], GREEDY)[0] for conversation in CONVERSATIONS]
+    single.close()
+    assert [c.text for c in batched] == [c.text for c in one_by_one]
+    assert [c.n_tokens for c in batched] == [c.n_tokens for c in one_by_one]
+    assert all(0 < c.n_tokens <= GREEDY.max_new_tokens for c in batched)
+    assert len({c.text for c in batched}) > 1  # different prompts, different answers: order was restored
+
+
+def test_greedy_and_seeded_sampling_repeat_exactly(chat) -> None:
+    greedy = [c.text for c in chat.chat(CONVERSATIONS, GREEDY)]
+    assert greedy == [c.text for c in chat.chat(CONVERSATIONS, GREEDY)]
+    first = [c.text for c in chat.chat(CONVERSATIONS, SAMPLED)]
+    assert first == [c.text for c in chat.chat(CONVERSATIONS, SAMPLED)]
+    other_seed = SamplingParams(temperature=0.7, max_new_tokens=16, seed=12)
+    assert first != [c.text for c in chat.chat(CONVERSATIONS, other_seed)]
+    assert first != greedy
+
+
+def test_identity_is_content_not_location(chat, chat_dir: Path, tmp_path: Path) -> None:
+    identity = chat.identity()
+    assert json.loads(json.dumps(identity)) == identity  # plain builtins only
+    assert identity["backend"] == "hf" and identity["dtype"] == "float32"
+    assert str(chat_dir) not in json.dumps(identity)
+
+    copy = shutil.copytree(chat_dir, tmp_path / "elsewhere")
+    assert load_backend(str(copy), BackendOptions()).identity() == identity
+
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(copy / "model.safetensors")
+    weights["model.norm.weight"][0] += 1.0
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    changed = load_backend(str(copy), BackendOptions()).identity()
+    assert changed["model_sha256"] != identity["model_sha256"]
+    assert changed["chat_template_sha256"] == identity["chat_template_sha256"]
+
+
+def test_identity_follows_the_chat_template_in_use(chat, chat_dir: Path) -> None:
+    template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    overridden = load_backend(str(chat_dir), BackendOptions(chat_template=template))
+    assert overridden.identity()["chat_template_sha256"] != chat.identity()["chat_template_sha256"]
+    assert overridden.identity()["model_sha256"] == chat.identity()["model_sha256"]
+    assert overridden.render([{"role": "user", "content": "Hi"}]) == "Hi\n"
+
+
+def test_num_threads_is_applied(chat_dir: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        load_backend(str(chat_dir), BackendOptions(num_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_trained_judge_writes_the_rating(judge) -> None:
+    completions = judge.chat(JUDGE_CONVERSATIONS, GREEDY)
+    assert [c.text for c in completions] == ["Rating: [[7]]"] * 2
+    n_reply = len(judge.tokenizer.encode("Rating: [[7]]", add_special_tokens=False))
+    assert [c.n_tokens for c in completions] == [n_reply + 1] * 2  # the reply plus EOS
+
+
+def test_rating_probabilities_of_the_trained_judge(judge) -> None:
+    judgments = [c.text for c in judge.chat(JUDGE_CONVERSATIONS, GREEDY)]
+    results = judge.rating_probabilities(JUDGE_CONVERSATIONS, judgments, "\nRating: [[")
+    assert len(results) == 2
+    for probs in results:
+        assert sorted(probs) == list(range(1, 11))
+        assert all(type(p) is float and 0.0 <= p <= 1.0 for p in probs.values())
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-9)
+        assert max(probs, key=probs.__getitem__) == 7
+        assert probs[7] > 0.5
+
+
+def test_silent_judge_gives_no_rating_but_can_be_probed(silent_judge_dir: Path) -> None:
+    silent = load_backend(str(silent_judge_dir), BackendOptions())
+    judgments = [c.text for c in silent.chat(JUDGE_CONVERSATIONS, GREEDY)]
+    assert judgments == ["Good answer."] * 2
+    probs = silent.rating_probabilities(JUDGE_CONVERSATIONS, judgments, "\nRating: [[")
+    assert [max(p, key=p.__getitem__) for p in probs] == [7, 7]
+    assert all(sum(p.values()) == pytest.approx(1.0) for p in probs)
+    silent.close()
+
+
+def test_missing_path_names_the_flags(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    expected = r"--mtbench-model/--mtbench-judge path .*no-such-model does not exist"
+    with pytest.raises(BackendError, match=expected):
+        load_backend(str(missing), BackendOptions())
+
+
+def test_directory_without_config_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="is not a model directory"):
+        load_backend(str(tmp_path), BackendOptions())
+
+
+def test_tokenizer_without_chat_template_names_the_flag(chat_dir: Path, tmp_path: Path) -> None:
+    bare = shutil.copytree(chat_dir, tmp_path / "bare")
+    (bare / "chat_template.jinja").unlink()
+    config_path = bare / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("chat_template", None)
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(BackendError, match="--mtbench-chat-template=FILE") as info:
+        load_backend(str(bare), BackendOptions())
+    assert "\n" not in str(info.value)
+    # The same directory works once a template is supplied.
+    backend = load_backend(str(bare), BackendOptions(chat_template=tiny_model.CHAT_TEMPLATE))
+    assert backend.chat([[{"role": "user", "content": "Hi"}]], GREEDY)[0].n_tokens > 0
+
+
+def test_gguf_file_loads_and_generates_like_the_directory_model(gguf_path: Path, chat) -> None:
+    backend = load_backend(str(gguf_path), BackendOptions(batch_size=4))
+    completions = backend.chat(CONVERSATIONS, GREEDY)
+    assert all(c.n_tokens > 0 for c in completions)
+    # Same seed, same weights: the GGUF round trip must not change a single greedy token.
+    assert [c.text for c in completions] == [c.text for c in chat.chat(CONVERSATIONS, GREEDY)]
+    identity = backend.identity()
+    assert identity["model_sha256"] != chat.identity()["model_sha256"]
+    assert identity["chat_template_sha256"] == chat.identity()["chat_template_sha256"]
+    backend.close()
+
+
+def test_rating_probabilities_match_full_sequence_scoring(judge) -> None:
+    import torch
+
+    conversation, judgment, cue = JUDGE_CONVERSATIONS[0], "Fine.", "\nRating: [["
+    probs = judge.rating_probabilities([conversation], [judgment], cue)[0]
+    context = judge.render(conversation) + judgment + cue
+    n_context = len(judge.tokenizer.encode(context, add_special_tokens=False))
+    scores = []
+    for rating in range(1, 11):
+        ids = judge.tokenizer.encode(context + f"{rating}]]", add_special_tokens=False)
+        with torch.inference_mode():
+            log_probs = torch.log_softmax(judge.model(torch.tensor([ids])).logits[0].float(), dim=-1)
+        scores.append(sum(float(log_probs[p - 1, ids[p]]) for p in range(n_context, len(ids))))
+    expected = torch.softmax(torch.tensor(scores, dtype=torch.float64), dim=0).tolist()
+    assert [probs[k] for k in range(1, 11)] == pytest.approx(expected, abs=1e-5)
