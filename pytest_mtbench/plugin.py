@@ -19,7 +19,7 @@ import pytest
 
 from . import __version__
 from .settings import OPTIONS, Settings, active, build_settings
-from .stats import OVERALL
+from .stats import OVERALL, category_order
 
 RECORD_PROPERTY = "mtbench"
 GATE_PROPERTY = "mtbench_gate"
@@ -216,10 +216,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = state
     for category in {q.category for q in state.questions.values()} - set(CATEGORIES):
         config.addinivalue_line("markers", f"{category}: questions of the custom category {category}")
-    # Under -n, send each category to one worker so it is batched there (unless --dist was chosen).
+    # Under -n, send each category (one collector, so one xdist scope) to one worker, where it is
+    # batched, unless --dist was chosen. (loadgroup's xdist_group mark is broken on pytest 9.2.)
     explicit_dist = any(arg.startswith(("--dist", "-d")) for arg in config.invocation_params.args)
     if getattr(config.option, "dist", "no") == "load" and not explicit_dist:
-        config.option.dist = "loadgroup"
+        config.option.dist = "loadscope"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -231,17 +232,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 # ---- collection ---------------------------------------------------------------------------------
 class MTBenchCollector(pytest.Collector):
-    """Holds one item per question; exists so that no test file is needed."""
+    """The root of the questions (`mtbench`); exists so that no test file is needed."""
+
+    def collect(self) -> Iterator[CategoryCollector]:
+        state = self.config.stash[STATE]
+        categories = category_order(q.category for q in state.questions.values())
+        for category in categories:
+            yield CategoryCollector.from_parent(self, name=category)
+
+
+class CategoryCollector(pytest.Collector):
+    """One category (`mtbench::coding`): the unit xdist's loadscope sends to one worker and batches."""
 
     def collect(self) -> Iterator[MTBenchItem]:
         state = self.config.stash[STATE]
         for q in state.questions.values():
-            item = MTBenchItem.from_parent(
-                self, name=f"test_mtbench[{q.category}-{q.question_id}]", question=q
-            )
+            if q.category != self.name:
+                continue
+            item = MTBenchItem.from_parent(self, name=f"test_mtbench[{q.category}-{q.question_id}]", question=q)
             item.add_marker(pytest.mark.mtbench)
             item.add_marker(getattr(pytest.mark, q.category))
-            item.add_marker(pytest.mark.xdist_group(q.category))
             yield item
 
 
@@ -305,7 +315,7 @@ def _record_for(item: MTBenchItem) -> dict[str, Any]:
                 state.group_errors[q.question_id] = message
             if isinstance(exc, BackendError):
                 # A model that cannot load or an endpoint that is gone fails every other question too.
-                item.session.shouldstop = f"mtbench: {message}"
+                item.session.shouldfail = f"mtbench: {message}"
             raise
     return state.local_results[qid]
 
@@ -319,11 +329,7 @@ def pytest_collection_modifyitems(
         return
     collector = MTBenchCollector.from_parent(session, name=COLLECTOR_NAME, nodeid=COLLECTOR_NAME)
     # Through the collection hooks, so the terminal's "collected N items" and --lf see the questions.
-    report = collector.ihook.pytest_make_collect_report(collector=collector)
-    collector.ihook.pytest_collectreport(report=report)
-    if report.failed:
-        raise pytest.UsageError(f"mtbench: collecting the questions failed: {report.longreprtext}")
-    items.extend(item for item in report.result if isinstance(item, pytest.Item))
+    items.extend(session.genitems(collector))
 
 
 # ---- results, gates and reports (controller) ----------------------------------------------------

@@ -284,7 +284,10 @@ class BenchmarkRunner:
             if self.progress is not None:
                 self.progress(phase, finished, total)
 
-        completions = backend.backend.chat([job.messages for job in missing], params, on_result=store)
+        try:
+            completions = backend.backend.chat([job.messages for job in missing], params, on_result=store)
+        except BackendError as exc:
+            raise BackendError(f"{phase} failed: {exc}") from None
         elapsed = time.perf_counter() - began
         stats.seconds += elapsed
         if len(completions) != len(missing):

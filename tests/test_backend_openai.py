@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -169,13 +170,13 @@ def test_calls_really_run_concurrently_up_to_the_limit(make_server, make_backend
     assert server.request_count == 12
 
 
-def test_default_options_run_16_calls_at_once(make_server, make_backend) -> None:
-    barrier = threading.Barrier(16, timeout=10)
+def test_default_options_run_32_calls_at_once(make_server, make_backend) -> None:
+    barrier = threading.Barrier(32, timeout=10)
     server = make_server(reply=lambda body: str(barrier.wait()))
     backend = make_backend(server, timeout=20.0)
-    assert backend.options.concurrency == BackendOptions().concurrency == 16
-    backend.chat([convo(f"q{i}") for i in range(32)], JUDGE_PARAMS)
-    assert server.max_in_flight == 16
+    assert backend.options.concurrency == BackendOptions().concurrency == 32
+    backend.chat([convo(f"q{i}") for i in range(64)], JUDGE_PARAMS)
+    assert server.max_in_flight == 32
 
 
 # -- retries ----------------------------------------------------------------------------------------------
@@ -397,3 +398,25 @@ def test_standalone_server_serves_then_stops_itself(tmp_path: Path, make_backend
         proc.communicate()  # reaps the process and closes the pipe
     assert "request 1\nrequest 2\nrequest 3\n" in out
     assert "stopped after 3 requests" in out
+
+
+def test_on_result_reports_each_call_as_it_finishes_in_the_callers_thread(make_server, make_backend) -> None:
+    # The first conversation is slow: the others must be reported before it, each with its own index.
+    def reply(body: dict[str, Any]) -> str:
+        text = body["messages"][-1]["content"]
+        if text == "q0":
+            time.sleep(0.3)
+        return f"answer to {text}"
+
+    server = make_server(reply=reply)
+    backend = make_backend(server, concurrency=4, timeout=20.0)
+    seen: list[tuple[int, str, str]] = []
+    results = backend.chat(
+        [convo(f"q{i}") for i in range(4)],
+        JUDGE_PARAMS,
+        on_result=lambda index, c: seen.append((index, c.text, threading.current_thread().name)),
+    )
+    assert [c.text for c in results] == [f"answer to q{i}" for i in range(4)]
+    assert sorted((i, t) for i, t, _ in seen) == [(i, f"answer to q{i}") for i in range(4)]
+    assert seen[-1][0] == 0  # the slow one came last, the others were stored before it finished
+    assert {name for _, _, name in seen} == {threading.current_thread().name}

@@ -45,8 +45,8 @@ def test_collects_80_items_with_category_ids_and_markers(run) -> None:
     result = run(*FAKE, "--co", "-q")
     lines = [line for line in result.stdout.lines if "test_mtbench[" in line]
     assert len(lines) == 80
-    assert "mtbench::test_mtbench[coding-121]" in lines
-    assert "mtbench::test_mtbench[writing-81]" in lines
+    assert "mtbench::coding::test_mtbench[coding-121]" in lines
+    assert "mtbench::writing::test_mtbench[writing-81]" in lines
 
 
 @pytest.mark.parametrize(
@@ -277,6 +277,5 @@ def test_second_run_is_served_from_cache_and_offline_replay(run, pytester: pytes
     assert removed == 1
     result = run(*FAKE, "--mtbench-offline")
     result.assert_outcomes(passed=79, failed=1)
-    result.stdout.re_match_lines(
-        [r"FAILED mtbench::test_mtbench\[coding-125\] - --mtbench-offline: judgment not in"]
-    )
+    result.stdout.re_match_lines([r"FAILED mtbench::coding::test_mtbench\[coding-125\] - --mtbench-offline"])
+    result.stdout.fnmatch_lines(["--mtbench-offline: judgment not in the cache (key *); run once without*"])

@@ -1,0 +1,252 @@
+"""End to end: a real tiny Llama model as the candidate, a real loopback OpenAI-compatible judge server.
+
+Each run is a pytest subprocess, in-process (-p no:xdist) and with -n 2, exactly as a user runs it.
+The judge server scores every prompt with a number derived from the prompt text, so the test knows
+which score each turn must get and checks the table and the JSON report against the server's record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mtbench.testing.judge_server import FakeOpenAIServer
+
+pytest_plugins = ["pytester"]
+
+TIMING = ("generation_seconds", "judging_seconds", "answer_cached", "judgment_cached")
+
+
+def score_for(body: dict[str, Any]) -> float:
+    """A deterministic score in 1..10 (some halves) from the judge prompt the server received."""
+    digest = hashlib.sha256(body["messages"][-1]["content"].encode()).digest()
+    return 1 + digest[0] % 10 if digest[1] % 4 else 1.5 + digest[0] % 9
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pytest_mtbench.testing.tiny_model import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def judge_server():
+    with FakeOpenAIServer(scores=score_for, max_requests=2000, lifetime=300) as server:
+        yield server
+
+
+def _pytest(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _content(report: dict) -> list:
+    return [
+        [{k: v for k, v in turn.items() if k not in TIMING} for turn in q["turns"]] for q in report["questions"]
+    ]
+
+
+@pytest.fixture
+def bench_args(tiny_model: Path, judge_server: FakeOpenAIServer, shared_data: Path, tmp_path: Path):
+    def _args(*extra: str, cache: str = "cache") -> list[str]:
+        return [
+            f"--mtbench-model={tiny_model}",
+            "--mtbench-judge=openai/fake-judge",
+            f"--mtbench-judge-base-url={judge_server.base_url}",
+            f"--mtbench-data={shared_data}",
+            f"--mtbench-cache={tmp_path / cache}",
+            "--mtbench-max-new-tokens=8",
+            *extra,
+        ]
+
+    return _args
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_full_run_table_and_report_agree_with_the_judge_server(
+    workers: str, bench_args, judge_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    report_path = tmp_path / "report.json"
+    proc = _pytest(tmp_path, *bench_args(f"--mtbench-report={report_path}"), "-n", workers)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "80 passed" in proc.stdout
+    assert judge_server.request_count == 160
+
+    given = {body["messages"][-1]["content"]: score_for(body) for body in judge_server.requests}
+    report = json.loads(report_path.read_text())
+    by_category: dict[str, list[float]] = {}
+    for question in report["questions"]:
+        assert len(question["turns"]) == 2
+        for turn in question["turns"]:
+            assert turn["score"] == given[turn["judge_prompt"]["user"]]
+            assert turn["answer_tokens"] > 0
+            by_category.setdefault(question["category"], []).append(given[turn["judge_prompt"]["user"]])
+    all_scores = [s for scores in by_category.values() for s in scores]
+    assert report["overall"] == pytest.approx(sum(all_scores) / 160)
+    for category, scores in by_category.items():
+        row = report["categories"][category]
+        assert row["score"] == pytest.approx(sum(scores) / len(scores))
+        assert row["n_scored"] == 20 and row["n_unscored"] == 0
+        line = next(line for line in proc.stdout.splitlines() if line.startswith(category + " "))
+        assert f"{sum(scores) / len(scores):.2f}" in line and "20/20" in line
+    overall_line = next(line for line in proc.stdout.splitlines() if line.startswith("overall "))
+    assert f"{sum(all_scores) / 160:.2f}" in overall_line
+    phases = report["run"]["phases"]
+    assert phases["generation"]["calls"] == 160 and phases["generation"]["tokens"] > 0
+    assert phases["judging"]["calls"] == 160
+
+    # The same command again: everything from the cache, zero requests to the judge, same report.
+    again_path = tmp_path / "again.json"
+    again = _pytest(tmp_path, *bench_args(f"--mtbench-report={again_path}"), "-n", workers)
+    assert again.returncode == 0
+    assert judge_server.request_count == 160
+    warm = json.loads(again_path.read_text())
+    assert warm["run"]["phases"]["generation"]["calls"] == 0 and warm["run"]["phases"]["judging"]["calls"] == 0
+    assert _content(warm) == _content(report) and warm["categories"] == report["categories"]
+
+
+def test_in_process_and_xdist_produce_the_same_answers(bench_args, tmp_path: Path) -> None:
+    reports = []
+    for workers in ("0", "2"):
+        path = tmp_path / f"r{workers}.json"
+        proc = _pytest(tmp_path, *bench_args(f"--mtbench-report={path}", cache=f"c{workers}"), "-n", workers)
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        reports.append(json.loads(path.read_text()))
+    assert _content(reports[0]) == _content(reports[1])
+    assert reports[0]["categories"] == reports[1]["categories"]
+
+
+def test_model_change_misses_the_cache(bench_args, tiny_model: Path, judge_server, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    assert _pytest(tmp_path, *bench_args("-k", "writing")).returncode == 0
+    assert judge_server.request_count == 20
+    changed = tmp_path / "changed-model"
+    shutil.copytree(tiny_model, changed)
+    weights = load_file(changed / "model.safetensors")
+    weights["model.norm.weight"] += 0.5
+    save_file(weights, changed / "model.safetensors", metadata={"format": "pt"})
+    report_path = tmp_path / "r.json"
+    args = [a if not a.startswith("--mtbench-model=") else f"--mtbench-model={changed}" for a in bench_args()]
+    proc = _pytest(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
+    assert proc.returncode == 0
+    assert json.loads(report_path.read_text())["run"]["phases"]["generation"]["cached"] == 0
+
+    # A copy of the same weights at another path is the same model: everything hits.
+    same = tmp_path / "same-model"
+    shutil.copytree(tiny_model, same)
+    args = [a if not a.startswith("--mtbench-model=") else f"--mtbench-model={same}" for a in bench_args()]
+    proc = _pytest(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
+    phases = json.loads(report_path.read_text())["run"]["phases"]
+    assert phases["generation"]["calls"] == 0 and phases["judging"]["calls"] == 0
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_killed_run_resumes_with_only_the_remaining_requests(
+    workers: str, shared_data: Path, tmp_path: Path
+) -> None:
+    def args(server: FakeOpenAIServer, cache: str, *extra: str) -> list[str]:
+        return [
+            "--mtbench-model=fake/echo",
+            "--mtbench-judge=openai/fake-judge",
+            f"--mtbench-judge-base-url={server.base_url}",
+            f"--mtbench-data={shared_data}",
+            f"--mtbench-cache={tmp_path / cache}",
+            "--mtbench-concurrency=1",
+            "-n",
+            workers,
+            *extra,
+        ]
+
+    with FakeOpenAIServer(scores=score_for, latency=0.03, max_requests=1000, lifetime=300) as server:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args(server, "cache")],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # SIGKILL the whole group: controller and xdist workers
+        )
+        deadline = time.monotonic() + 120
+        while server.request_count < 60 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert 60 <= server.request_count < 160, "the run was killed half way"
+        stored = len(list((tmp_path / "cache" / "judgment").rglob("*.json")))
+        before = server.request_count
+        assert stored >= before - max(1, int(workers))  # at most one call in flight per worker was lost
+
+        resumed_path = tmp_path / "resumed.json"
+        resumed = _pytest(tmp_path, *args(server, "cache", f"--mtbench-report={resumed_path}"))
+        assert resumed.returncode == 0, resumed.stdout[-2000:]
+        assert server.request_count - before == 160 - stored  # only what was missing
+
+        fresh_path = tmp_path / "fresh.json"
+        fresh = _pytest(tmp_path, *args(server, "fresh-cache", f"--mtbench-report={fresh_path}"))
+        assert fresh.returncode == 0
+    resumed_report, fresh_report = json.loads(resumed_path.read_text()), json.loads(fresh_path.read_text())
+    assert _content(resumed_report) == _content(fresh_report)
+    assert resumed_report["categories"] == fresh_report["categories"]
+
+
+def test_judge_faults_are_retried_within_budget(shared_data: Path, tmp_path: Path) -> None:
+    faults = [("429", 0.05), ("500",), ("hang", 3.0), ("malformed",), ("503", None, {"retry-after-ms": "20"})]
+    with FakeOpenAIServer(scores=7, faults=faults, lifetime=120) as server:
+        proc = _pytest(
+            tmp_path,
+            "--mtbench-model=fake/echo",
+            "--mtbench-judge=openai/fake-judge",
+            f"--mtbench-judge-base-url={server.base_url}",
+            f"--mtbench-data={shared_data}",
+            "--mtbench-no-cache",
+            "--mtbench-concurrency=1",
+            "--mtbench-timeout=0.5",
+            "-k",
+            "81 or 82",
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert "2 passed" in proc.stdout
+        assert server.request_count == 4 + len(faults)
+
+
+def test_judge_failing_for_good_is_a_clear_failure(shared_data: Path, tmp_path: Path) -> None:
+    with FakeOpenAIServer(scores=7, faults=[("500",)] * 100, lifetime=120) as server:
+        proc = _pytest(
+            tmp_path,
+            "--mtbench-model=fake/echo",
+            "--mtbench-judge=openai/fake-judge",
+            f"--mtbench-judge-base-url={server.base_url}",
+            f"--mtbench-data={shared_data}",
+            "--mtbench-no-cache",
+            "--mtbench-retries=2",
+            "-k",
+            "writing",
+        )
+        assert proc.returncode == 1
+        assert "failed after 3 attempts" in proc.stdout
+        assert "Traceback" not in proc.stdout
+        assert "! mtbench: judging failed: conversation " in proc.stdout  # the session stopped there
+        assert "1 failed, 70 deselected" in proc.stdout
+        assert server.request_count <= 3 * 32  # it stopped instead of retrying every question
+
