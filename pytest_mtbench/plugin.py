@@ -72,7 +72,7 @@ STATE = pytest.StashKey[RunState]()
 
 
 def _load_run(config: pytest.Config, settings: Settings) -> RunState:
-    from .backends import BackendOptions
+    from .backends import BackendOptions, split_spec
     from .cache import ResultCache
     from .data import DataError, default_cache_dir, resolve_official_data
     from .prompts import PromptError, load_judge_prompts
@@ -128,7 +128,10 @@ def _load_run(config: pytest.Config, settings: Settings) -> RunState:
         settings.model,
         BackendOptions(base_url=settings.model_base_url, chat_template=chat_template, **common),
     )
-    judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **common))
+    if settings.judge == settings.model and split_spec(settings.model)[0] == "hf" and chat_template is None:
+        judge = model  # one local model as candidate and judge: load it once
+    else:
+        judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **common))
     cache = ResultCache(
         None if settings.no_cache else cache_root, read=not settings.no_cache, write=not settings.offline
     )
@@ -142,6 +145,7 @@ def _load_run(config: pytest.Config, settings: Settings) -> RunState:
             max_new_tokens=settings.max_new_tokens,
             seed=settings.seed,
             judge_scoring=settings.judge_scoring,
+            judge_max_tokens=settings.judge_max_tokens,
             offline=settings.offline,
         ),
         progress=_progress_printer(config),
@@ -249,7 +253,9 @@ class CategoryCollector(pytest.Collector):
         for q in state.questions.values():
             if q.category != self.name:
                 continue
-            item = MTBenchItem.from_parent(self, name=f"test_mtbench[{q.category}-{q.question_id}]", question=q)
+            item = MTBenchItem.from_parent(
+                self, name=f"test_mtbench[{q.category}-{q.question_id}]", question=q
+            )
             item.add_marker(pytest.mark.mtbench)
             item.add_marker(getattr(pytest.mark, q.category))
             yield item
@@ -289,17 +295,19 @@ class MTBenchItem(pytest.Item):
 
 
 def _record_for(item: MTBenchItem) -> dict[str, Any]:
-    """Run this item's whole group (its category, as scheduled in this process) once, batched."""
+    """Run this item's whole group once, batched: in-process every selected question (so categories
+    that share a temperature share batches); on an xdist worker its category, the unit it was sent."""
     state = item.config.stash[STATE]
     qid = item.question.question_id
     if qid in state.group_errors:
         raise MTBenchFailure(state.group_errors[qid])
     if qid not in state.local_results:
+        same_unit = _is_worker(item.config)
         group = [
             other.question
             for other in item.session.items
             if isinstance(other, MTBenchItem)
-            and other.question.category == item.question.category
+            and (not same_unit or other.question.category == item.question.category)
             and other.question.question_id not in state.local_results
         ]
         try:
@@ -446,7 +454,7 @@ def build_report(state: RunState, config: pytest.Config) -> dict[str, Any]:
                 "max_new_tokens": settings.max_new_tokens,
                 "seed": settings.seed,
             },
-            "judge_call": {"temperature": 0.0, "max_tokens": 2048},
+            "judge_call": {"temperature": 0.0, "max_tokens": settings.judge_max_tokens},
             "started": datetime.fromtimestamp(state.started, timezone.utc).isoformat(),
             "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
             "wall_seconds": finished - state.started,

@@ -74,6 +74,7 @@ class RunSettings:
     max_new_tokens: int = 1024
     seed: int = 0
     judge_scoring: str = "official"  # or "constrained" (local judges only)
+    judge_max_tokens: int = JUDGE_MAX_TOKENS  # the official judge call uses 2048
     offline: bool = False
 
 
@@ -124,7 +125,7 @@ class BenchmarkRunner:
             "judge": self.judge.identity(),
             "messages": request.messages(),
             "temperature": JUDGE_TEMPERATURE,
-            "max_tokens": JUDGE_MAX_TOKENS,
+            "max_tokens": self.settings.judge_max_tokens,
         }
 
     # ---- the two phases -------------------------------------------------------------------------
@@ -191,7 +192,7 @@ class BenchmarkRunner:
                 requests.append(
                     (q, request, _Job(content_key(JUDGMENT_KIND, material), material, request.messages()))
                 )
-        params = SamplingParams(JUDGE_TEMPERATURE, JUDGE_MAX_TOKENS, self.settings.seed)
+        params = SamplingParams(JUDGE_TEMPERATURE, self.settings.judge_max_tokens, self.settings.seed)
         jobs = [job for _, _, job in requests]
         self._complete(JUDGMENT_KIND, jobs, params, self.judge, self.judging, "judging", 0, len(jobs))
         verdicts: dict[int, list[TurnVerdict]] = {q.question_id: [] for q in questions}
@@ -268,6 +269,7 @@ class BenchmarkRunner:
             return
         if not missing:
             return
+        model = backend.backend  # loaded here, outside the timed generation
         began = time.perf_counter()
         finished = done
 
@@ -285,7 +287,7 @@ class BenchmarkRunner:
                 self.progress(phase, finished, total)
 
         try:
-            completions = backend.backend.chat([job.messages for job in missing], params, on_result=store)
+            completions = model.chat([job.messages for job in missing], params, on_result=store)
         except BackendError as exc:
             raise BackendError(f"{phase} failed: {exc}") from None
         elapsed = time.perf_counter() - began

@@ -59,7 +59,8 @@ def _pytest(cwd: Path, *args: str, timeout: float = 600) -> subprocess.Completed
 
 def _content(report: dict) -> list:
     return [
-        [{k: v for k, v in turn.items() if k not in TIMING} for turn in q["turns"]] for q in report["questions"]
+        [{k: v for k, v in turn.items() if k not in TIMING} for turn in q["turns"]]
+        for q in report["questions"]
     ]
 
 
@@ -118,7 +119,9 @@ def test_full_run_table_and_report_agree_with_the_judge_server(
     assert again.returncode == 0
     assert judge_server.request_count == 160
     warm = json.loads(again_path.read_text())
-    assert warm["run"]["phases"]["generation"]["calls"] == 0 and warm["run"]["phases"]["judging"]["calls"] == 0
+    assert (
+        warm["run"]["phases"]["generation"]["calls"] == 0 and warm["run"]["phases"]["judging"]["calls"] == 0
+    )
     assert _content(warm) == _content(report) and warm["categories"] == report["categories"]
 
 
@@ -249,4 +252,3 @@ def test_judge_failing_for_good_is_a_clear_failure(shared_data: Path, tmp_path: 
         assert "! mtbench: judging failed: conversation " in proc.stdout  # the session stopped there
         assert "1 failed, 70 deselected" in proc.stdout
         assert server.request_count <= 3 * 32  # it stopped instead of retrying every question
-

@@ -21,7 +21,9 @@ def make_runner(shared_data: Path, tmp_path: Path):
     references = load_references(shared_data / "reference_answer" / "gpt-4.jsonl")
     official = load_judge_prompts(shared_data / "judge_prompts.jsonl", official=True)
 
-    def _make(model: str = "fake/echo", judge: str = "fake/judge-7", prompts=None, **settings) -> BenchmarkRunner:
+    def _make(
+        model: str = "fake/echo", judge: str = "fake/judge-7", prompts=None, **settings
+    ) -> BenchmarkRunner:
         return BenchmarkRunner(
             model=LazyBackend(model, BackendOptions()),
             judge=LazyBackend(judge, BackendOptions()),
@@ -48,7 +50,9 @@ def test_identical_rerun_hits_everything_and_never_builds_a_backend(make_runner)
     timing = ("generation_seconds", "judging_seconds", "answer_cached", "judgment_cached")
 
     def content(recs: dict) -> dict:
-        return {q: [{k: v for k, v in t.items() if k not in timing} for t in r["turns"]] for q, r in recs.items()}
+        return {
+            q: [{k: v for k, v in t.items() if k not in timing} for t in r["turns"]] for q, r in recs.items()
+        }
 
     assert content(again) == content(records)
     assert all(t["answer_cached"] and t["judgment_cached"] for r in again.values() for t in r["turns"])
@@ -84,7 +88,9 @@ def test_changed_judge_prompt_or_judge_misses_judgments_only(make_runner, tmp_pa
     make().run(questions[:5])
     path = tmp_path / "p.jsonl"
     path.write_text(
-        json.dumps({"name": "single-v1", "system_prompt": "Grade.", "prompt_template": "{{ question }} {{ answer }}"})
+        json.dumps(
+            {"name": "single-v1", "system_prompt": "Grade.", "prompt_template": "{{ question }} {{ answer }}"}
+        )
         + "\n"
     )
     official = make().prompts
