@@ -48,7 +48,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2, help="seconds the judge server adds per call")
     opts = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(latency=opts.latency, lifetime=1800) as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeOpenAIServer(latency=opts.latency, lifetime=1800) as server,
+    ):
         work = Path(tmp)
         model = build_tiny_chat_model(work / "model")
 
@@ -73,16 +76,22 @@ def main() -> None:
         return report["run"]["phases"][name]
 
     gen0, gen2 = phase(report0, "generation"), phase(report2, "generation")
-    print(f"80 questions x 2 turns, tiny model, max_new_tokens={opts.max_new_tokens}, judge latency {opts.latency}s")
-    print(f"cold  -n 0 : {cold0:7.2f} s  generation {gen0['tokens']} tokens, {gen0['tokens_per_second']:.0f} tok/s")
-    print(f"cold  -n 2 : {cold2:7.2f} s  generation {gen2['tokens']} tokens, {gen2['tokens_per_second']:.0f} tok/s")
-    print(f"ratio -n 0 / -n 2 wall time: {cold0 / cold2:.2f}x")
     warm_gen, warm_judge = phase(warm_report, "generation"), phase(warm_report, "judging")
-    print(
+    lines = [
+        f"80 questions x 2 turns, tiny model, max_new_tokens={opts.max_new_tokens}, "
+        f"judge latency {opts.latency}s",
+        f"cold  -n 0 : {cold0:7.2f} s  generation {gen0['tokens']} tokens, "
+        f"{gen0['tokens_per_second']:.0f} tok/s (per process)",
+        f"cold  -n 2 : {cold2:7.2f} s  generation {gen2['tokens']} tokens, "
+        f"{gen2['tokens_per_second']:.0f} tok/s (per process)",
+        f"ratio -n 0 / -n 2 wall time: {cold0 / cold2:.2f}x",
         f"warm  -n 0 : {warm:7.2f} s  model calls {warm_gen['calls']}, judge calls {warm_judge['calls']}, "
-        f"judge server requests {warm_requests}; cached {warm_gen['cached']} answers, {warm_judge['cached']} judgments"
-    )
-    print(f"ratio cold / warm: {cold0 / warm:.1f}x; warm overhead target < 5 s: {'met' if warm < 5 else 'MISSED'}")
+        f"judge server requests {warm_requests}; cached {warm_gen['cached']} answers, "
+        f"{warm_judge['cached']} judgments",
+        f"ratio cold / warm: {cold0 / warm:.1f}x; warm overhead target < 5 s: "
+        + ("met" if warm < 5 else "MISSED"),
+    ]
+    print("\n".join(lines))
     same = report0["categories"] == warm_report["categories"]
     print(f"warm report scores equal the cold run's: {same}")
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,58 +47,9 @@ JUDGE_CONVERSATIONS = [
 ]
 
 
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    # xdist workers share the models; the lock makes one build each model while the other waits for it.
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _share_cores_between_workers(worker_id: str) -> None:
-    # Under xdist each worker would start one torch thread per core; oversubscribed cores slow training.
-    if worker_id != "master":
-        import torch
-
-        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-
-
 @pytest.fixture(scope="session")
-def models_root(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    base = tmp_path_factory.getbasetemp()
-    root = (base if worker_id == "master" else base.parent) / "tiny-models"
-    root.mkdir(exist_ok=True)
-    return root
-
-
-def _build(root: Path, builder: Callable[[Path], Path], name: str) -> Path:
-    with _locked(root / f"{name.replace('/', '-')}.lock"):
-        return builder(root / name)
-
-
-@pytest.fixture(scope="session")
-def chat_dir(models_root: Path) -> Path:
-    return _build(models_root, tiny_model.build_tiny_chat_model, "chat")
-
-
-@pytest.fixture(scope="session")
-def judge_dir(models_root: Path) -> Path:
-    return _build(models_root, tiny_model.build_tiny_judge, "judge-7")
-
-
-@pytest.fixture(scope="session")
-def silent_judge_dir(models_root: Path) -> Path:
-    return _build(models_root, lambda p: tiny_model.build_tiny_judge(p, with_rating=False), "judge-silent")
-
-
-@pytest.fixture(scope="session")
-def gguf_path(models_root: Path) -> Path:
-    return _build(models_root, tiny_model.write_tiny_gguf, "gguf/tiny-chat.gguf")
+def gguf_path(models_root: Path, build_shared) -> Path:
+    return build_shared(tiny_model.write_tiny_gguf, "gguf/tiny-chat.gguf")
 
 
 @pytest.fixture(scope="session")

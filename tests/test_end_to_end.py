@@ -33,10 +33,8 @@ def score_for(body: dict[str, Any]) -> float:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pytest_mtbench.testing.tiny_model import build_tiny_chat_model
-
-    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny") / "model")
+def tiny_model(chat_dir: Path) -> Path:
+    return chat_dir
 
 
 @pytest.fixture
