@@ -59,6 +59,14 @@ class LazyBackend:
             self._backend = load_backend(self.spec, self.options)
         return self._backend
 
+    def batch_unit(self, question: Question) -> str:
+        """Which questions may share a batch. A local model's outputs can depend on what else is in its
+        batch (sampling seeds, padding), so it batches within a category, the unit an xdist worker gets:
+        then -n 0 and -n N give the same answers. API calls are independent, so all go at once."""
+        from .backends import split_spec
+
+        return question.category if split_spec(self.spec)[0] == "hf" else ""
+
     @property
     def loaded(self) -> bool:
         return self._backend is not None
@@ -145,7 +153,7 @@ class BenchmarkRunner:
         total = sum(len(q.turns) for q in questions)
         done = 0
         for turn in range(n_turns):
-            by_params: dict[SamplingParams, list[tuple[Question, _Job]]] = {}
+            by_params: dict[tuple[str, SamplingParams], list[tuple[Question, _Job]]] = {}
             for q in questions:
                 if turn >= len(q.turns) or q.question_id in errors:
                     continue
@@ -153,8 +161,8 @@ class BenchmarkRunner:
                 params = self.sampling_for(q)
                 material = self.answer_material(messages, params)
                 job = _Job(content_key(ANSWER_KIND, material), material, messages)
-                by_params.setdefault(params, []).append((q, job))
-            for params, pairs in by_params.items():
+                by_params.setdefault((self.model.batch_unit(q), params), []).append((q, job))
+            for (_, params), pairs in by_params.items():
                 jobs = [job for _, job in pairs]
                 self._complete(
                     ANSWER_KIND, jobs, params, self.model, self.generation, "generating", done, total
@@ -193,8 +201,15 @@ class BenchmarkRunner:
                     (q, request, _Job(content_key(JUDGMENT_KIND, material), material, request.messages()))
                 )
         params = SamplingParams(JUDGE_TEMPERATURE, self.settings.judge_max_tokens, self.settings.seed)
-        jobs = [job for _, _, job in requests]
-        self._complete(JUDGMENT_KIND, jobs, params, self.judge, self.judging, "judging", 0, len(jobs))
+        units: dict[str, list[_Job]] = {}
+        for q, _, job in requests:
+            units.setdefault(self.judge.batch_unit(q), []).append(job)
+        done = 0
+        for jobs in units.values():
+            self._complete(
+                JUDGMENT_KIND, jobs, params, self.judge, self.judging, "judging", done, len(requests)
+            )
+            done += len(jobs)
         verdicts: dict[int, list[TurnVerdict]] = {q.question_id: [] for q in questions}
         unscored: list[tuple[int, JudgeRequest, TurnVerdict]] = []
         for q, request, job in requests:
