@@ -211,7 +211,8 @@ def test_killed_run_resumes_with_only_the_remaining_requests(
     assert resumed_report["categories"] == fresh_report["categories"]
 
 
-def test_judge_faults_are_retried_within_budget(shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_judge_faults_are_retried_within_budget(workers: str, shared_data: Path, tmp_path: Path) -> None:
     faults = [("429", 0.05), ("500",), ("hang", 3.0), ("malformed",), ("503", None, {"retry-after-ms": "20"})]
     with FakeOpenAIServer(scores=7, faults=faults, lifetime=120) as server:
         proc = _pytest(
@@ -225,13 +226,16 @@ def test_judge_faults_are_retried_within_budget(shared_data: Path, tmp_path: Pat
             "--mtbench-timeout=0.5",
             "-k",
             "81 or 82",
+            "-n",
+            workers,
         )
         assert proc.returncode == 0, proc.stdout[-2000:]
         assert "2 passed" in proc.stdout
         assert server.request_count == 4 + len(faults)
 
 
-def test_judge_failing_for_good_is_a_clear_failure(shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_judge_failing_for_good_is_a_clear_failure(workers: str, shared_data: Path, tmp_path: Path) -> None:
     with FakeOpenAIServer(scores=7, faults=[("500",)] * 100, lifetime=120) as server:
         proc = _pytest(
             tmp_path,
@@ -243,6 +247,8 @@ def test_judge_failing_for_good_is_a_clear_failure(shared_data: Path, tmp_path: 
             "--mtbench-retries=2",
             "-k",
             "writing",
+            "-n",
+            workers,
         )
         assert proc.returncode == 1
         assert "failed after 3 attempts" in proc.stdout
@@ -250,3 +256,46 @@ def test_judge_failing_for_good_is_a_clear_failure(shared_data: Path, tmp_path: 
         assert "! mtbench: judging failed: conversation " in proc.stdout  # the session stopped there
         assert "1 failed, 70 deselected" in proc.stdout
         assert server.request_count <= 3 * 32  # it stopped instead of retrying every question
+
+
+def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """`--mtbench-model=openai/NAME` (vLLM, TGI, llama.cpp server) through the same path as a local model."""
+
+    def reply(body: dict[str, Any]) -> str:
+        if body["model"] == "fake-judge":
+            return "Rating: [[6]]"
+        return f"answer {len(body['messages']) // 2 + 1} at t={body['temperature']}"
+
+    with FakeOpenAIServer(reply=reply, lifetime=120) as server:
+        report_path = tmp_path / "r.json"
+        proc = _pytest(
+            tmp_path,
+            "--mtbench-model=openai/candidate-llm",
+            f"--mtbench-model-base-url={server.base_url}",
+            "--mtbench-judge=openai/fake-judge",
+            f"--mtbench-judge-base-url={server.base_url}",
+            f"--mtbench-data={shared_data}",
+            "--mtbench-no-cache",
+            "-k",
+            "writing or math",
+            f"--mtbench-report={report_path}",
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        candidate = [b for b in server.requests if b["model"] == "candidate-llm"]
+    assert len(candidate) == 40
+    temperatures = {b["messages"][0]["content"][:20]: b["temperature"] for b in candidate}
+    assert set(temperatures.values()) == {0.7, 0.0}
+    second_turns = [b for b in candidate if len(b["messages"]) == 3]
+    assert len(second_turns) == 20
+    assert all(
+        b["messages"][1] == {"role": "assistant", "content": f"answer 1 at t={b['temperature']}"}
+        for b in second_turns
+    )
+    assert all(
+        set(b) == {"model", "messages", "n", "temperature", "max_tokens"} and b["max_tokens"] == 1024
+        for b in candidate
+    )
+    report = json.loads(report_path.read_text())
+    assert report["overall"] == 6 and report["run"]["model_base_url"] == server.base_url

@@ -279,3 +279,70 @@ def test_second_run_is_served_from_cache_and_offline_replay(run, pytester: pytes
     result.assert_outcomes(passed=79, failed=1)
     result.stdout.re_match_lines([r"FAILED mtbench::coding::test_mtbench\[coding-125\] - --mtbench-offline"])
     result.stdout.fnmatch_lines(["--mtbench-offline: judgment not in the cache (key *); run once without*"])
+
+
+def test_help_and_collection_never_import_heavy_packages(shared_data: Path, chat_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pytest\n"
+        "pytest.main(['--help'])\n"
+        f"pytest.main(['--co', '-q', '-p', 'no:cacheprovider', '--mtbench-model={chat_dir}',"
+        f" '--mtbench-data={shared_data}'])\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'openai') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=chat_dir.parent)
+    assert "--mtbench-model=SPEC" in proc.stdout
+    assert "80 tests collected" in proc.stdout
+    assert "HEAVY []" in proc.stdout
+
+
+def test_model_without_chat_template_is_one_clear_error(
+    run, pytester: pytest.Pytester, chat_dir: Path
+) -> None:
+    import shutil
+
+    bare = pytester.path / "bare-model"
+    shutil.copytree(chat_dir, bare)
+    (bare / "chat_template.jinja").unlink()
+    result = run(f"--mtbench-model={bare}", "--mtbench-judge=fake/judge-7", "-k", "writing")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*has no chat template: pass one with --mtbench-chat-template=FILE*"])
+    result.assert_outcomes(failed=1)  # the session stops at the first question instead of failing all ten
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_progress_lines_and_quiet(run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MTBENCH_PROGRESS_INTERVAL", "0")
+    loud = run(*FAKE, "--mtbench-no-cache", "-k", "writing")
+    loud.stdout.fnmatch_lines(["mtbench: generating */20", "mtbench: judging 20/20"])
+    quiet = run(*FAKE, "--mtbench-no-cache", "-k", "writing", "-q")
+    assert "mtbench: generating" not in quiet.stdout.str()
+    workers = run(*FAKE, "--mtbench-no-cache", "-k", "writing", "-n", "2")
+    workers.stderr.fnmatch_lines(["mtbench: [[]gw?[]] judging 20/20"])
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_offline_replay_under_xdist(run, pytester: pytest.Pytester, workers: str) -> None:
+    run(*FAKE, "-k", "coding or math").assert_outcomes(passed=20)
+    offline = run(*FAKE, "-k", "coding or math", "--mtbench-offline", "-n", workers)
+    offline.assert_outcomes(passed=20)
+    offline.stdout.fnmatch_lines(["generation: 0 calls, 40 cached*", "judging: 0 calls, 40 cached*"])
+    missing = run(*FAKE, "-k", "coding or math or writing", "--mtbench-offline", "-n", workers)
+    missing.assert_outcomes(passed=20, failed=10)
+    missing.stdout.fnmatch_lines(["*--mtbench-offline: answer not in the cache (key *"])
+
+
+def test_last_failed_rerun_reports_what_ran(pytester: pytest.Pytester, shared_data: Path) -> None:
+    base = (
+        f"--mtbench-data={shared_data}",
+        f"--mtbench-cache={pytester.path / 'cache'}",
+        "--mtbench-model=fake/echo",
+    )
+    first = pytester.runpytest_subprocess(*base, "--mtbench-judge=fake/silent", "-k", "81 or 121")
+    first.assert_outcomes(failed=2)
+    rerun = pytester.runpytest_subprocess(*base, "--mtbench-judge=fake/judge-7", "--lf")
+    rerun.assert_outcomes(passed=2)
+    rerun.stdout.fnmatch_lines(["*run-last-failure: rerun previous 2 failures*"])
+    rerun.stdout.fnmatch_lines(["writing*2/2*7.00*", "coding*2/2*7.00*"])
