@@ -218,6 +218,8 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = build_settings(config)
     state = _load_run(config, settings)
     config.stash[STATE] = state
+    if not _is_worker(config):
+        config.pluginmanager.register(ResultReporter(config, state), "mtbench-reporter")
     for category in {q.category for q in state.questions.values()} - set(CATEGORIES):
         config.addinivalue_line("markers", f"{category}: questions of the custom category {category}")
     # Under -n, send each category (one collector, so one xdist scope) to one worker, where it is
@@ -341,59 +343,6 @@ def pytest_collection_modifyitems(
 
 
 # ---- results, gates and reports (controller) ----------------------------------------------------
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    config = _CONFIG.get("config")
-    if config is None or STATE not in config.stash or _is_worker(config):
-        return
-    kept = []
-    for name, value in report.user_properties:
-        if name != RECORD_PROPERTY:
-            kept.append((name, value))
-            continue
-        record = dict(value)
-        config.stash[STATE].records[int(record["question_id"])] = record
-        # tryfirst: JUnit and other reporters see per-turn scores, not the whole record.
-        for turn in record.get("turns", []):
-            kept.append((f"mtbench_turn_{turn['turn']}_score", turn["score"]))
-    report.user_properties = kept
-
-
-_CONFIG: dict[str, pytest.Config] = {}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _CONFIG["config"] = session.config
-
-
-def _tables(state: RunState) -> tuple[dict[str, Any], Any]:
-    from .stats import aggregate
-
-    return aggregate(state.records[qid] for qid in sorted(state.records))
-
-
-def _phases(state: RunState) -> dict[str, dict[str, Any]]:
-    phases = {
-        "generation": {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0},
-        "judging": {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0},
-    }
-    for record in state.records.values():
-        for turn in record.get("turns", []):
-            for phase, cached, tokens, seconds in (
-                ("generation", "answer_cached", "answer_tokens", "generation_seconds"),
-                ("judging", "judgment_cached", "judgment_tokens", "judging_seconds"),
-            ):
-                bucket = phases[phase]
-                if turn.get(cached):
-                    bucket["cached"] += 1
-                else:
-                    bucket["calls"] += 1
-                    bucket["tokens"] += int(turn.get(tokens) or 0)
-                    bucket["seconds"] += float(turn.get(seconds) or 0.0)
-    return phases
-
-
 def _gate_report(gate: Any) -> pytest.TestReport:
     nodeid = (
         f"{COLLECTOR_NAME}::category[{gate.name}]" if gate.name != OVERALL else f"{COLLECTOR_NAME}::overall"
@@ -409,96 +358,126 @@ def _gate_report(gate: Any) -> pytest.TestReport:
     )
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtestloop(session: pytest.Session) -> Iterator[None]:
-    result = yield
-    config = session.config
-    if STATE not in config.stash or _is_worker(config) or config.option.collectonly:
+def _public_url(url: str | None) -> str | None:
+    """A base URL as it may appear in a report: credentials in it are dropped."""
+    from .backends.openai_api import normalise_base_url
+
+    return normalise_base_url(url) if url else None
+
+
+class ResultReporter:
+    """Controller-only (like junitxml): gathers question records from the test reports, turns
+    thresholds into gate reports at the end of the run loop, prints the table, writes the JSON."""
+
+    def __init__(self, config: pytest.Config, state: RunState) -> None:
+        self.config = config
+        self.state = state
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        kept = []
+        for name, value in report.user_properties:
+            if name != RECORD_PROPERTY:
+                kept.append((name, value))
+                continue
+            record = dict(value)
+            self.state.records[int(record["question_id"])] = record
+            # tryfirst: JUnit and other reporters see per-turn scores, not the whole record.
+            for turn in record.get("turns", []):
+                kept.append((f"mtbench_turn_{turn['turn']}_score", turn["score"]))
+        report.user_properties = kept
+
+    def tables(self) -> tuple[dict[str, Any], Any]:
+        from .stats import aggregate
+
+        return aggregate(self.state.records[qid] for qid in sorted(self.state.records))
+
+    def phases(self) -> dict[str, dict[str, Any]]:
+        from .stats import phase_totals
+
+        return phase_totals(self.state.records.values())
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
+        result = yield
+        if self.config.option.collectonly or session.shouldstop or session.shouldfail:
+            return result
+        from .stats import evaluate_gates
+
+        categories, overall = self.tables()
+        self.state.gates = evaluate_gates(categories, overall, self.state.settings.thresholds)
+        for gate in self.state.gates:
+            # A gate is a test report of its own: it shows in the summary, in JUnit and in the exit code.
+            report = _gate_report(gate)
+            self.config.hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
+            self.config.hook.pytest_runtest_logreport(report=report)
+            self.config.hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
         return result
-    if session.shouldstop or session.shouldfail:
-        return result
-    from .stats import evaluate_gates
 
-    state = config.stash[STATE]
-    categories, overall = _tables(state)
-    state.gates = evaluate_gates(categories, overall, state.settings.thresholds)
-    for gate in state.gates:
-        # A gate is a test report of its own: it shows in the summary, in JUnit and in the exit code.
-        report = _gate_report(gate)
-        config.hook.pytest_runtest_logstart(nodeid=report.nodeid, location=report.location)
-        config.hook.pytest_runtest_logreport(report=report)
-        config.hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
-    return result
+    def build_report(self) -> dict[str, Any]:
+        """The JSON report as plain data."""
+        from .questions import CATEGORY_TEMPERATURE, DEFAULT_TEMPERATURE
+        from .report import throughput
 
-
-def build_report(state: RunState, config: pytest.Config) -> dict[str, Any]:
-    """The JSON report as plain data."""
-    from .questions import CATEGORY_TEMPERATURE, DEFAULT_TEMPERATURE
-    from .report import throughput
-
-    categories, overall = _tables(state)
-    settings = state.settings
-    finished = time.time()
-    return {
-        "run": {
-            "plugin_version": __version__,
-            "model": settings.model,
-            "model_base_url": settings.model_base_url,
-            "judge": settings.judge,
-            "judge_base_url": settings.judge_base_url,
-            "judge_scoring": settings.judge_scoring,
-            "data": state.data_info,
-            "sampling": {
-                "temperature_by_category": CATEGORY_TEMPERATURE,
-                "default_temperature": DEFAULT_TEMPERATURE,
-                "max_new_tokens": settings.max_new_tokens,
-                "seed": settings.seed,
+        state, settings = self.state, self.state.settings
+        categories, overall = self.tables()
+        finished = time.time()
+        return {
+            "run": {
+                "plugin_version": __version__,
+                "model": settings.model,
+                "model_base_url": _public_url(settings.model_base_url),
+                "judge": settings.judge,
+                "judge_base_url": _public_url(settings.judge_base_url),
+                "judge_scoring": settings.judge_scoring,
+                "data": state.data_info,
+                "sampling": {
+                    "temperature_by_category": CATEGORY_TEMPERATURE,
+                    "default_temperature": DEFAULT_TEMPERATURE,
+                    "max_new_tokens": settings.max_new_tokens,
+                    "seed": settings.seed,
+                },
+                "judge_call": {"temperature": 0.0, "max_tokens": settings.judge_max_tokens},
+                "started": datetime.fromtimestamp(state.started, timezone.utc).isoformat(),
+                "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
+                "wall_seconds": finished - state.started,
+                "workers": getattr(self.config.option, "numprocesses", None) or 0,
+                "phases": throughput(self.phases()),
             },
-            "judge_call": {"temperature": 0.0, "max_tokens": settings.judge_max_tokens},
-            "started": datetime.fromtimestamp(state.started, timezone.utc).isoformat(),
-            "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
-            "wall_seconds": finished - state.started,
-            "workers": getattr(config.option, "numprocesses", None) or 0,
-            "phases": throughput(_phases(state)),
-        },
-        "overall": overall.score,
-        "overall_detail": overall.as_dict(),
-        "categories": {
-            name: {
-                "score": row.score,
-                "turn_1": row.turn_1,
-                "turn_2": row.turn_2,
-                "n_scored": row.n_scored,
-                "n_unscored": row.n_unscored,
-                "n_questions": row.n_questions,
-                "threshold": settings.thresholds.get(name),
-            }
-            for name, row in categories.items()
-        },
-        "gates": [gate.as_dict() for gate in state.gates],
-        "questions": [state.records[qid] for qid in sorted(state.records)],
-    }
+            "overall": overall.score,
+            "overall_detail": overall.as_dict(),
+            "categories": {
+                name: {
+                    "score": row.score,
+                    "turn_1": row.turn_1,
+                    "turn_2": row.turn_2,
+                    "n_scored": row.n_scored,
+                    "n_unscored": row.n_unscored,
+                    "n_questions": row.n_questions,
+                    "threshold": settings.thresholds.get(name),
+                }
+                for name, row in categories.items()
+            },
+            "gates": [gate.as_dict() for gate in state.gates],
+            "questions": [state.records[qid] for qid in sorted(state.records)],
+        }
 
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from .report import render_table
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    from .report import render_table
+        if not self.state.records:
+            return
+        settings = self.state.settings
+        categories, overall = self.tables()
+        terminalreporter.write_sep("=", f"MT-Bench: {settings.model} judged by {settings.judge}")
+        wall = time.time() - self.state.started
+        for line in render_table(categories, overall, self.state.gates, self.phases(), wall):
+            terminalreporter.write_line(line)
+        if settings.report:
+            terminalreporter.write_line(f"report: {settings.report}")
 
-    state = config.stash.get(STATE, None)
-    if state is None or _is_worker(config) or not state.records:
-        return
-    categories, overall = _tables(state)
-    terminalreporter.write_sep("=", f"MT-Bench: {state.settings.model} judged by {state.settings.judge}")
-    for line in render_table(categories, overall, state.gates, _phases(state), time.time() - state.started):
-        terminalreporter.write_line(line)
-    if state.settings.report:
-        terminalreporter.write_line(f"report: {state.settings.report}")
+    def pytest_sessionfinish(self) -> None:
+        from .report import write_json
 
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    from .report import write_json
-
-    config = session.config
-    state = config.stash.get(STATE, None)
-    if state is None or _is_worker(config) or not state.settings.report or not state.records:
-        return
-    write_json(state.settings.report, build_report(state, config))
+        if self.state.settings.report and self.state.records:
+            write_json(self.state.settings.report, self.build_report())

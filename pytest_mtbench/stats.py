@@ -116,3 +116,25 @@ def evaluate_gates(
                 GateResult(name, threshold, score, True, f"{name} scored {score:.3f} >= {threshold:g}")
             )
     return results
+
+
+PHASE_FIELDS = {
+    "generation": ("answer_cached", "answer_tokens", "generation_seconds"),
+    "judging": ("judgment_cached", "judgment_tokens", "judging_seconds"),
+}
+
+
+def phase_totals(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Calls, cache hits, generated tokens and backend seconds per phase, summed over all turns."""
+    totals = {phase: {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0} for phase in PHASE_FIELDS}
+    for record in records:
+        for turn in record.get("turns", []):
+            for phase, (cached, tokens, seconds) in PHASE_FIELDS.items():
+                bucket = totals[phase]
+                if turn.get(cached):
+                    bucket["cached"] += 1
+                else:
+                    bucket["calls"] += 1
+                    bucket["tokens"] += int(turn.get(tokens) or 0)
+                    bucket["seconds"] += float(turn.get(seconds) or 0.0)
+    return totals

@@ -299,3 +299,45 @@ def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
     )
     report = json.loads(report_path.read_text())
     assert report["overall"] == 6 and report["run"]["model_base_url"] == server.base_url
+
+
+def test_api_key_and_url_credentials_never_reach_output_or_report(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-test-DO-NOT-LEAK-1234567890"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with FakeOpenAIServer(
+        scores=7, faults=[("401", None, None, f"Incorrect API key provided: {secret}")]
+    ) as server:
+        url = server.base_url.replace("http://", "http://user:hunter2@")
+        report_path = tmp_path / "r.json"
+        failing = _pytest(
+            tmp_path,
+            "--mtbench-model=fake/echo",
+            "--mtbench-judge=openai/fake-judge",
+            f"--mtbench-judge-base-url={url}",
+            f"--mtbench-data={shared_data}",
+            "--mtbench-no-cache",
+            "-k",
+            "81",
+            f"--mtbench-report={report_path}",
+        )
+        assert failing.returncode == 1 and "HTTP 401" in failing.stdout
+        passing = _pytest(
+            tmp_path,
+            "--mtbench-model=fake/echo",
+            "--mtbench-judge=openai/fake-judge",
+            f"--mtbench-judge-base-url={url}",
+            f"--mtbench-data={shared_data}",
+            "--mtbench-no-cache",
+            "-k",
+            "81",
+            f"--mtbench-report={report_path}",
+            "--junitxml=junit.xml",
+        )
+        assert passing.returncode == 0, passing.stdout[-2000:]
+        assert server.request_count == 4  # 2 judgments per run; the 401 is not retried
+    written = report_path.read_text() + (tmp_path / "junit.xml").read_text()
+    for output in (failing.stdout + failing.stderr, passing.stdout + passing.stderr, written):
+        assert secret not in output and "hunter2" not in output
+    assert json.loads(report_path.read_text())["run"]["judge_base_url"] == server.base_url

@@ -41,3 +41,21 @@ def test_gate_with_no_scored_turn_fails() -> None:
     categories, overall = aggregate([_record(1, "coding", None, None)])
     (gate,) = evaluate_gates(categories, overall, {"coding": 1})
     assert not gate.passed and gate.score is None and "no scored turns" in gate.message
+
+
+def test_phase_totals_count_calls_and_cache_hits_separately() -> None:
+    from pytest_mtbench.stats import phase_totals
+
+    turn = {"answer_tokens": 10, "generation_seconds": 0.5, "judgment_tokens": 3, "judging_seconds": 0.25}
+    records = [
+        {
+            "turns": [
+                {**turn, "answer_cached": False, "judgment_cached": False},
+                {**turn, "answer_cached": True},
+            ]
+        },
+        {"turns": [{**turn, "answer_cached": False, "judgment_cached": True}]},
+    ]
+    totals = phase_totals(records)
+    assert totals["generation"] == {"calls": 2, "cached": 1, "tokens": 20, "seconds": 1.0}
+    assert totals["judging"] == {"calls": 2, "cached": 1, "tokens": 6, "seconds": 0.5}
