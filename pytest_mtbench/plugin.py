@@ -64,6 +64,7 @@ class RunState:
     records: dict[int, dict[str, Any]] = field(default_factory=dict)  # controller: from reports
     local_results: dict[int, dict[str, Any]] = field(default_factory=dict)  # this process's work
     group_errors: dict[int, str] = field(default_factory=dict)
+    backend_failure: str | None = None  # set once a backend failed for good in this process
     gates: list[Any] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -255,9 +256,9 @@ class CategoryCollector(pytest.Collector):
         for q in state.questions.values():
             if q.category != self.name:
                 continue
-            item = MTBenchItem.from_parent(
-                self, name=f"test_mtbench[{q.category}-{q.question_id}]", question=q
-            )
+            name = f"test_mtbench[{q.category}-{q.question_id}]"
+            # An explicit id parses like a parametrized test's (pytest 9.2 compares structured ids, --lf).
+            item = MTBenchItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", question=q)
             item.add_marker(pytest.mark.mtbench)
             item.add_marker(getattr(pytest.mark, q.category))
             yield item
@@ -303,6 +304,8 @@ def _record_for(item: MTBenchItem) -> dict[str, Any]:
     qid = item.question.question_id
     if qid in state.group_errors:
         raise MTBenchFailure(state.group_errors[qid])
+    if state.backend_failure is not None:
+        raise MTBenchFailure(f"not run: {state.backend_failure}")
     if qid not in state.local_results:
         same_unit = _is_worker(item.config)
         group = [
@@ -324,8 +327,12 @@ def _record_for(item: MTBenchItem) -> dict[str, Any]:
             for q in group:
                 state.group_errors[q.question_id] = message
             if isinstance(exc, BackendError):
-                # A model that cannot load or an endpoint that is gone fails every other question too.
-                item.session.shouldfail = f"mtbench: {message}"
+                # A model that cannot load or an endpoint that is gone would fail every other question
+                # too: stop here (in-process), or fail this worker's other questions without calls
+                # (an xdist worker cannot stop the session without it counting as interrupted).
+                state.backend_failure = message
+                if not _is_worker(item.config):
+                    item.session.shouldfail = f"mtbench: {message}"
             raise
     return state.local_results[qid]
 
