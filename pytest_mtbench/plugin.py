@@ -133,6 +133,8 @@ def _load_run(config: pytest.Config, settings: Settings) -> RunState:
         judge = model  # one local model as candidate and judge: load it once
     else:
         judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **common))
+    if not settings.offline and not config.option.collectonly:
+        _check_api_keys(model, judge)
     cache = ResultCache(
         None if settings.no_cache else cache_root, read=not settings.no_cache, write=not settings.offline
     )
@@ -177,6 +179,19 @@ def _check_local_spec(flag: str, spec: str) -> None:
             f"{flag}={spec}: no such file or directory; give a local model directory or .gguf file, "
             "'smollm2', openai/NAME or fake/NAME"
         )
+
+
+def _check_api_keys(*backends: Any) -> None:
+    """Refuse to start (and generate for an hour) when the judge would be refused for want of a key."""
+    from .backends import split_spec
+    from .backends.openai_api import missing_key
+
+    for backend in backends:
+        if split_spec(backend.spec)[0] == "openai":
+            problem = missing_key(backend.options)
+            if problem:
+                flag = "--mtbench-model" if backend is backends[0] else "--mtbench-judge"
+                raise pytest.UsageError(f"{flag}={backend.spec}: {problem}")
 
 
 def _progress_printer(config: pytest.Config):

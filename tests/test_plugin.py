@@ -160,6 +160,10 @@ def test_unscored_turn_fails_item_and_is_not_counted(run, pytester: pytest.Pytes
         ((*FAKE, "--mtbench-threshold=coding"), "*threshold 'coding' is not NAME=VALUE*"),
         ((*FAKE, "--mtbench-judge-scoring=vibes"), "*--mtbench-judge-scoring: 'vibes' is not one of*"),
         ((*FAKE, "--mtbench-references=gpt-5"), "*--mtbench-references: 'gpt-5' is neither*"),
+        (
+            ("--mtbench-model=fake/echo",),
+            "--mtbench-judge=openai/gpt-4: the OpenAI endpoint needs an API key*",
+        ),
     ],
 )
 def test_bad_input_is_one_line_usage_error(run, args: tuple[str, ...], message: str) -> None:

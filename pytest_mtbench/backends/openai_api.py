@@ -121,7 +121,7 @@ class OpenAIBackend:
         self.spec = f"openai/{name}"
         self.name = name
         self.options = options
-        raw_url = options.base_url or env.get("OPENAI_BASE_URL") or OFFICIAL_BASE_URL
+        raw_url = raw_base_url(options, env)
         self.base_url = normalise_base_url(raw_url)
         self._sleep = sleep
         self._jitter = jitter
@@ -131,11 +131,9 @@ class OpenAIBackend:
 
         api_key = env.get(options.api_key_env, "").strip() or None  # a stray newline breaks the header
         if api_key is None:
-            if urlsplit(self.base_url).hostname == "api.openai.com":
-                raise BackendError(
-                    f"the OpenAI endpoint needs an API key: set {options.api_key_env} in the environment, "
-                    "or use --mtbench-judge-base-url / a local judge"
-                )
+            problem = missing_key(options, env)
+            if problem:
+                raise BackendError(problem)
             api_key = PLACEHOLDER_API_KEY  # local servers (vLLM, llama.cpp) ignore the key
         # only the redaction list keeps the key; it is never printed (see _redact / __repr__)
         self._secrets = tuple(_Secret(s) for s in (api_key,) if s != PLACEHOLDER_API_KEY and len(s) >= 4)
@@ -339,6 +337,30 @@ def _parse_completion(body: str) -> Completion:
     tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
     extra = {"finish_reason": choice.get("finish_reason")} if isinstance(choice, dict) else {}
     return Completion(text=content or "", n_tokens=tokens if isinstance(tokens, int) else 0, extra=extra)
+
+
+def raw_base_url(options: BackendOptions, environ: Mapping[str, str] | None = None) -> str:
+    """The endpoint a backend with these options talks to: the option, else OPENAI_BASE_URL, else OpenAI."""
+    env = os.environ if environ is None else environ
+    return options.base_url or env.get("OPENAI_BASE_URL") or OFFICIAL_BASE_URL
+
+
+def missing_key(options: BackendOptions, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why a call would be refused for want of a key (None when there is a key or no key is needed)."""
+    env = os.environ if environ is None else environ
+    if env.get(options.api_key_env, "").strip():
+        return None
+    if urlsplit(normalise_base_url(raw_base_url(options, env))).hostname != "api.openai.com":
+        return None
+    return (
+        f"the OpenAI endpoint needs an API key: set {options.api_key_env} in the environment, "
+        "or use --mtbench-judge-base-url / a local judge"
+    )
+
+
+def static_identity(name: str, options: BackendOptions) -> dict[str, Any]:
+    """The identity of `openai/<name>` without a client (cached and offline runs need no key)."""
+    return {"backend": "openai", "model": name, "base_url": normalise_base_url(raw_base_url(options))}
 
 
 def create(name: str, options: BackendOptions) -> OpenAIBackend:
