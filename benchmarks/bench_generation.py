@@ -5,7 +5,8 @@ generates both turns of all 80 official questions (turn 2 sees turn 1's question
 temperature, greedy below 1e-4) and measures in this one run:
 
   (a) one question at a time, batch size 1, a plain transformers loop like FastChat's gen_model_answer
-  (b) HFBackend with batch_size 16, conversations grouped by sampling params
+  (b) the plugin's path (BenchmarkRunner -> HFBackend, batch_size 16): per turn, the questions of a
+      category that share a temperature go through the model as one left-padded batch
 
 Both paths use the same max_new_tokens and the same stopping rule (EOS or the token limit), and count
 generated tokens the same way (up to and including EOS), so tokens/s compares them fairly even though
@@ -19,13 +20,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from pytest_mtbench.backends.base import BackendOptions, Message, SamplingParams
-from pytest_mtbench.backends.hf import create
+from pytest_mtbench.cache import ResultCache
 from pytest_mtbench.questions import Question, load_questions
+from pytest_mtbench.runner import BenchmarkRunner, LazyBackend, RunSettings
 from pytest_mtbench.testing.tiny_model import build_tiny_chat_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,25 +85,23 @@ def one_at_a_time(model_dir: Path, questions: list[Question], max_new_tokens: in
 
 
 def batched(model_dir: Path, questions: list[Question], max_new_tokens: int, batch_size: int) -> tuple:
-    """HFBackend: each turn of all questions sharing a temperature goes through one `chat` call."""
-    backend = create(str(model_dir), BackendOptions(batch_size=batch_size))
-    groups: dict[SamplingParams, list[Question]] = defaultdict(list)
-    for question in questions:
-        groups[params_for(question, max_new_tokens)].append(question)
-    answers: dict[int, list[str]] = {q.question_id: [] for q in questions}
-    n_tokens = 0
+    """The plugin's own path: BenchmarkRunner.generate_answers (no cache), which sends each turn of a
+    category's questions that share a temperature through HFBackend as left-padded batches."""
+    runner = BenchmarkRunner(
+        model=LazyBackend(str(model_dir), BackendOptions(batch_size=batch_size)),
+        judge=LazyBackend("fake/judge-7", BackendOptions()),
+        prompts={},
+        references={},
+        cache=ResultCache(None),
+        settings=RunSettings(max_new_tokens=max_new_tokens),
+    )
+    _ = runner.model.backend  # load the model outside the timed part, as (a) does
     began = time.perf_counter()
-    for turn in range(max(len(q.turns) for q in questions)):
-        for params, members in groups.items():
-            active = [q for q in members if len(q.turns) > turn]
-            if not active:
-                continue
-            completions = backend.chat([conversation(q, answers[q.question_id]) for q in active], params)
-            for question, completion in zip(active, completions):
-                answers[question.question_id].append(completion.text)
-                n_tokens += completion.n_tokens
+    records = runner.generate_answers(questions, errors={})
     elapsed = time.perf_counter() - began
-    backend.close()
+    answers = {qid: [turn["answer"] for turn in turns] for qid, turns in records.items()}
+    n_tokens = sum(turn["answer_tokens"] for turns in records.values() for turn in turns)
+    runner.model.close()
     return answers, n_tokens, elapsed
 
 
