@@ -1,8 +1,8 @@
 """The benchmark engine: answers and judgments for a group of questions, batched and cached.
 
-No pytest here. The plugin hands a group of questions (one scheduling unit, e.g. a category) to
-`BenchmarkRunner.run`, which returns one plain-data record per question. Every answer and judgment is
-written to the cache as soon as its batch returns, so a killed run loses at most one batch.
+No pytest here. The plugin hands a group of questions (what this process runs) to `BenchmarkRunner.run`,
+which returns one plain-data record per question. Every answer and judgment is written to the cache as
+soon as it exists (each API call, each local batch), so a killed run loses only the calls in flight.
 """
 
 from __future__ import annotations
@@ -12,7 +12,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends import BackendError, BackendOptions, ChatBackend, Completion, SamplingParams, load_backend
+from .backends import (
+    BackendError,
+    BackendOptions,
+    ChatBackend,
+    Completion,
+    SamplingParams,
+    load_backend,
+    split_spec,
+    static_identity,
+)
 from .backends.base import RatingProber
 from .cache import ResultCache, content_key
 from .judge import (
@@ -48,8 +57,6 @@ class LazyBackend:
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
-            from .backends import static_identity
-
             self._identity = static_identity(self.spec, self.options)
         return self._identity
 
@@ -63,8 +70,6 @@ class LazyBackend:
         """Which questions may share a batch. A local model's outputs can depend on what else is in its
         batch (sampling seeds, padding), so it batches within a category, the unit an xdist worker gets:
         then -n 0 and -n N give the same answers. API calls are independent, so all go at once."""
-        from .backends import split_spec
-
         return question.category if split_spec(self.spec)[0] == "hf" else ""
 
     @property
@@ -265,7 +270,7 @@ class BenchmarkRunner:
         done: int,
         total: int,
     ) -> None:
-        """Fill job.result from the cache or the backend, storing each chunk as soon as it returns."""
+        """Fill job.result from the cache or the backend, storing each result as soon as it exists."""
         missing: list[_Job] = []
         for job in jobs:
             hit = self.cache.get(kind, job.key)
