@@ -26,8 +26,12 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's own settings or key must never leak into a test run (nor a test reach OpenAI).
+    # Only for this repo's test functions: a benchmark run started inside the checkout (the README's
+    # run/ directory) keeps its environment, OPENAI_API_KEY included.
+    if not isinstance(request.node, pytest.Function):
+        return
     for name in ("MTBENCH_MODEL", "MTBENCH_JUDGE", "MTBENCH_DATA", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
 

@@ -350,3 +350,40 @@ def test_last_failed_rerun_reports_what_ran(pytester: pytest.Pytester, shared_da
     rerun.assert_outcomes(passed=2)
     rerun.stdout.fnmatch_lines(["*run-last-failure: rerun previous 2 failures*"])
     rerun.stdout.fnmatch_lines(["writing*2/2*7.00*", "coding*2/2*7.00*"])
+
+
+def test_a_run_inside_the_checkout_keeps_its_environment(shared_data: Path, tmp_path: Path) -> None:
+    """The README runs the benchmark from run/ inside this repo: its conftest must not strip the key."""
+    import os
+    import subprocess
+    import sys
+
+    from pytest_mtbench.testing.judge_server import FakeOpenAIServer
+
+    repo = Path(__file__).resolve().parents[1]
+    run_dir = repo / "run"
+    run_dir.mkdir(exist_ok=True)
+    with FakeOpenAIServer(scores=8, lifetime=60) as server:
+        env = {**os.environ, "OPENAI_API_KEY": "sk-inside-checkout", "OPENAI_BASE_URL": server.base_url}
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--mtbench-model=fake/echo",
+                "--mtbench-judge=openai/fake-judge",
+                f"--mtbench-data={shared_data}",
+                f"--mtbench-cache={tmp_path / 'cache'}",
+                "-k",
+                "81",
+            ],
+            cwd=run_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert server.authorizations == ["Bearer sk-inside-checkout"] * 2
