@@ -134,6 +134,7 @@ def _load_run(config: pytest.Config, settings: Settings) -> RunState:
     else:
         judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **common))
     if not settings.offline and not config.option.collectonly:
+        _check_installed(model, judge)
         _check_api_keys(model, judge)
     cache = ResultCache(
         None if settings.no_cache else cache_root, read=not settings.no_cache, write=not settings.offline
@@ -179,6 +180,16 @@ def _check_local_spec(flag: str, spec: str) -> None:
             f"{flag}={spec}: no such file or directory; give a local model directory or .gguf file, "
             "'smollm2', openai/NAME or fake/NAME"
         )
+
+
+def _check_installed(model: Any, judge: Any) -> None:
+    """A backend whose extra is missing is a usage error now, not after an hour of generation."""
+    from .backends import missing_extra
+
+    for flag, backend in (("--mtbench-model", model), ("--mtbench-judge", judge)):
+        problem = missing_extra(backend.spec)
+        if problem:
+            raise pytest.UsageError(f"{flag}={backend.spec} {problem}")
 
 
 def _check_api_keys(*backends: Any) -> None:

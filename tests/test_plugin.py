@@ -387,3 +387,19 @@ def test_a_run_inside_the_checkout_keeps_its_environment(shared_data: Path, tmp_
         )
         assert proc.returncode == 0, proc.stdout[-2000:]
         assert server.authorizations == ["Bearer sk-inside-checkout"] * 2
+
+
+def test_missing_extra_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openai" else real(name, *a)
+    )
+    from pytest_mtbench.backends import missing_extra
+
+    assert (
+        missing_extra("openai/gpt-4")
+        == "needs openai, which is not installed: pip install 'pytest-mtbench[openai]'"
+    )
+    assert missing_extra("fake/echo") is None

@@ -24,6 +24,8 @@ _REGISTRY: dict[str, tuple[str, str | None]] = {
     "openai": ("pytest_mtbench.backends.openai_api", "openai"),
     "fake": ("pytest_mtbench.backends.fake", None),
 }
+# extra -> the packages it provides (looked up without importing them)
+_EXTRA_PACKAGES: dict[str, tuple[str, ...]] = {"hf": ("torch", "transformers"), "openai": ("openai",)}
 
 # Short names for models the plugin knows how to fetch itself.
 ALIASES: dict[str, str] = {"smollm2": "hf/smollm2"}
@@ -77,6 +79,19 @@ def static_identity(spec: str, options: BackendOptions) -> dict:
         return backend.identity()
     finally:
         backend.close()
+
+
+def missing_extra(spec: str) -> str | None:
+    """An install hint when the packages a spec's backend needs are absent (checked without importing)."""
+    import importlib.util
+
+    extra = _REGISTRY[split_spec(spec)[0]][1]
+    if extra is None:
+        return None
+    absent = [name for name in _EXTRA_PACKAGES[extra] if importlib.util.find_spec(name) is None]
+    if not absent:
+        return None
+    return f"needs {', '.join(absent)}, which is not installed: pip install 'pytest-mtbench[{extra}]'"
 
 
 def looks_like_local_path(name: str) -> bool:
