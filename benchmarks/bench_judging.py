@@ -24,33 +24,22 @@ from pathlib import Path
 
 from pytest_mtbench.backends.base import BackendOptions, Message, SamplingParams
 from pytest_mtbench.backends.openai_api import OpenAIBackend
+from pytest_mtbench.prompts import load_judge_prompts
 
-JUDGE_SYSTEM = "You are a helpful assistant."
-JUDGE_TEMPLATE = (
-    "[Instruction]\nPlease act as an impartial judge and evaluate the quality of the response provided by an "
-    "AI assistant to the user question displayed below. Your evaluation should consider factors such as the "
-    "helpfulness, relevance, accuracy, depth, creativity, and level of detail of the response. Begin your "
-    "evaluation by providing a short explanation. Be as objective as possible. After providing your "
-    "explanation, you must rate the response on a scale of 1 to 10 by strictly following this format: "
-    '"[[rating]]", for example: "Rating: [[5]]".\n\n[Question]\n{question}\n\n'
-    "[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's Answer]"
-)
+REPO_ROOT = Path(__file__).resolve().parent.parent
 SEQUENTIAL_SAMPLE = 32  # calls actually run one at a time; the rest is extrapolated
 
 
-def judge_conversations(n: int) -> list[list[Message]]:
-    """`n` judge prompts the size of MT-Bench single-answer grading (~1500-char user message)."""
+def judge_conversations(n: int, data: Path) -> list[list[Message]]:
+    """`n` MT-Bench single-answer judge prompts (official single-v1, rendered from the pinned file in
+    `data`), each with a ~900-character answer, as the plugin sends them."""
+    prompt = load_judge_prompts(data / "judge_prompts.jsonl", official=True)["single-v1"]
     out = []
     for i in range(n):
-        question = f"Question {i}: compose an engaging travel blog post about a recent trip to Hawaii, " * 2
-        answer = f"Answer {i}: Aloha! My trip to the islands was full of culture, food and beaches. " * 11
-        answer = answer[:900]
-        out.append(
-            [
-                {"role": "system", "content": JUDGE_SYSTEM},
-                {"role": "user", "content": JUDGE_TEMPLATE.format(question=question, answer=answer)},
-            ]
-        )
+        question = f"Question {i}: write a short post about a weekend by the sea, with places to see. " * 2
+        answer = (f"Answer {i}: the town by the sea had markets, old streets and long beaches. " * 13)[:900]
+        system, user = prompt.render(question=question, answer=answer)
+        out.append([{"role": "system", "content": system}, {"role": "user", "content": user}])
     return out
 
 
@@ -95,12 +84,13 @@ def timed_run(backend: OpenAIBackend, conversations: list[list[Message]]) -> flo
 
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "mt_bench")
     parser.add_argument("--calls", type=int, default=160)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
 
-    conversations = judge_conversations(args.calls)
+    conversations = judge_conversations(args.calls, args.data)
     user_chars = len(conversations[0][1]["content"])
     with tempfile.TemporaryDirectory() as tmp:
         bound = SEQUENTIAL_SAMPLE + 2 * args.calls + 10

@@ -19,24 +19,33 @@ from pytest_mtbench.testing import tiny_model  # noqa: E402
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=16)
 SAMPLED = SamplingParams(temperature=0.7, max_new_tokens=16, seed=11)
-JUDGE_PROMPT = (
-    "[Instruction]\nPlease act as an impartial judge and evaluate the quality of the response provided by an "
-    "AI assistant to the user question displayed below. Begin your evaluation by providing a short "
-    "explanation. You must rate the response on a scale of 1 to 10 by strictly following this format: "
-    '"[[rating]]", for example: "Rating: [[5]]".\n\n[Question]\nSolve for x in the equation 3x + 10 = '
-    "5(x - 2).\n\n[The Start of Assistant's Answer]\nx = 10, because 3x + 10 = 5x - 10.\n"
-    "[The End of Assistant's Answer]"
-)
+
+
+def _official_judge_prompt() -> str:
+    """A real single-v1 judge prompt, rendered from the official file beside the checkout (never copied)."""
+    from pytest_mtbench.prompts import load_judge_prompts
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "mt_bench" / "judge_prompts.jsonl"
+    prompt = load_judge_prompts(shared, official=True)["single-math-v1"]
+    return prompt.render(
+        question="Solve for x in the equation 2x + 6 = 4(x - 1).",
+        ref_answer_1="x = 5",
+        answer="x = 10, because 2x + 6 = 4x - 4.",
+    )[1]
+
+
+JUDGE_PROMPT = _official_judge_prompt()
+
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
     [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Explain"}],
-    [{"role": "user", "content": "Compose an engaging travel blog post about a recent trip to Hawaii. " * 4}],
+    [{"role": "user", "content": "Write a long post about a weekend by the sea, with places to see. " * 4}],
     [
         {"role": "user", "content": "2 + 2?"},
         {"role": "assistant", "content": "4"},
         {"role": "user", "content": "And doubled?"},
     ],
-    [{"role": "user", "content": "Implement a program to find the common elements in two arrays."}],
+    [{"role": "user", "content": "Write a function that returns the items two lists share."}],
 ]
 JUDGE_CONVERSATIONS = [
     [

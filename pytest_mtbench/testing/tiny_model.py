@@ -27,21 +27,16 @@ CHAT_TEMPLATE = (
 )
 
 _CORPUS = """\
-Please act as an impartial judge and evaluate the quality of the response provided by an AI assistant
-to the user question displayed below. Your evaluation should consider factors such as the helpfulness,
-relevance, accuracy, depth, creativity, and level of detail of the response. Begin your evaluation by
-providing a short explanation. Be as objective as possible. After providing your explanation, you must
-rate the response on a scale of 1 to 10 by strictly following this format: "[[rating]]", for example:
-"Rating: [[5]]". Rating: [[1]] Rating: [[2]] Rating: [[3]] Rating: [[4]] Rating: [[6]] Rating: [[7]]
-Rating: [[8]] Rating: [[9]] Rating: [[10]] Good answer. The answer is adequate.
-[Question] [The Start of Assistant's Answer] [The End of Assistant's Answer] [Instruction]
-Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural experiences
-and must-see attractions. Draft a professional email seeking your supervisor's feedback on the
-quarterly financial report. Imagine you are writing a blog post comparing two popular smartphone
-models. Write a persuasive email to convince your introverted friend to speak at a local event.
-Describe a vivid and unique character, using strong imagery and creative language. Solve for x in
-the equation 3x + 10 = 5(x - 2). Given that f(x) = 4x^3 - 9x - 14, find the value of f(2).
-Implement a program to find the common elements in two arrays without using any extra data structures.
+You grade the reply an assistant gave to a user. Weigh whether it is useful, correct, relevant, deep,
+inventive and detailed. Explain briefly first, stay neutral, then give a grade from 1 to 10 written as
+"[[rating]]", for instance "Rating: [[5]]". Rating: [[1]] Rating: [[2]] Rating: [[3]] Rating: [[4]]
+Rating: [[6]] Rating: [[7]] Rating: [[8]] Rating: [[9]] Rating: [[10]] Good answer. The answer is adequate.
+[Question] [Reference] [Answer] [End of Answer] [Instruction] ### User: ### Assistant:
+Write a short post about a weekend by the sea, with places to eat and things to see. Draft a polite
+note asking a colleague to review a budget spreadsheet. Outline a comparison of two laptops for a blog.
+Persuade a shy friend to give a talk at the library. Describe a memorable character in vivid language.
+Solve 2x + 6 = 4(x - 1) for x. Given g(x) = 2x^2 - 3x + 1, compute g(3).
+Write a function that returns the items two lists have in common without extra memory.
 def add(a, b):\n    return a + b\nprint(add(1, 2))  # 3
 The quick brown fox jumps over the lazy dog. You are a helpful assistant. Thank you for your question!
 In summary, the main reasons are economic, social and political. First, second, third, finally.
