@@ -313,8 +313,7 @@ def test_api_key_and_url_credentials_never_reach_output_or_report(
     ) as server:
         url = server.base_url.replace("http://", "http://user:hunter2@")
         report_path = tmp_path / "r.json"
-        failing = _pytest(
-            tmp_path,
+        args = [
             "--mtbench-model=fake/echo",
             "--mtbench-judge=openai/fake-judge",
             f"--mtbench-judge-base-url={url}",
@@ -323,20 +322,10 @@ def test_api_key_and_url_credentials_never_reach_output_or_report(
             "-k",
             "81",
             f"--mtbench-report={report_path}",
-        )
+        ]
+        failing = _pytest(tmp_path, *args)
         assert failing.returncode == 1 and "HTTP 401" in failing.stdout
-        passing = _pytest(
-            tmp_path,
-            "--mtbench-model=fake/echo",
-            "--mtbench-judge=openai/fake-judge",
-            f"--mtbench-judge-base-url={url}",
-            f"--mtbench-data={shared_data}",
-            "--mtbench-no-cache",
-            "-k",
-            "81",
-            f"--mtbench-report={report_path}",
-            "--junitxml=junit.xml",
-        )
+        passing = _pytest(tmp_path, *args, "--junitxml=junit.xml")
         assert passing.returncode == 0, passing.stdout[-2000:]
         assert server.request_count == 4  # 2 judgments per run; the 401 is not retried
     written = report_path.read_text() + (tmp_path / "junit.xml").read_text()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mtbench.questions import CATEGORIES
+
 pytest_plugins = ["pytester"]
 
 
@@ -76,16 +78,7 @@ def test_full_run_table_and_json_report(run, pytester: pytest.Pytester) -> None:
     assert report["run"]["model"] == "fake/echo" and report["run"]["judge"] == "fake/judge-7"
     assert report["run"]["data"]["sha256"]["question.jsonl"].startswith("119565ad")
     assert report["run"]["sampling"]["temperature_by_category"]["writing"] == 0.7
-    assert set(report["categories"]) == {
-        "writing",
-        "roleplay",
-        "reasoning",
-        "math",
-        "coding",
-        "extraction",
-        "stem",
-        "humanities",
-    }
+    assert set(report["categories"]) == set(CATEGORIES)
     assert report["categories"]["math"] == {
         "score": 7.0,
         "turn_1": 7.0,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_mtbench.questions import CATEGORIES
 from pytest_mtbench.settings import OPTIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,16 +71,7 @@ def test_quick_start_runs_as_written(tmp_path: Path, shared_data: Path) -> None:
     assert model.is_file()
     assert "8 passed, 72 deselected" in proc.stdout
     table = proc.stdout[proc.stdout.index("MT-Bench: smollm2 judged by smollm2") :]
-    for category in (
-        "writing",
-        "roleplay",
-        "reasoning",
-        "math",
-        "coding",
-        "extraction",
-        "stem",
-        "humanities",
-    ):
+    for category in CATEGORIES:
         assert re.search(rf"^{category}\s+2/2\s", table, re.M), f"{category} row missing or not fully scored"
     report = json.loads((run_dir / "report.json").read_text())
     turns = [turn for q in report["questions"] for turn in q["turns"]]
