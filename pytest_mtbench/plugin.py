@@ -449,6 +449,7 @@ class ResultReporter:
 
     def build_report(self) -> dict[str, Any]:
         """The JSON report as plain data."""
+        from .judge import JUDGE_TEMPERATURE
         from .questions import CATEGORY_TEMPERATURE, DEFAULT_TEMPERATURE
         from .report import throughput
 
@@ -470,7 +471,7 @@ class ResultReporter:
                     "max_new_tokens": settings.max_new_tokens,
                     "seed": settings.seed,
                 },
-                "judge_call": {"temperature": 0.0, "max_tokens": settings.judge_max_tokens},
+                "judge_call": {"temperature": JUDGE_TEMPERATURE, "max_tokens": settings.judge_max_tokens},
                 "started": datetime.fromtimestamp(state.started, timezone.utc).isoformat(),
                 "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
                 "wall_seconds": finished - state.started,

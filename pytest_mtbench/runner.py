@@ -93,15 +93,13 @@ class RunSettings:
 
 @dataclass
 class PhaseStats:
-    """Throughput of one phase in one process; summed on the controller."""
+    """This process's counters for one phase (tests and benchmarks read them); the report's totals are
+    derived from the question records instead (stats.phase_totals), so they also cover xdist workers."""
 
     calls: int = 0  # conversations sent to the backend (cache misses)
     cached: int = 0  # served from the cache
     tokens: int = 0  # generated tokens of the calls
     seconds: float = 0.0  # wall time spent in backend calls
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "cached": self.cached, "tokens": self.tokens, "seconds": self.seconds}
 
 
 @dataclass
@@ -127,7 +125,6 @@ class BenchmarkRunner:
     progress: ProgressCallback | None = None
     generation: PhaseStats = field(default_factory=PhaseStats)
     judging: PhaseStats = field(default_factory=PhaseStats)
-    _judge_meta: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # ---- cache keys: exactly what changes the output -------------------------------------------
     def answer_material(self, messages: list[Message], params: SamplingParams) -> dict[str, Any]:
@@ -191,8 +188,14 @@ class BenchmarkRunner:
         return answers
 
     def judge_answers(
-        self, questions: list[Question], answers: dict[int, list[dict[str, Any]]], errors: dict[int, str]
+        self,
+        questions: list[Question],
+        answers: dict[int, list[dict[str, Any]]],
+        errors: dict[int, str],
+        meta: dict[tuple[int, int], dict[str, Any]],
     ) -> dict[int, list[TurnVerdict]]:
+        """Judge every turn; per (question, turn), `meta` receives the call's cache flag, tokens, time and
+        rendered prompt for the report."""
         requests: list[tuple[Question, JudgeRequest, _Job]] = []
         questions = [q for q in questions if q.question_id not in errors]
         for q in questions:
@@ -221,7 +224,7 @@ class BenchmarkRunner:
             if job.result is None:
                 errors[q.question_id] = job.missing or "no judgment"
                 continue
-            self._judge_meta[(q.question_id, request.turn)] = {
+            meta[(q.question_id, request.turn)] = {
                 "judgment_cached": job.result.get("cached", False),
                 "judgment_tokens": job.result.get("n_tokens", 0),
                 "judging_seconds": job.share_seconds,
@@ -240,7 +243,8 @@ class BenchmarkRunner:
         """Answer and judge a group of questions; one plain-data record per question."""
         errors: dict[int, str] = {}
         answers = self.generate_answers(questions, errors)
-        verdicts = self.judge_answers(questions, answers, errors)
+        meta: dict[tuple[int, int], dict[str, Any]] = {}
+        verdicts = self.judge_answers(questions, answers, errors, meta)
         records: dict[int, dict[str, Any]] = {}
         for q in questions:
             if q.question_id in errors:
@@ -253,8 +257,8 @@ class BenchmarkRunner:
                 continue
             turns = []
             for answer, verdict, text in zip(answers[q.question_id], verdicts[q.question_id], q.turns):
-                meta = self._judge_meta.pop((q.question_id, verdict.turn), {})
-                turns.append({"question": text, **answer, **verdict.as_dict(), **meta})
+                call = meta.get((q.question_id, verdict.turn), {})
+                turns.append({"question": text, **answer, **verdict.as_dict(), **call})
             records[q.question_id] = {"question_id": q.question_id, "category": q.category, "turns": turns}
         return records
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from .judge import JUDGE_MAX_TOKENS
 from .stats import OVERALL
 
 DEFAULT_JUDGE = "openai/gpt-4"
@@ -83,7 +84,7 @@ OPTIONS: tuple[Option, ...] = (
         "Token budget of each judgment. The official judge call uses 2048; a lower budget speeds up slow "
         "local judges (pair it with --mtbench-judge-scoring=constrained) but is no longer the published "
         "setting.",
-        default=2048,
+        default=JUDGE_MAX_TOKENS,
         type=int,
         ini="mtbench_judge_max_tokens",
         metavar="N",

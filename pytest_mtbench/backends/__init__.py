@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 from .base import BackendError, BackendOptions, ChatBackend, Completion, Message, SamplingParams
 
@@ -92,7 +91,3 @@ def missing_extra(spec: str) -> str | None:
     if not absent:
         return None
     return f"needs {', '.join(absent)}, which is not installed: pip install 'pytest-mtbench[{extra}]'"
-
-
-def looks_like_local_path(name: str) -> bool:
-    return Path(name).expanduser().exists()
