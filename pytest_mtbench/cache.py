@@ -1,9 +1,11 @@
 """Content-addressed store for answers and judgments, shared by all workers and all runs.
 
 An entry's key is the sha256 of the canonical JSON of exactly what changes the output (see
-`answer_key_material` / `judgment_key_material` in runner.py). Entries are written atomically (temp file
-+ os.replace) so concurrent xdist workers never see a half-written file; an entry that does not parse or
-whose stored key does not match its name is treated as missing and rewritten, never served.
+`Job` materials in runner.py). Entries are written atomically (temp file + os.replace) so concurrent
+xdist workers never see a half-written file. An entry is served only when it parses, its stored key
+matches its name and its material, its value has the shape its kind needs, and the value matches the
+checksum stored beside it; anything else is counted as corrupt, treated as missing and rewritten.
+(Entries written by 0.1.0 carry no checksum; they are still served when their shape is right.)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,47 @@ def content_key(kind: str, material: dict[str, Any]) -> str:
     """sha256 over the kind, the schema version and the key material."""
     payload = canonical_json({"kind": kind, "schema": SCHEMA_VERSION, "material": material})
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def value_checksum(value: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(value).encode("utf-8")).hexdigest()
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _completion_shape(value: dict[str, Any]) -> bool:
+    """An answer or a judgment: non-empty text (an empty reply is a failed call, never a result)."""
+    text = value.get("text")
+    optional = {"finish_reason": str, "served_model": str, "system_fingerprint": str}
+    return (
+        isinstance(text, str)
+        and bool(text.strip())
+        and _is_count(value.get("n_tokens", 0))
+        and (value.get("prompt_tokens") is None or _is_count(value["prompt_tokens"]))
+        and isinstance(value.get("truncated", False), bool)
+        and all(value.get(name) is None or isinstance(value[name], kind) for name, kind in optional.items())
+    )
+
+
+def _rating_shape(value: dict[str, Any]) -> bool:
+    """Rating probabilities: a finite probability for each rating."""
+    probs = value.get("probabilities")
+    return (
+        isinstance(probs, dict)
+        and bool(probs)
+        and all(isinstance(k, str) and k.isdigit() for k in probs)
+        and all(isinstance(p, (int, float)) and 0.0 <= p <= 1.0 for p in probs.values())
+    )
+
+
+# kind -> what a value of that kind must look like to be served
+VALUE_SHAPES: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "answer": _completion_shape,
+    "judgment": _completion_shape,
+    "rating": _rating_shape,
+}
 
 
 class ResultCache:
@@ -53,8 +97,10 @@ class ResultCache:
             if entry.get("key") != key or content_key(kind, entry["material"]) != key:
                 raise ValueError("key does not match content")
             value = entry["value"]
-            if not isinstance(value, dict):
-                raise ValueError("value is not an object")
+            if not isinstance(value, dict) or not VALUE_SHAPES.get(kind, lambda v: True)(value):
+                raise ValueError("value has the wrong shape")
+            if "checksum" in entry and entry["checksum"] != value_checksum(value):
+                raise ValueError("value does not match its checksum")
         except FileNotFoundError:
             self.misses += 1
             return None
@@ -71,7 +117,9 @@ class ResultCache:
             return
         path = self._path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = canonical_json({"key": key, "material": material, "value": value})
+        data = canonical_json(
+            {"key": key, "material": material, "value": value, "checksum": value_checksum(value)}
+        )
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

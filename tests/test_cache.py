@@ -96,3 +96,57 @@ def test_concurrent_writers_never_see_a_corrupt_entry(tmp_path: Path) -> None:
             assert cache.get("answer", content_key("answer", {"worker": w, "i": i})) == {"text": f"w{w}-{i}"}
     assert cache.corrupt == 0
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+FIXTURE_CACHE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cache-0.1.0"
+
+
+def _stored(cache: ResultCache, kind: str, value: dict) -> tuple[str, Path]:
+    key = content_key(kind, MATERIAL)
+    cache.put(kind, key, MATERIAL, value)
+    path = cache.path_for(kind, key)
+    assert path is not None
+    return key, path
+
+
+def test_an_edited_value_fails_its_checksum_and_is_not_served(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path)
+    key, path = _stored(cache, "judgment", {"text": "Rating: [[3]]", "n_tokens": 4})
+    entry = json.loads(path.read_text())
+    entry["value"]["text"] = "Rating: [[10]]"  # still the right shape, but not what was stored
+    path.write_text(json.dumps(entry))
+    assert cache.get("judgment", key) is None and cache.corrupt == 1
+
+
+def test_a_value_of_the_wrong_shape_is_not_served(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path)
+    wrong = [
+        ("answer", {"text": None}),
+        ("answer", {"text": ""}),  # an empty reply is a failed call, never an answer
+        ("answer", {"text": "ok", "n_tokens": "many"}),
+        ("judgment", {"n_tokens": 3}),
+        ("judgment", {"text": "x", "truncated": "yes"}),
+        ("rating", {"probabilities": "high"}),
+        ("rating", {"probabilities": {"7": 1.5}}),
+    ]
+    for count, (kind, value) in enumerate(wrong, 1):
+        key, path = _stored(
+            cache, kind, {"text": "placeholder"} if kind != "rating" else {"probabilities": {"7": 1}}
+        )
+        entry = json.loads(path.read_text())
+        entry["value"] = value
+        entry.pop("checksum")  # shaped like a 0.1.0 entry, so only the shape check can catch it
+        path.write_text(json.dumps(entry))
+        assert cache.get(kind, key) is None, value
+        assert cache.corrupt == count
+
+
+def test_entries_written_by_0_1_0_are_still_served(tmp_path: Path) -> None:
+    cache = ResultCache(FIXTURE_CACHE / "fake", write=False)
+    entries = list((FIXTURE_CACHE / "fake").rglob("*.json"))
+    assert len(entries) == 8
+    for path in entries:
+        kind = path.parent.parent.name
+        value = cache.get(kind, path.stem)
+        assert value is not None and value["text"]
+    assert cache.corrupt == 0 and cache.hits == 8
