@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import importlib
 
-from .base import BackendError, BackendOptions, ChatBackend, Completion, Message, SamplingParams
+from .base import (
+    BackendError,
+    BackendOptions,
+    Capabilities,
+    ChatBackend,
+    Completion,
+    Message,
+    SamplingParams,
+)
 
 __all__ = [
     "BackendError",
     "BackendOptions",
+    "Capabilities",
     "ChatBackend",
     "Completion",
     "Message",
     "SamplingParams",
+    "capabilities",
     "load_backend",
+    "preflight",
     "split_spec",
 ]
 
@@ -54,6 +65,33 @@ def load_backend(spec: str, options: BackendOptions) -> ChatBackend:
         raise BackendError(
             f"backend '{prefix}' needs packages that are not installed ({exc.name or exc}): "
             f"pip install 'pytest-mtbench[{extra}]'"
+        ) from exc
+
+
+def capabilities(spec: str) -> Capabilities:
+    """What the backend a spec names can do, read from its module's `CAPABILITIES`.
+
+    Backend modules import their heavy libraries (torch, transformers, openai) only when a backend is
+    built, so this works, and is cheap, without the extras installed.
+    """
+    module_name = _REGISTRY[split_spec(spec)[0]][0]
+    return importlib.import_module(module_name).CAPABILITIES
+
+
+def preflight(spec: str, options: BackendOptions) -> None:
+    """Check up front that the backend can be reached and serves the model (a no-op for backends
+    without the `preflight` capability). BackendError carries one line the caller prefixes with the flag.
+    """
+    prefix, name = split_spec(spec)
+    module = importlib.import_module(_REGISTRY[prefix][0])
+    if not module.CAPABILITIES.preflight:
+        return
+    try:
+        module.preflight(name, options)
+    except ImportError as exc:
+        raise BackendError(
+            f"backend '{prefix}' needs packages that are not installed ({exc.name or exc}): "
+            f"pip install 'pytest-mtbench[{_REGISTRY[prefix][1]}]'"
         ) from exc
 
 

