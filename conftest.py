@@ -96,3 +96,56 @@ def silent_judge_dir(build_shared) -> Path:
     from pytest_mtbench.testing import tiny_model
 
     return build_shared(lambda p: tiny_model.build_tiny_judge(p, with_rating=False), "judge-silent")
+
+
+# ---- running pytest as a user does: the one way the tests do it ---------------------------------
+# Fields that change from run to run (timing, cache state), left out when two runs' results are compared.
+TIMING_FIELDS = frozenset({"seconds", "cached", "started", "finished", "wall_seconds", "phases", "workers"})
+
+
+def strip_timing(value):
+    """A report (or any part of one) without the fields that differ between identical runs."""
+    if isinstance(value, dict):
+        return {k: strip_timing(v) for k, v in value.items() if k not in TIMING_FIELDS}
+    if isinstance(value, list):
+        return [strip_timing(v) for v in value]
+    return value
+
+
+def run_pytest_subprocess(cwd: Path, *args: str, timeout: float = 600, env: dict | None = None):
+    """Run `python -m pytest ARGS` in a subprocess in `cwd`, as a user would; returns the finished process."""
+    import subprocess
+
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def run_pytest():
+    """`run_pytest_subprocess` as a fixture."""
+    return run_pytest_subprocess
+
+
+@pytest.fixture
+def mtbench_args(shared_data: Path, tmp_path: Path):
+    """The plugin's arguments for a test run: the shared official data and a private cache."""
+
+    def args(
+        *extra: str, model: str = "fake/echo", judge: str = "fake/judge-7", cache: str = "cache"
+    ) -> list[str]:
+        return [
+            f"--mtbench-model={model}",
+            f"--mtbench-judge={judge}",
+            f"--mtbench-data={shared_data}",
+            f"--mtbench-cache={tmp_path / cache}",
+            *extra,
+        ]
+
+    return args

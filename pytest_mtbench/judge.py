@@ -1,44 +1,53 @@
-"""Single-answer grading as published with MT-Bench: prompt choice, prompt rendering, rating parsing.
+"""What every judging mode shares: the judge call, its parameters and the rating rule (pure, no model).
 
-Pure functions and plain dataclasses; nothing here calls a model. Pairwise judging will live beside
-`build_single_request` as its own mode.
+The modes themselves (which prompts to render, how to read a verdict) live in `modes/`, one file each.
 """
 
 from __future__ import annotations
 
-import ast
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
-from .prompts import JudgePrompt, PromptError
-from .questions import Question
+from .records import SCORED_BY_CONSTRAINED, SCORED_BY_OFFICIAL, CallInfo, Judgment, PromptSent, Score
 
 # FastChat common.py: the rating is the first "[[x]]", else the first "[x]".
 RATING_PATTERN = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 RATING_PATTERN_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
+OFFICIAL_SCALE = (1, 10)
 
 # Call parameters of the official judge.
 JUDGE_TEMPERATURE = 0.0
 JUDGE_MAX_TOKENS = 2048
 
-# How a turn's score was obtained.
-SCORED_BY_OFFICIAL = "official"
-SCORED_BY_CONSTRAINED = "constrained"
+__all__ = ["SCORED_BY_CONSTRAINED", "SCORED_BY_OFFICIAL"]
 
 
-def parse_rating(judgment: str) -> float | int | None:
-    """The official rating rule; None means the turn is unscored (never -1 or 0)."""
+def _number(text: str) -> Score:
+    # FastChat uses ast.literal_eval, which raises on "08"; int()/float() read it as 8.
+    return float(text) if "." in text else int(text)
+
+
+def read_rating(
+    judgment: str, scale: tuple[float, float] = OFFICIAL_SCALE
+) -> tuple[Score | None, str | None]:
+    """The official rating rule, plus a scale check: (score, None), or (None, why it is unscored).
+
+    A rating outside the prompt's scale (e.g. `[[100]]` on 1-10) is unscored: a documented deviation
+    from FastChat, which would count it.
+    """
     match = RATING_PATTERN.search(judgment) or RATING_PATTERN_BACKUP.search(judgment)
     if match is None:
-        return None
-    return ast.literal_eval(match.group(1))
+        return None, "the judge's text has no [[rating]]"
+    score = _number(match.group(1))
+    low, high = scale
+    if not low <= score <= high:
+        return None, f"rating {match.group(1)} is outside the prompt's scale {low:g}-{high:g}"
+    return score, None
 
 
-def single_prompt_name(question: Question, turn: int) -> str:
-    """`single-v1` / `single-math-v1` (reference-guided), with `-multi-turn` for the second turn."""
-    base = "single-math-v1" if question.needs_reference else "single-v1"
-    return base if turn == 1 else f"{base}-multi-turn"
+def parse_rating(judgment: str) -> Score | None:
+    """The official rating rule; None means the turn is unscored (never -1 or 0)."""
+    return read_rating(judgment)[0]
 
 
 @dataclass(frozen=True)
@@ -50,80 +59,45 @@ class JudgeRequest:
     prompt_name: str
     system: str
     user: str
+    repeat: int = 0  # with --mtbench-judge-repeats: each repeat is its own call and cache entry
+    category: str = ""  # for batching only (never part of the cache key)
 
     def messages(self) -> list[dict[str, str]]:
         # FastChat's to_openai_api_messages drops an empty system message.
         head = [{"role": "system", "content": self.system}] if self.system else []
         return [*head, {"role": "user", "content": self.user}]
 
-
-def build_single_request(
-    question: Question,
-    answers: tuple[str, ...] | list[str],
-    turn: int,
-    prompt: JudgePrompt,
-    reference: tuple[str, ...] | None,
-) -> JudgeRequest:
-    """Render the judge prompt for `turn` (1 or 2) exactly as FastChat's run_judge_single does."""
-    variables: dict[str, Any] = {}
-    if reference is not None:
-        variables["ref_answer_1"] = reference[0]
-        if turn == 2:
-            variables["ref_answer_2"] = reference[1] if len(reference) > 1 else ""
-    if turn == 1:
-        variables.update(question=question.turns[0], answer=answers[0])
-    else:
-        variables.update(
-            question_1=question.turns[0],
-            question_2=question.turns[1],
-            answer_1=answers[0],
-            answer_2=answers[1],
-        )
-    try:
-        system, user = prompt.render(**variables)
-    except PromptError as exc:
-        raise PromptError(f"question {question.question_id} turn {turn}: {exc}") from exc
-    return JudgeRequest(question.question_id, turn, prompt.name, system, user)
+    def sent(self) -> PromptSent:
+        return PromptSent(self.prompt_name, self.system, self.user)
 
 
-@dataclass
-class TurnVerdict:
-    """The judge's verdict on one turn; `score` is None when unscored."""
-
-    turn: int
-    prompt_name: str
-    judgment: str
-    score: float | int | None
-    scored_by: str | None  # SCORED_BY_OFFICIAL, SCORED_BY_CONSTRAINED or None (unscored)
-    rating_probabilities: dict[str, float] | None = None  # constrained fallback only
-    expected_rating: float | None = None  # constrained fallback only
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def official_verdict(request: JudgeRequest, judgment: str) -> TurnVerdict:
-    """Apply the official rating rule to a judgment."""
-    score = parse_rating(judgment)
-    return TurnVerdict(
-        turn=request.turn,
-        prompt_name=request.prompt_name,
-        judgment=judgment,
+def official_judgment(request: JudgeRequest, text: str, call: CallInfo) -> Judgment:
+    """Apply the official rating rule to a judge's text."""
+    score, reason = read_rating(text)
+    if score is None and call.truncated:
+        reason = f"{reason}; the judgment was cut off at its token limit"
+    return Judgment(
+        prompt=request.sent(),
+        text=text,
         score=score,
         scored_by=SCORED_BY_OFFICIAL if score is not None else None,
+        call=call,
+        repeat=request.repeat,
+        unscored_reason=reason,
     )
 
 
-def constrained_verdict(verdict: TurnVerdict, probabilities: dict[int, float]) -> TurnVerdict:
-    """Fill an unscored verdict from the judge's probabilities over ratings 1..10 (G-Eval style)."""
+def constrained_judgment(judgment: Judgment, probabilities: dict[int, float]) -> Judgment:
+    """Fill an unscored judgment from the judge's probabilities over ratings 1..10 (G-Eval style)."""
     best = max(probabilities, key=lambda k: probabilities[k])
     expected = sum(k * p for k, p in probabilities.items())
-    return TurnVerdict(
-        turn=verdict.turn,
-        prompt_name=verdict.prompt_name,
-        judgment=verdict.judgment,
+    return Judgment(
+        prompt=judgment.prompt,
+        text=judgment.text,
         score=best,
         scored_by=SCORED_BY_CONSTRAINED,
+        call=judgment.call,
+        repeat=judgment.repeat,
         rating_probabilities={str(k): float(p) for k, p in sorted(probabilities.items())},
         expected_rating=float(expected),
     )

@@ -1,7 +1,8 @@
 """pytest hooks only: options, collection of one item per question, the run loop, gates and reporting.
 
-The work itself lives in runner.py (answers, judgments, cache), stats.py (scores, gates) and report.py.
-Results cross from workers to the controller as plain data in `TestReport.user_properties`.
+The run is built by assembly.py, the work done by runner.py, the records are records.py's, and every
+report format is a writer in reports/. Question records cross from workers to the controller as plain
+data in `TestReport.user_properties`.
 """
 
 from __future__ import annotations
@@ -11,20 +12,20 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from . import __version__
 from .settings import OPTIONS, Settings, active, build_settings
-from .stats import OVERALL, category_order
+
+if TYPE_CHECKING:
+    from .assembly import BenchmarkRun
+    from .records import GateResult, QuestionRecord, RunReport
 
 RECORD_PROPERTY = "mtbench"
 GATE_PROPERTY = "mtbench_gate"
 COLLECTOR_NAME = "mtbench"
-PROGRESS_INTERVAL = float(os.environ.get("MTBENCH_PROGRESS_INTERVAL", "5"))
 
 
 class MTBenchFailure(Exception):
@@ -45,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             kwargs["metavar"] = option.metavar
         if option.action == "append":
             kwargs["metavar"] = option.metavar
-        kwargs["default"] = option.default if option.action != "append" else []
+        kwargs["default"] = None  # the sentinel: only an explicit command-line value is not None
         group.addoption(option.flag, **kwargs)
         if option.ini:
             kind = "linelist" if option.action == "append" else "string"
@@ -57,155 +58,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 class RunState:
     """Everything one pytest process holds for the benchmark (kept in config.stash, never global)."""
 
-    settings: Settings
-    questions: dict[int, Any]
-    runner: Any  # runner.BenchmarkRunner, built lazily so --help/--co never touch a backend
-    data_info: dict[str, Any]
-    records: dict[int, dict[str, Any]] = field(default_factory=dict)  # controller: from reports
-    local_results: dict[int, dict[str, Any]] = field(default_factory=dict)  # this process's work
+    run: BenchmarkRun
+    records: dict[int, QuestionRecord] = field(default_factory=dict)  # controller: from the reports
+    local_results: dict[int, QuestionRecord] = field(default_factory=dict)  # this process's own work
     group_errors: dict[int, str] = field(default_factory=dict)
     backend_failure: str | None = None  # set once a backend failed for good in this process
-    gates: list[Any] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+
+    @property
+    def settings(self) -> Settings:
+        return self.run.settings
 
 
 STATE = pytest.StashKey[RunState]()
 
 
-def _load_run(config: pytest.Config, settings: Settings) -> RunState:
-    from .backends import BackendOptions, split_spec
-    from .cache import ResultCache
-    from .data import DataError, default_cache_dir, resolve_official_data
-    from .prompts import PromptError, load_judge_prompts
-    from .questions import QuestionFileError, load_questions, load_references
-    from .runner import BenchmarkRunner, LazyBackend, RunSettings
-
-    cache_root = Path(settings.cache).expanduser() if settings.cache else default_cache_dir() / "results"
-    try:
-        official = resolve_official_data(settings.data)
-        prompts = load_judge_prompts(official.judge_prompts, official=True)
-        if settings.judge_prompts:
-            prompts.update(load_judge_prompts(settings.judge_prompts, official=False))
-        if settings.questions:
-            question_list = load_questions(settings.questions)
-            references = {q.question_id: q.reference for q in question_list if q.reference}
-        else:
-            question_list = load_questions(official.questions)
-            references = {}
-        if settings.references in official.references:
-            if not settings.questions:
-                references = load_references(official.references[settings.references])
-        else:
-            references.update(load_references(settings.references))
-    except (DataError, PromptError, QuestionFileError) as exc:
-        raise pytest.UsageError(str(exc)) from None
-
-    for q in question_list:
-        ref = references.get(q.question_id)
-        if q.needs_reference and (ref is None or len(ref) < len(q.turns)):
-            raise pytest.UsageError(
-                f"question {q.question_id} ({q.category}) is judged against a reference answer but has none "
-                f"for every turn: add a 'reference' list to it or pass --mtbench-references=FILE"
-            )
-    settings.check_threshold_names({q.category for q in question_list})
-
-    for flag, spec in (("--mtbench-model", settings.model), ("--mtbench-judge", settings.judge)):
-        _check_local_spec(flag, spec)
-
-    workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    common = {
-        "concurrency": settings.concurrency,
-        "timeout": settings.timeout,
-        "max_retries": settings.retries,
-        "batch_size": settings.batch_size,
-        "num_threads": threads,
-        "cache_dir": str(default_cache_dir()),
-    }
-    chat_template = (
-        Path(settings.chat_template).read_text(encoding="utf-8") if settings.chat_template else None
-    )
-    model = LazyBackend(
-        settings.model,
-        BackendOptions(base_url=settings.model_base_url, chat_template=chat_template, **common),
-    )
-    if settings.judge == settings.model and split_spec(settings.model)[0] == "hf" and chat_template is None:
-        judge = model  # one local model as candidate and judge: load it once
-    else:
-        judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **common))
-    if not settings.offline and not config.option.collectonly:
-        _check_installed(model, judge)
-        _check_api_keys(model, judge)
-    cache = ResultCache(
-        None if settings.no_cache else cache_root, read=not settings.no_cache, write=not settings.offline
-    )
-    runner = BenchmarkRunner(
-        model=model,
-        judge=judge,
-        prompts=prompts,
-        references=references,
-        cache=cache,
-        settings=RunSettings(
-            max_new_tokens=settings.max_new_tokens,
-            seed=settings.seed,
-            judge_scoring=settings.judge_scoring,
-            judge_max_tokens=settings.judge_max_tokens,
-            offline=settings.offline,
-        ),
-        progress=_progress_printer(config),
-    )
-    data_info = {
-        **official.as_dict(),
-        "questions_file": str(settings.questions or official.questions),
-        "references": settings.references,
-    }
-    return RunState(settings, {q.question_id: q for q in question_list}, runner, data_info)
-
-
-def _check_local_spec(flag: str, spec: str) -> None:
-    """A local model path that does not exist is a usage error before anything runs."""
-    from .backends import ALIASES, BackendError, split_spec
-
-    try:
-        prefix, name = split_spec(spec)
-    except BackendError as exc:
-        raise pytest.UsageError(f"{flag}: {exc}") from None
-    if (
-        prefix == "hf"
-        and spec not in ALIASES
-        and name not in ALIASES
-        and not Path(name).expanduser().exists()
-    ):
-        raise pytest.UsageError(
-            f"{flag}={spec}: no such file or directory; give a local model directory or .gguf file, "
-            "'smollm2', openai/NAME or fake/NAME"
-        )
-
-
-def _check_installed(model: Any, judge: Any) -> None:
-    """A backend whose extra is missing is a usage error now, not after an hour of generation."""
-    from .backends import missing_extra
-
-    for flag, backend in (("--mtbench-model", model), ("--mtbench-judge", judge)):
-        problem = missing_extra(backend.spec)
-        if problem:
-            raise pytest.UsageError(f"{flag}={backend.spec} {problem}")
-
-
-def _check_api_keys(*backends: Any) -> None:
-    """Refuse to start (and generate for an hour) when the judge would be refused for want of a key."""
-    from .backends import split_spec
-    from .backends.openai_api import missing_key
-
-    for backend in backends:
-        if split_spec(backend.spec)[0] == "openai":
-            problem = missing_key(backend.options)
-            if problem:
-                flag = "--mtbench-model" if backend is backends[0] else "--mtbench-judge"
-                raise pytest.UsageError(f"{flag}={backend.spec}: {problem}")
-
-
-def _progress_printer(config: pytest.Config):
+def _progress_printer(config: pytest.Config, interval: float):
     """A progress line per finished batch, written past output capture; silent with -q."""
     if config.get_verbosity() < 0:
         return None
@@ -213,9 +82,9 @@ def _progress_printer(config: pytest.Config):
     last = {"printed": time.monotonic()}
 
     def report(phase: str, done: int, total: int) -> None:
-        # At most one line per PROGRESS_INTERVAL seconds: quick runs stay quiet, long ones show life.
+        # At most one line per interval: quick runs stay quiet, long ones show life.
         now = time.monotonic()
-        if now - last["printed"] < PROGRESS_INTERVAL:
+        if now - last["printed"] < interval:
             return
         last["printed"] = now
         capman = config.pluginmanager.getplugin("capturemanager")
@@ -242,12 +111,25 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{category}: MT-Bench {category} questions")
     if not active(config):
         return
+    from .assembly import SetupError, build_run
+
     settings = build_settings(config)
-    state = _load_run(config, settings)
+    workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
+    try:
+        run = build_run(
+            settings,
+            workers=workers,
+            will_call=not (settings.offline or config.option.collectonly),
+            progress=_progress_printer(config, settings.progress_interval),
+        )
+    except SetupError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    settings.check_threshold_names({q.category for q in run.questions.values()})
+    state = RunState(run)
     config.stash[STATE] = state
     if not _is_worker(config):
         config.pluginmanager.register(ResultReporter(config, state), "mtbench-reporter")
-    for category in {q.category for q in state.questions.values()} - set(CATEGORIES):
+    for category in {q.category for q in run.questions.values()} - set(CATEGORIES):
         config.addinivalue_line("markers", f"{category}: questions of the custom category {category}")
     # Under -n, send each category (one collector, so one xdist scope) to one worker, where it is
     # batched, unless --dist was chosen. (loadgroup's xdist_group mark is broken on pytest 9.2.)
@@ -259,8 +141,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
-        state.runner.model.close()
-        state.runner.judge.close()
+        state.run.close()
 
 
 # ---- collection ---------------------------------------------------------------------------------
@@ -268,9 +149,10 @@ class MTBenchCollector(pytest.Collector):
     """The root of the questions (`mtbench`); exists so that no test file is needed."""
 
     def collect(self) -> Iterator[CategoryCollector]:
+        from .stats import category_order
+
         state = self.config.stash[STATE]
-        categories = category_order(q.category for q in state.questions.values())
-        for category in categories:
+        for category in category_order(q.category for q in state.run.questions.values()):
             yield CategoryCollector.from_parent(self, name=category)
 
 
@@ -279,7 +161,7 @@ class CategoryCollector(pytest.Collector):
 
     def collect(self) -> Iterator[MTBenchItem]:
         state = self.config.stash[STATE]
-        for q in state.questions.values():
+        for q in state.run.questions.values():
             if q.category != self.name:
                 continue
             name = f"test_mtbench[{q.category}-{q.question_id}]"
@@ -299,16 +181,19 @@ class MTBenchItem(pytest.Item):
 
     def runtest(self) -> None:
         record = _record_for(self)
-        self.user_properties.append((RECORD_PROPERTY, record))
-        if "error" in record:
-            raise MTBenchFailure(record["error"])
-        for turn in record["turns"]:
-            if turn["score"] is None:
+        self.user_properties.append((RECORD_PROPERTY, record.to_dict()))
+        if record.error is not None:
+            raise MTBenchFailure(record.error)
+        for turn in record.turns:
+            if turn.score is None:
+                reasons = {j.unscored_reason for j in turn.judgments if j.unscored_reason} or {"no judgment"}
+                prompt = turn.judgments[0].prompt.name if turn.judgments else "-"
+                text = turn.judgments[0].text if turn.judgments else ""
                 raise MTBenchFailure(
-                    f"turn {turn['turn']} is unscored: the judge's text has no [[rating]] "
-                    f"(prompt {turn['prompt_name']}). Judge wrote:\n{turn['judgment']}"
+                    f"turn {turn.turn} is unscored: {'; '.join(sorted(reasons))} (prompt {prompt}). "
+                    f"Judge wrote:\n{text}"
                 )
-        scores = ", ".join(f"turn {t['turn']}: {t['score']}" for t in record["turns"])
+        scores = ", ".join(f"turn {t.turn}: {t.score}" for t in record.turns)
         self.add_report_section("call", "mtbench", scores)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
@@ -323,7 +208,7 @@ class MTBenchItem(pytest.Item):
         return self.path, None, f"mtbench question {self.question.question_id} ({self.question.category})"
 
 
-def _record_for(item: MTBenchItem) -> dict[str, Any]:
+def _record_for(item: MTBenchItem) -> QuestionRecord:
     """Run this item's whole group once, batched: in-process every selected question (so categories
     that share a temperature share batches); on an xdist worker its category, the unit it was sent."""
     state = item.config.stash[STATE]
@@ -342,7 +227,7 @@ def _record_for(item: MTBenchItem) -> dict[str, Any]:
             and other.question.question_id not in state.local_results
         ]
         try:
-            state.local_results.update(state.runner.run(group))
+            state.local_results.update(state.run.runner.run(group))
         except Exception as exc:
             from .backends import BackendError
             from .prompts import PromptError
@@ -376,69 +261,69 @@ def pytest_collection_modifyitems(
 
 
 # ---- results, gates and reports (controller) ----------------------------------------------------
-def _gate_report(gate: Any) -> pytest.TestReport:
-    nodeid = (
-        f"{COLLECTOR_NAME}::category[{gate.name}]" if gate.name != OVERALL else f"{COLLECTOR_NAME}::overall"
-    )
+def _gate_report(gate: GateResult) -> pytest.TestReport:
+    from dataclasses import asdict
+
+    from .stats import OVERALL
+
+    if gate.kind == "threshold":
+        suffix = "overall" if gate.name == OVERALL else f"category[{gate.name}]"
+    else:
+        suffix = f"{gate.kind}[{gate.name}]"
+    nodeid = f"{COLLECTOR_NAME}::{suffix}"
     return pytest.TestReport(
         nodeid=nodeid,
-        location=(COLLECTOR_NAME, None, nodeid.split("::", 1)[1]),
+        location=(COLLECTOR_NAME, None, suffix),
         keywords={COLLECTOR_NAME: 1, gate.name: 1},
         outcome="passed" if gate.passed else "failed",
         longrepr=None if gate.passed else f"MT-Bench gate failed: {gate.message}",
         when="call",
-        user_properties=[(GATE_PROPERTY, gate.as_dict())],
+        user_properties=[(GATE_PROPERTY, asdict(gate))],
     )
 
 
-def _public_url(url: str | None) -> str | None:
-    """A base URL as it may appear in a report: credentials in it are dropped."""
-    from .backends.openai_api import normalise_base_url
-
-    return normalise_base_url(url) if url else None
-
-
 class ResultReporter:
-    """Controller-only (like junitxml): gathers question records from the test reports, turns
-    thresholds into gate reports at the end of the run loop, prints the table, writes the JSON."""
+    """Controller-only (like junitxml): gathers question records from the test reports, turns gates into
+    test reports at the end of the run loop, prints the table and writes every report."""
 
     def __init__(self, config: pytest.Config, state: RunState) -> None:
         self.config = config
         self.state = state
+        self.report: RunReport | None = None
+        self.problems: list[str] = []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from .records import QuestionRecord
+
         kept = []
         for name, value in report.user_properties:
             if name != RECORD_PROPERTY:
                 kept.append((name, value))
                 continue
-            record = dict(value)
-            self.state.records[int(record["question_id"])] = record
+            record = QuestionRecord.from_dict(value)
+            self.state.records[record.question_id] = record
             # tryfirst: JUnit and other reporters see per-turn scores, not the whole record.
-            for turn in record.get("turns", []):
-                kept.append((f"mtbench_turn_{turn['turn']}_score", turn["score"]))
+            for turn in record.turns:
+                kept.append((f"mtbench_turn_{turn.turn}_score", turn.score))
         report.user_properties = kept
 
-    def tables(self) -> tuple[dict[str, Any], Any]:
-        from .stats import aggregate
-
-        return aggregate(self.state.records[qid] for qid in sorted(self.state.records))
-
-    def phases(self) -> dict[str, dict[str, Any]]:
-        from .stats import phase_totals
-
-        return phase_totals(self.state.records.values())
+    def build_report(self) -> RunReport:
+        """The run's report as it stands now (gates included once evaluated)."""
+        workers = getattr(self.config.option, "numprocesses", None) or 0
+        report = self.state.run.report(
+            self.state.records, started=self.state.started, finished=time.time(), workers=workers
+        )
+        if self.state.gates:
+            report.gates = list(self.state.gates)
+        return report
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Iterator[None]:
         result = yield
         if self.config.option.collectonly or session.shouldstop or session.shouldfail:
             return result
-        from .stats import evaluate_gates
-
-        categories, overall = self.tables()
-        self.state.gates = evaluate_gates(categories, overall, self.state.settings.thresholds)
+        self.state.gates = self.build_report().gates
         for gate in self.state.gates:
             # A gate is a test report of its own: it shows in the summary, in JUnit and in the exit code.
             report = _gate_report(gate)
@@ -447,71 +332,34 @@ class ResultReporter:
             self.config.hook.pytest_runtest_logfinish(nodeid=report.nodeid, location=report.location)
         return result
 
-    def build_report(self) -> dict[str, Any]:
-        """The JSON report as plain data."""
-        from .judge import JUDGE_TEMPERATURE
-        from .questions import CATEGORY_TEMPERATURE, DEFAULT_TEMPERATURE
-        from .report import throughput
-
-        state, settings = self.state, self.state.settings
-        categories, overall = self.tables()
-        finished = time.time()
-        return {
-            "run": {
-                "plugin_version": __version__,
-                "model": settings.model,
-                "model_base_url": _public_url(settings.model_base_url),
-                "judge": settings.judge,
-                "judge_base_url": _public_url(settings.judge_base_url),
-                "judge_scoring": settings.judge_scoring,
-                "data": state.data_info,
-                "sampling": {
-                    "temperature_by_category": CATEGORY_TEMPERATURE,
-                    "default_temperature": DEFAULT_TEMPERATURE,
-                    "max_new_tokens": settings.max_new_tokens,
-                    "seed": settings.seed,
-                },
-                "judge_call": {"temperature": JUDGE_TEMPERATURE, "max_tokens": settings.judge_max_tokens},
-                "started": datetime.fromtimestamp(state.started, timezone.utc).isoformat(),
-                "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
-                "wall_seconds": finished - state.started,
-                "workers": getattr(self.config.option, "numprocesses", None) or 0,
-                "phases": throughput(self.phases()),
-            },
-            "overall": overall.score,
-            "overall_detail": overall.as_dict(),
-            "categories": {
-                name: {
-                    "score": row.score,
-                    "turn_1": row.turn_1,
-                    "turn_2": row.turn_2,
-                    "n_scored": row.n_scored,
-                    "n_unscored": row.n_unscored,
-                    "n_questions": row.n_questions,
-                    "threshold": settings.thresholds.get(name),
-                }
-                for name, row in categories.items()
-            },
-            "gates": [gate.as_dict() for gate in state.gates],
-            "questions": [state.records[qid] for qid in sorted(state.records)],
-        }
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from .report import render_table
+    def pytest_sessionfinish(self) -> None:
+        from .reports import write_reports
+        from .reports.markdown import append_step_summary
 
         if not self.state.records:
             return
-        settings = self.state.settings
-        categories, overall = self.tables()
-        terminalreporter.write_sep("=", f"MT-Bench: {settings.model} judged by {settings.judge}")
-        wall = time.time() - self.state.started
-        for line in render_table(categories, overall, self.state.gates, self.phases(), wall):
+        self.report = self.build_report()
+        # A report that cannot be written is a message under the table, never a lost table or exit code.
+        self.problems = write_reports(self.report, self.state.settings.reports)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            try:
+                append_step_summary(self.report, summary)
+            except OSError as exc:
+                self.problems.append(
+                    f"cannot append to GITHUB_STEP_SUMMARY ({summary}): {exc.strerror or exc}"
+                )
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from .reports.terminal import render_table, title
+
+        if self.report is None:
+            return
+        terminalreporter.write_sep("=", title(self.report))
+        for line in render_table(self.report):
             terminalreporter.write_line(line)
-        if settings.report:
-            terminalreporter.write_line(f"report: {settings.report}")
-
-    def pytest_sessionfinish(self) -> None:
-        from .report import write_json
-
-        if self.state.settings.report and self.state.records:
-            write_json(self.state.settings.report, self.build_report())
+        for path in self.state.settings.reports:
+            if not any(str(path) in problem for problem in self.problems):
+                terminalreporter.write_line(f"report: {path}")
+        for problem in self.problems:
+            terminalreporter.write_line(f"mtbench: {problem}", red=True)

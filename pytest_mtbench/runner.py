@@ -1,14 +1,17 @@
-"""The benchmark engine: answers and judgments for a group of questions, batched and cached.
+"""The benchmark engine: answers, then judgments, for a group of questions, batched and cached.
 
-No pytest here. The plugin hands a group of questions (what this process runs) to `BenchmarkRunner.run`,
-which returns one plain-data record per question. Every answer and judgment is written to the cache as
-soon as it exists (each API call, each local batch), so a killed run loses only the calls in flight.
+No pytest here. `BenchmarkRunner.run` takes the group of questions this process runs and returns one
+`QuestionRecord` per question. Generation and judging are separate steps; judging is delegated to a
+mode (modes/), which asks for judgments through `CachedJudge`. Every request, an answer, a judgment or
+a rating probe, goes through one path (`Completer`): the cache first, else the backend, and each result
+is stored as soon as it exists (each API call, each local batch), so a killed run loses only what was
+in flight.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,24 +21,16 @@ from .backends import (
     ChatBackend,
     Completion,
     SamplingParams,
+    capabilities,
     load_backend,
-    split_spec,
     static_identity,
 )
-from .backends.base import RatingProber
+from .baseline import BaselineJudgments
 from .cache import ResultCache, content_key
-from .judge import (
-    JUDGE_MAX_TOKENS,
-    JUDGE_TEMPERATURE,
-    JudgeRequest,
-    TurnVerdict,
-    build_single_request,
-    constrained_verdict,
-    official_verdict,
-    single_prompt_name,
-)
-from .prompts import JudgePrompt
+from .judge import JUDGE_MAX_TOKENS, JUDGE_TEMPERATURE, JudgeRequest
+from .modes import AnsweredQuestion, JudgeReply, JudgingMode
 from .questions import Question
+from .records import CallInfo, QuestionRecord, TurnRecord
 
 Message = dict[str, str]
 ProgressCallback = Callable[[str, int, int], None]  # (phase, done, total)
@@ -44,6 +39,7 @@ RATING_CUE = "\nRating: [["
 ANSWER_KIND = "answer"
 JUDGMENT_KIND = "judgment"
 RATING_KIND = "rating"
+CONTEXT_OVERFLOW = "context_overflow"
 
 
 class LazyBackend:
@@ -52,6 +48,7 @@ class LazyBackend:
     def __init__(self, spec: str, options: BackendOptions) -> None:
         self.spec = spec
         self.options = options
+        self.capabilities = capabilities(spec)
         self._backend: ChatBackend | None = None
         self._identity: dict[str, Any] | None = None
 
@@ -66,11 +63,11 @@ class LazyBackend:
             self._backend = load_backend(self.spec, self.options)
         return self._backend
 
-    def batch_unit(self, question: Question) -> str:
-        """Which questions may share a batch. A local model's outputs can depend on what else is in its
+    def batch_unit(self, category: str) -> str:
+        """Which requests may share a batch. A local model's outputs can depend on what else is in its
         batch (sampling seeds, padding), so it batches within a category, the unit an xdist worker gets:
         then -n 0 and -n N give the same answers. API calls are independent, so all go at once."""
-        return question.category if split_spec(self.spec)[0] == "hf" else ""
+        return category if self.capabilities.batch_scope == "category" else ""
 
     @property
     def loaded(self) -> bool:
@@ -84,9 +81,10 @@ class LazyBackend:
 
 @dataclass(frozen=True)
 class RunSettings:
+    """The settings the engine itself reads (the rest shape the backends and the mode)."""
+
     max_new_tokens: int = 1024
     seed: int = 0
-    judge_scoring: str = "official"  # or "constrained" (local judges only)
     judge_max_tokens: int = JUDGE_MAX_TOKENS  # the official judge call uses 2048
     offline: bool = False
 
@@ -96,283 +94,316 @@ class PhaseStats:
     """This process's counters for one phase (tests and benchmarks read them); the report's totals are
     derived from the question records instead (stats.phase_totals), so they also cover xdist workers."""
 
-    calls: int = 0  # conversations sent to the backend (cache misses)
+    calls: int = 0  # requests sent to the backend (cache misses)
     cached: int = 0  # served from the cache
     tokens: int = 0  # generated tokens of the calls
     seconds: float = 0.0  # wall time spent in backend calls
 
 
 @dataclass
-class _Job:
-    """One conversation to complete, and where its result goes."""
+class Job:
+    """One request to serve from the cache or a backend, and its result (a cacheable plain dict)."""
 
     key: str
     material: dict[str, Any]
     messages: list[Message]
-    result: dict[str, Any] | None = None
-    share_seconds: float = 0.0
-    missing: str | None = None  # offline mode: why this job has no result
+    value: dict[str, Any] | None = None
+    cached: bool = False
+    from_baseline: bool = False  # reused from the baseline report's judgment of the same prompt
+    seconds: float = 0.0  # this job's share of the backend call's wall time
+    missing: str | None = None  # why there is no value (offline cache miss, context overflow)
+
+
+# How a backend computes the values of jobs the cache did not have: (backend, jobs, store(index, value)).
+Compute = Callable[[Any, list[Job], Callable[[int, dict[str, Any]], None]], None]
 
 
 @dataclass
-class BenchmarkRunner:
-    model: LazyBackend
-    judge: LazyBackend
-    prompts: dict[str, JudgePrompt]
-    references: dict[int, tuple[str, ...]]
+class Completer:
+    """The one path from a request to its result: the cache first, else the backend."""
+
     cache: ResultCache
-    settings: RunSettings
+    offline: bool = False
     progress: ProgressCallback | None = None
-    generation: PhaseStats = field(default_factory=PhaseStats)
-    judging: PhaseStats = field(default_factory=PhaseStats)
 
-    # ---- cache keys: exactly what changes the output -------------------------------------------
-    def answer_material(self, messages: list[Message], params: SamplingParams) -> dict[str, Any]:
-        return {"model": self.model.identity(), "messages": messages, "sampling": params.as_dict()}
-
-    def judgment_material(self, request: JudgeRequest) -> dict[str, Any]:
-        return {
-            "judge": self.judge.identity(),
-            "messages": request.messages(),
-            "temperature": JUDGE_TEMPERATURE,
-            "max_tokens": self.settings.judge_max_tokens,
-        }
-
-    # ---- the two phases -------------------------------------------------------------------------
-    def sampling_for(self, question: Question) -> SamplingParams:
-        return SamplingParams(question.temperature, self.settings.max_new_tokens, self.settings.seed)
-
-    def generate_answers(
-        self, questions: list[Question], errors: dict[int, str]
-    ) -> dict[int, list[dict[str, Any]]]:
-        """Both turns of every question; turn 2 sees turn 1's question and answer.
-
-        A question whose answer cannot be had (offline cache miss) is recorded in `errors` and skipped.
-        """
-        answers: dict[int, list[dict[str, Any]]] = {q.question_id: [] for q in questions}
-        conversations: dict[int, list[Message]] = {q.question_id: [] for q in questions}
-        n_turns = max(len(q.turns) for q in questions)
-        total = sum(len(q.turns) for q in questions)
-        done = 0
-        for turn in range(n_turns):
-            by_params: dict[tuple[str, SamplingParams], list[tuple[Question, _Job]]] = {}
-            for q in questions:
-                if turn >= len(q.turns) or q.question_id in errors:
-                    continue
-                messages = [*conversations[q.question_id], {"role": "user", "content": q.turns[turn]}]
-                params = self.sampling_for(q)
-                material = self.answer_material(messages, params)
-                job = _Job(content_key(ANSWER_KIND, material), material, messages)
-                by_params.setdefault((self.model.batch_unit(q), params), []).append((q, job))
-            for (_, params), pairs in by_params.items():
-                jobs = [job for _, job in pairs]
-                self._complete(
-                    ANSWER_KIND, jobs, params, self.model, self.generation, "generating", done, total
-                )
-                done += len(jobs)
-                for q, job in pairs:
-                    if job.result is None:
-                        errors[q.question_id] = job.missing or "no answer"
-                        continue
-                    text = job.result["text"]
-                    conversations[q.question_id] = [*job.messages, {"role": "assistant", "content": text}]
-                    answers[q.question_id].append(
-                        {
-                            "answer": text,
-                            "answer_tokens": job.result.get("n_tokens", 0),
-                            "answer_cached": job.result.get("cached", False),
-                            "generation_seconds": job.share_seconds,
-                            "temperature": params.temperature,
-                        }
-                    )
-        return answers
-
-    def judge_answers(
-        self,
-        questions: list[Question],
-        answers: dict[int, list[dict[str, Any]]],
-        errors: dict[int, str],
-        meta: dict[tuple[int, int], dict[str, Any]],
-    ) -> dict[int, list[TurnVerdict]]:
-        """Judge every turn; per (question, turn), `meta` receives the call's cache flag, tokens, time and
-        rendered prompt for the report."""
-        requests: list[tuple[Question, JudgeRequest, _Job]] = []
-        questions = [q for q in questions if q.question_id not in errors]
-        for q in questions:
-            texts = [a["answer"] for a in answers[q.question_id]]
-            reference = self.references.get(q.question_id) if q.needs_reference else None
-            for turn in range(1, len(q.turns) + 1):
-                prompt = self.prompts[single_prompt_name(q, turn)]
-                request = build_single_request(q, texts, turn, prompt, reference)
-                material = self.judgment_material(request)
-                requests.append(
-                    (q, request, _Job(content_key(JUDGMENT_KIND, material), material, request.messages()))
-                )
-        params = SamplingParams(JUDGE_TEMPERATURE, self.settings.judge_max_tokens, self.settings.seed)
-        units: dict[str, list[_Job]] = {}
-        for q, _, job in requests:
-            units.setdefault(self.judge.batch_unit(q), []).append(job)
-        done = 0
-        for jobs in units.values():
-            self._complete(
-                JUDGMENT_KIND, jobs, params, self.judge, self.judging, "judging", done, len(requests)
-            )
-            done += len(jobs)
-        verdicts: dict[int, list[TurnVerdict]] = {q.question_id: [] for q in questions}
-        unscored: list[tuple[int, JudgeRequest, TurnVerdict]] = []
-        for q, request, job in requests:
-            if job.result is None:
-                errors[q.question_id] = job.missing or "no judgment"
-                continue
-            meta[(q.question_id, request.turn)] = {
-                "judgment_cached": job.result.get("cached", False),
-                "judgment_tokens": job.result.get("n_tokens", 0),
-                "judging_seconds": job.share_seconds,
-                "judge_prompt": {"name": request.prompt_name, "system": request.system, "user": request.user},
-            }
-            verdict = official_verdict(request, job.result["text"])
-            verdicts[q.question_id].append(verdict)
-            if verdict.score is None:
-                unscored.append((q.question_id, request, verdict))
-        unscored = [item for item in unscored if item[0] not in errors]
-        if unscored and self.settings.judge_scoring == "constrained":
-            self._constrained_fallback(unscored, verdicts, errors)
-        return verdicts
-
-    def run(self, questions: list[Question]) -> dict[int, dict[str, Any]]:
-        """Answer and judge a group of questions; one plain-data record per question."""
-        errors: dict[int, str] = {}
-        answers = self.generate_answers(questions, errors)
-        meta: dict[tuple[int, int], dict[str, Any]] = {}
-        verdicts = self.judge_answers(questions, answers, errors, meta)
-        records: dict[int, dict[str, Any]] = {}
-        for q in questions:
-            if q.question_id in errors:
-                records[q.question_id] = {
-                    "question_id": q.question_id,
-                    "category": q.category,
-                    "turns": [],
-                    "error": errors[q.question_id],
-                }
-                continue
-            turns = []
-            for answer, verdict, text in zip(answers[q.question_id], verdicts[q.question_id], q.turns):
-                call = meta.get((q.question_id, verdict.turn), {})
-                turns.append({"question": text, **answer, **verdict.as_dict(), **call})
-            records[q.question_id] = {"question_id": q.question_id, "category": q.category, "turns": turns}
-        return records
-
-    # ---- internals ------------------------------------------------------------------------------
-    def _complete(
+    def resolve(
         self,
         kind: str,
-        jobs: list[_Job],
-        params: SamplingParams,
+        jobs: list[Job],
         backend: LazyBackend,
         stats: PhaseStats,
-        phase: str,
-        done: int,
-        total: int,
+        compute: Compute,
+        phase: tuple[str, list[int], int],
+        reuse: Callable[[Job], dict[str, Any] | None] | None = None,
     ) -> None:
-        """Fill job.result from the cache or the backend, storing each result as soon as it exists."""
-        missing: list[_Job] = []
+        """Fill each job's value from the cache, else from `reuse` (a result recorded elsewhere, such as
+        the baseline report), else by `compute`, storing each value as soon as it exists.
+
+        `phase` is (name, [done so far], total) for progress lines; done is updated in place.
+        """
+        name, done, total = phase
+        missing: list[Job] = []
         for job in jobs:
             hit = self.cache.get(kind, job.key)
+            if hit is None and reuse is not None:
+                hit = reuse(job)
+                if hit is not None:
+                    job.from_baseline = True
+                    self.cache.put(kind, job.key, job.material, hit)
             if hit is not None:
-                job.result = {**hit, "cached": True}
+                job.value, job.cached = hit, True
                 stats.cached += 1
             else:
                 missing.append(job)
-        done += len(jobs) - len(missing)
-        if missing and self.settings.offline:
+        done[0] += len(jobs) - len(missing)
+        if not missing:
+            return
+        if self.offline:
             for job in missing:
                 job.missing = (
                     f"--mtbench-offline: {kind} not in the cache (key {job.key}, "
                     f"{self.cache.path_for(kind, job.key)}); run once without --mtbench-offline to fill it"
                 )
             return
-        if not missing:
-            return
-        model = backend.backend  # loaded here, outside the timed generation
+        model = backend.backend  # loaded here, outside the timed calls
         began = time.perf_counter()
-        finished = done
 
-        def store(index: int, completion: Completion) -> None:
+        def store(index: int, value: dict[str, Any]) -> None:
             # Called as each result exists: a crash after this point never loses it.
-            nonlocal finished
             job = missing[index]
-            value = {"text": completion.text, "n_tokens": int(completion.n_tokens)}
-            self.cache.put(kind, job.key, job.material, value)
-            job.result = value
+            if job.value is not None:
+                return
+            job.value = value
+            if value.get("finish_reason") == CONTEXT_OVERFLOW:
+                job.missing = "the conversation is longer than the model's context window (not sent)"
+            else:
+                self.cache.put(kind, job.key, job.material, value)
             stats.calls += 1
-            stats.tokens += value["n_tokens"]
-            finished += 1
+            stats.tokens += int(value.get("n_tokens") or 0)
+            done[0] += 1
             if self.progress is not None:
-                self.progress(phase, finished, total)
+                self.progress(name, done[0], total)
 
         try:
-            completions = model.chat([job.messages for job in missing], params, on_result=store)
+            compute(model, missing, store)
         except BackendError as exc:
-            raise BackendError(f"{phase} failed: {exc}") from None
+            raise BackendError(f"{name} failed: {exc}") from None
         elapsed = time.perf_counter() - began
         stats.seconds += elapsed
-        if len(completions) != len(missing):
-            raise BackendError(
-                f"{backend.spec} returned {len(completions)} replies for {len(missing)} prompts"
-            )
-        for job, completion in zip(missing, completions):
-            if job.result is None:  # a backend that did not call on_result
-                store(missing.index(job), completion)
-            job.share_seconds = elapsed / len(missing)
+        for job in missing:
+            if job.value is None:
+                raise BackendError(f"{backend.spec} returned no result for a {kind} request")
+            job.seconds = elapsed / len(missing)
 
-    def _constrained_fallback(
-        self,
-        unscored: Iterable[tuple[int, JudgeRequest, TurnVerdict]],
-        verdicts: dict[int, list[TurnVerdict]],
-        errors: dict[int, str],
-    ) -> None:
-        unscored = list(unscored)
-        pending: list[tuple[int, TurnVerdict, _Job]] = []
-        probabilities: dict[str, dict[int, float]] = {}
-        for qid, request, verdict in unscored:
+
+def chat_compute(params: SamplingParams) -> Compute:
+    """Complete conversations with a ChatBackend, storing each completion as it arrives."""
+
+    def compute(model: Any, jobs: list[Job], store: Callable[[int, dict[str, Any]], None]) -> None:
+        completions = model.chat(
+            [job.messages for job in jobs], params, on_result=lambda i, c: store(i, c.as_value())
+        )
+        if len(completions) != len(jobs):
+            raise BackendError(f"{model.spec} returned {len(completions)} replies for {len(jobs)} prompts")
+        for index, completion in enumerate(completions):
+            store(index, completion.as_value())  # no-op for those already stored through on_result
+
+    return compute
+
+
+def call_info(job: Job) -> CallInfo:
+    """What the record keeps of one request: cost, and what the endpoint said about it."""
+    completion = Completion.from_value(job.value or {"text": ""})
+    return CallInfo(
+        cached=job.cached,
+        from_baseline=job.from_baseline,
+        tokens=completion.n_tokens,
+        prompt_tokens=completion.prompt_tokens,
+        seconds=job.seconds,
+        finish_reason=completion.finish_reason,
+        truncated=completion.truncated,
+        served_model=completion.served_model,
+        system_fingerprint=completion.system_fingerprint,
+    )
+
+
+@dataclass
+class CachedJudge:
+    """The JudgeClient every mode uses: judge calls and rating probes through the Completer."""
+
+    judge: LazyBackend
+    completer: Completer
+    settings: RunSettings
+    stats: PhaseStats
+    reuse: BaselineJudgments | None = None
+
+    def judgment_material(self, request: JudgeRequest) -> dict[str, Any]:
+        material = {
+            "judge": self.judge.identity(),
+            "messages": request.messages(),
+            "temperature": JUDGE_TEMPERATURE,
+            "max_tokens": self.settings.judge_max_tokens,
+        }
+        if request.repeat:  # repeat 0 keeps the key every earlier version wrote
+            material["repeat"] = request.repeat
+        return material
+
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
+        jobs = []
+        for request in requests:
+            material = self.judgment_material(request)
+            jobs.append(Job(content_key(JUDGMENT_KIND, material), material, request.messages()))
+        reused = {id(job): request for request, job in zip(requests, jobs)}
+
+        def from_baseline(job: Job) -> dict[str, Any] | None:
+            request = reused[id(job)]
+            old = self.reuse.find(request.system, request.user, request.repeat) if self.reuse else None
+            if old is None:
+                return None
+            return Completion(
+                text=old.text,
+                n_tokens=old.call.tokens,
+                finish_reason=old.call.finish_reason,
+                truncated=old.call.truncated,
+                prompt_tokens=old.call.prompt_tokens,
+                served_model=old.call.served_model,
+                system_fingerprint=old.call.system_fingerprint,
+            ).as_value()
+
+        params = SamplingParams(JUDGE_TEMPERATURE, self.settings.judge_max_tokens, self.settings.seed)
+        units: dict[str, list[Job]] = {}
+        for request, job in zip(requests, jobs):
+            units.setdefault(self.judge.batch_unit(request.category), []).append(job)
+        progress = ("judging", [0], len(jobs))
+        for unit in units.values():
+            self.completer.resolve(
+                JUDGMENT_KIND, unit, self.judge, self.stats, chat_compute(params), progress
+            )
+        return [
+            JudgeReply(
+                text=None if job.missing else (job.value or {}).get("text"),
+                call=call_info(job),
+                missing=job.missing,
+            )
+            for job in jobs
+        ]
+
+    def rating_probabilities(
+        self, requests: Sequence[JudgeRequest], judgments: Sequence[str]
+    ) -> list[dict[int, float] | None]:
+        jobs = []
+        for request, judgment in zip(requests, judgments):
             material = {
                 "judge": self.judge.identity(),
                 "messages": request.messages(),
-                "judgment": verdict.judgment,
+                "judgment": judgment,
                 "cue": RATING_CUE,
             }
-            job = _Job(content_key(RATING_KIND, material), material, request.messages())
-            hit = self.cache.get(RATING_KIND, job.key)
-            if hit is not None:
-                probabilities[job.key] = {int(k): float(v) for k, v in hit["probabilities"].items()}
-            pending.append((qid, verdict, job))
-        todo = [(qid, verdict, job) for qid, verdict, job in pending if job.key not in probabilities]
-        if todo and self.settings.offline:
-            for qid, _, job in todo:
-                errors[qid] = f"--mtbench-offline: constrained rating not in the cache (key {job.key})"
-            pending = [item for item in pending if item[0] not in errors]
-            todo = []
-        if todo:
-            judge = self.judge.backend
-            if not isinstance(judge, RatingProber):
-                raise BackendError(
-                    f"--mtbench-judge-scoring=constrained needs a local judge (hf/...); {self.judge.spec} "
-                    "cannot report rating probabilities"
-                )
-            began = time.perf_counter()
-            results = judge.rating_probabilities(
-                [job.messages for _, _, job in todo], [v.judgment for _, v, _ in todo], RATING_CUE
+            jobs.append(Job(content_key(RATING_KIND, material), material, request.messages()))
+
+        def compute(model: Any, todo: list[Job], store: Callable[[int, dict[str, Any]], None]) -> None:
+            results = model.rating_probabilities(
+                [j.messages for j in todo], [j.material["judgment"] for j in todo], RATING_CUE
             )
-            self.judging.seconds += time.perf_counter() - began
-            for (_, _, job), probs in zip(todo, results):
-                clean = {int(k): float(v) for k, v in probs.items()}
-                self.cache.put(
-                    RATING_KIND,
-                    job.key,
-                    job.material,
-                    {"probabilities": {str(k): v for k, v in clean.items()}},
+            for index, probs in enumerate(results):
+                store(index, {"probabilities": {str(int(k)): float(v) for k, v in probs.items()}})
+
+        progress = ("rating", [0], len(jobs))
+        self.completer.resolve(RATING_KIND, jobs, self.judge, self.stats, compute, progress)
+        return [
+            None
+            if job.missing or job.value is None
+            else {int(k): float(v) for k, v in job.value["probabilities"].items()}
+            for job in jobs
+        ]
+
+
+@dataclass
+class BenchmarkRunner:
+    """Answers then judgments for groups of questions; one QuestionRecord per question."""
+
+    model: LazyBackend
+    judge: LazyBackend
+    mode: JudgingMode
+    cache: ResultCache
+    settings: RunSettings
+    progress: ProgressCallback | None = None
+    reuse: BaselineJudgments | None = None  # judgments of unchanged answers, from --mtbench-baseline
+    generation: PhaseStats = field(default_factory=PhaseStats)
+    judging: PhaseStats = field(default_factory=PhaseStats)
+
+    def __post_init__(self) -> None:
+        self.completer = Completer(self.cache, self.settings.offline, self.progress)
+
+    def answer_material(self, messages: list[Message], params: SamplingParams) -> dict[str, Any]:
+        return {"model": self.model.identity(), "messages": messages, "sampling": params.as_dict()}
+
+    def sampling_for(self, question: Question) -> SamplingParams:
+        return SamplingParams(question.temperature, self.settings.max_new_tokens, self.settings.seed)
+
+    def generate_answers(
+        self, questions: Sequence[Question], errors: dict[int, str]
+    ) -> dict[int, list[TurnRecord]]:
+        """Both turns of every question; turn 2 sees turn 1's question and answer.
+
+        Questions that share a temperature (and, for local models, a category) are one batch. A
+        question whose answer cannot be had is recorded in `errors` and not judged.
+        """
+        turns: dict[int, list[TurnRecord]] = {q.question_id: [] for q in questions}
+        conversations: dict[int, list[Message]] = {q.question_id: [] for q in questions}
+        progress = ("generating", [0], sum(len(q.turns) for q in questions))
+        for turn in range(max((len(q.turns) for q in questions), default=0)):
+            batches: dict[tuple[str, SamplingParams], list[tuple[Question, Job]]] = {}
+            for q in questions:
+                if turn >= len(q.turns) or q.question_id in errors:
+                    continue
+                messages = [*conversations[q.question_id], {"role": "user", "content": q.turns[turn]}]
+                params = self.sampling_for(q)
+                material = self.answer_material(messages, params)
+                job = Job(content_key(ANSWER_KIND, material), material, messages)
+                batches.setdefault((self.model.batch_unit(q.category), params), []).append((q, job))
+            for (_, params), pairs in batches.items():
+                jobs = [job for _, job in pairs]
+                self.completer.resolve(
+                    ANSWER_KIND, jobs, self.model, self.generation, chat_compute(params), progress
                 )
-                probabilities[job.key] = clean
-        for qid, verdict, job in pending:
-            turns = verdicts[qid]
-            turns[turns.index(verdict)] = constrained_verdict(verdict, probabilities[job.key])
+                for q, job in pairs:
+                    if job.missing or job.value is None:
+                        errors[q.question_id] = f"turn {turn + 1}: {job.missing or 'no answer'}"
+                        continue
+                    text = job.value["text"]
+                    conversations[q.question_id] = [*job.messages, {"role": "assistant", "content": text}]
+                    turns[q.question_id].append(
+                        TurnRecord(
+                            turn=turn + 1,
+                            question=q.turns[turn],
+                            answer=text,
+                            temperature=params.temperature,
+                            answer_call=call_info(job),
+                        )
+                    )
+        return turns
+
+    def run(self, questions: Sequence[Question]) -> dict[int, QuestionRecord]:
+        """Answer, then judge, a group of questions."""
+        errors: dict[int, str] = {}
+        turns = self.generate_answers(questions, errors)
+        answered = [
+            AnsweredQuestion(q, tuple(t.answer for t in turns[q.question_id]))
+            for q in questions
+            if q.question_id not in errors
+        ]
+        client = CachedJudge(self.judge, self.completer, self.settings, self.judging, self.reuse)
+        outcome = self.mode.judge(answered, client)
+        errors.update(outcome.errors)
+        records: dict[int, QuestionRecord] = {}
+        for q in questions:
+            record = QuestionRecord(q.question_id, q.category, self.model.spec)
+            if q.question_id in errors:
+                record.error = errors[q.question_id]
+            else:
+                for turn in turns[q.question_id]:
+                    turn.judgments = outcome.judgments.get((q.question_id, turn.turn), [])
+                record.turns = turns[q.question_id]
+            records[q.question_id] = record
+        return records

@@ -1,12 +1,12 @@
-"""Aggregation and gates: pure functions over plain question records (no pytest)."""
+"""Aggregation and threshold gates: pure functions over typed question records (no pytest)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import replace
 
 from .questions import CATEGORIES
+from .records import CategorySummary, GateResult, QuestionRecord
 
 OVERALL = "overall"
 
@@ -15,41 +15,26 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-@dataclass(frozen=True)
-class CategoryScore:
-    """Scores of one category (or of the whole run for `overall`); None where nothing was scored."""
-
-    name: str
-    n_questions: int
-    n_scored: int
-    n_unscored: int
-    turn_1: float | None
-    turn_2: float | None
-    score: float | None  # mean of all scored turns, FastChat's show_result rule
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def category_order(names: Iterable[str]) -> list[str]:
     """Official categories in FastChat's order, then custom ones alphabetically."""
     names = set(names)
     return [c for c in CATEGORIES if c in names] + sorted(names - set(CATEGORIES))
 
 
-def _score(name: str, records: list[Mapping[str, Any]]) -> CategoryScore:
+def _summary(name: str, records: list[QuestionRecord]) -> CategorySummary:
     by_turn: dict[int, list[float]] = {1: [], 2: []}
     everything: list[float] = []
-    unscored = 0
+    unscored = truncated = 0
     for record in records:
-        for turn in record.get("turns", []):
-            if turn.get("score") is None:
+        for turn in record.turns:
+            truncated += turn.answer_call.truncated + sum(j.call.truncated for j in turn.judgments)
+            score = turn.score
+            if score is None:
                 unscored += 1
                 continue
-            value = float(turn["score"])
-            everything.append(value)
-            by_turn.setdefault(int(turn["turn"]), []).append(value)
-    return CategoryScore(
+            everything.append(float(score))
+            by_turn.setdefault(turn.turn, []).append(float(score))
+    return CategorySummary(
         name=name,
         n_questions=len(records),
         n_scored=len(everything),
@@ -57,35 +42,39 @@ def _score(name: str, records: list[Mapping[str, Any]]) -> CategoryScore:
         turn_1=_mean(by_turn[1]),
         turn_2=_mean(by_turn[2]),
         score=_mean(everything),
+        n_truncated=truncated,
     )
 
 
-def aggregate(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str, CategoryScore], CategoryScore]:
+def aggregate(
+    records: Iterable[QuestionRecord], thresholds: Mapping[str, float] | None = None
+) -> tuple[dict[str, CategorySummary], CategorySummary]:
     """Per-category scores and the overall score (mean of all scored turns, not a mean of means)."""
     records = list(records)
-    by_category: dict[str, list[Mapping[str, Any]]] = {}
+    thresholds = thresholds or {}
+    by_category: dict[str, list[QuestionRecord]] = {}
     for record in records:
-        by_category.setdefault(record["category"], []).append(record)
-    categories = {name: _score(name, by_category[name]) for name in category_order(by_category)}
-    return categories, _score(OVERALL, records)
+        by_category.setdefault(record.category, []).append(record)
+    categories = {
+        name: replace(_summary(name, by_category[name]), threshold=thresholds.get(name))
+        for name in category_order(by_category)
+    }
+    return categories, replace(_summary(OVERALL, records), threshold=thresholds.get(OVERALL))
 
 
-@dataclass(frozen=True)
-class GateResult:
-    """One threshold checked against one category (or overall)."""
-
-    name: str
-    threshold: float
-    score: float | None
-    passed: bool
-    message: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def question_scores(records: Iterable[QuestionRecord]) -> dict[str, dict[int, list[float]]]:
+    """Each category's (and overall's) scored turns per question: the clusters of every interval."""
+    groups: dict[str, dict[int, list[float]]] = {OVERALL: {}}
+    for record in records:
+        scores = [float(t.score) for t in record.turns if t.score is not None]
+        if scores:
+            groups.setdefault(record.category, {})[record.question_id] = scores
+            groups[OVERALL][record.question_id] = scores
+    return groups
 
 
 def evaluate_gates(
-    categories: Mapping[str, CategoryScore], overall: CategoryScore, thresholds: Mapping[str, float]
+    categories: Mapping[str, CategorySummary], overall: CategorySummary, thresholds: Mapping[str, float]
 ) -> list[GateResult]:
     """Check thresholds for the categories that ran (and overall when anything ran)."""
     results: list[GateResult] = []
@@ -98,43 +87,39 @@ def evaluate_gates(
         threshold = float(thresholds[name])
         score = available[name].score
         if score is None:
-            results.append(
-                GateResult(name, threshold, None, False, f"{name}: no scored turns, threshold {threshold:g}")
-            )
+            passed, message = False, f"{name}: no scored turns, threshold {threshold:g}"
         elif score < threshold:
-            results.append(
-                GateResult(
-                    name,
-                    threshold,
-                    score,
-                    False,
-                    f"{name} scored {score:.3f}, below its threshold {threshold:g}",
-                )
-            )
+            passed, message = False, f"{name} scored {score:.3f}, below its threshold {threshold:g}"
         else:
-            results.append(
-                GateResult(name, threshold, score, True, f"{name} scored {score:.3f} >= {threshold:g}")
-            )
+            passed, message = True, f"{name} scored {score:.3f} >= {threshold:g}"
+        results.append(GateResult(name, "threshold", passed, message, threshold=threshold, score=score))
     return results
 
 
-PHASE_FIELDS = {
-    "generation": ("answer_cached", "answer_tokens", "generation_seconds"),
-    "judging": ("judgment_cached", "judgment_tokens", "judging_seconds"),
-}
-
-
-def phase_totals(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+def phase_totals(records: Iterable[QuestionRecord]) -> dict[str, dict[str, float | int]]:
     """Calls, cache hits, generated tokens and backend seconds per phase, summed over all turns."""
-    totals = {phase: {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0} for phase in PHASE_FIELDS}
+    totals: dict[str, dict[str, float | int]] = {
+        phase: {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0} for phase in ("generation", "judging")
+    }
     for record in records:
-        for turn in record.get("turns", []):
-            for phase, (cached, tokens, seconds) in PHASE_FIELDS.items():
+        for turn in record.turns:
+            calls = [("generation", turn.answer_call)] + [("judging", j.call) for j in turn.judgments]
+            for phase, call in calls:
                 bucket = totals[phase]
-                if turn.get(cached):
+                if call.cached:
                     bucket["cached"] += 1
                 else:
                     bucket["calls"] += 1
-                    bucket["tokens"] += int(turn.get(tokens) or 0)
-                    bucket["seconds"] += float(turn.get(seconds) or 0.0)
+                    bucket["tokens"] += call.tokens
+                    bucket["seconds"] += call.seconds
+    for bucket in totals.values():
+        seconds = float(bucket["seconds"])
+        bucket["tokens_per_second"] = bucket["tokens"] / seconds if seconds > 0 else None  # type: ignore[assignment]
     return totals
+
+
+def served_judges(records: Iterable[QuestionRecord]) -> list[str]:
+    """The model names the judge endpoint said answered (the run's judge identity), sorted."""
+    return sorted(
+        {j.call.served_model for r in records for t in r.turns for j in t.judgments if j.call.served_model}
+    )

@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
+from conftest import strip_timing
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
 
 pytest_plugins = ["pytester"]
-
-TIMING = ("generation_seconds", "judging_seconds", "answer_cached", "judgment_cached")
 
 
 def score_for(body: dict[str, Any]) -> float:
@@ -41,25 +40,6 @@ def tiny_model(chat_dir: Path) -> Path:
 def judge_server():
     with FakeOpenAIServer(scores=score_for, max_requests=2000, lifetime=300) as server:
         yield server
-
-
-def _pytest(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _content(report: dict) -> list:
-    return [
-        [{k: v for k, v in turn.items() if k not in TIMING} for turn in q["turns"]]
-        for q in report["questions"]
-    ]
 
 
 @pytest.fixture
@@ -80,10 +60,10 @@ def bench_args(tiny_model: Path, judge_server: FakeOpenAIServer, shared_data: Pa
 
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_full_run_table_and_report_agree_with_the_judge_server(
-    workers: str, bench_args, judge_server: FakeOpenAIServer, tmp_path: Path
+    run_pytest, workers: str, bench_args, judge_server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     report_path = tmp_path / "report.json"
-    proc = _pytest(tmp_path, *bench_args(f"--mtbench-report={report_path}"), "-n", workers)
+    proc = run_pytest(tmp_path, *bench_args(f"--mtbench-report={report_path}"), "-n", workers)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "80 passed" in proc.stdout
     assert judge_server.request_count == 160
@@ -94,9 +74,11 @@ def test_full_run_table_and_report_agree_with_the_judge_server(
     for question in report["questions"]:
         assert len(question["turns"]) == 2
         for turn in question["turns"]:
-            assert turn["score"] == given[turn["judge_prompt"]["user"]]
-            assert turn["answer_tokens"] > 0
-            by_category.setdefault(question["category"], []).append(given[turn["judge_prompt"]["user"]])
+            assert turn["score"] == given[turn["judgments"][0]["prompt"]["user"]]
+            assert turn["answer_call"]["tokens"] > 0
+            by_category.setdefault(question["category"], []).append(
+                given[turn["judgments"][0]["prompt"]["user"]]
+            )
     all_scores = [s for scores in by_category.values() for s in scores]
     assert report["overall"] == pytest.approx(sum(all_scores) / 160)
     for category, scores in by_category.items():
@@ -113,33 +95,37 @@ def test_full_run_table_and_report_agree_with_the_judge_server(
 
     # The same command again: everything from the cache, zero requests to the judge, same report.
     again_path = tmp_path / "again.json"
-    again = _pytest(tmp_path, *bench_args(f"--mtbench-report={again_path}"), "-n", workers)
+    again = run_pytest(tmp_path, *bench_args(f"--mtbench-report={again_path}"), "-n", workers)
     assert again.returncode == 0
     assert judge_server.request_count == 160
     warm = json.loads(again_path.read_text())
     assert (
         warm["run"]["phases"]["generation"]["calls"] == 0 and warm["run"]["phases"]["judging"]["calls"] == 0
     )
-    assert _content(warm) == _content(report) and warm["categories"] == report["categories"]
+    assert strip_timing(warm) == strip_timing(report) and warm["categories"] == report["categories"]
 
 
-def test_in_process_and_xdist_produce_the_same_answers(bench_args, tmp_path: Path) -> None:
+def test_in_process_and_xdist_produce_the_same_answers(run_pytest, bench_args, tmp_path: Path) -> None:
     reports = []
     for workers in ("0", "2"):
         path = tmp_path / f"r{workers}.json"
-        proc = _pytest(tmp_path, *bench_args(f"--mtbench-report={path}", cache=f"c{workers}"), "-n", workers)
+        proc = run_pytest(
+            tmp_path, *bench_args(f"--mtbench-report={path}", cache=f"c{workers}"), "-n", workers
+        )
         assert proc.returncode == 0, proc.stdout[-2000:]
         reports.append(json.loads(path.read_text()))
-    assert _content(reports[0]) == _content(reports[1])
+    assert strip_timing(reports[0]) == strip_timing(reports[1])
     assert reports[0]["categories"] == reports[1]["categories"]
 
 
-def test_model_change_misses_the_cache(bench_args, tiny_model: Path, judge_server, tmp_path: Path) -> None:
+def test_model_change_misses_the_cache(
+    run_pytest, bench_args, tiny_model: Path, judge_server, tmp_path: Path
+) -> None:
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    assert _pytest(tmp_path, *bench_args("-k", "writing")).returncode == 0
+    assert run_pytest(tmp_path, *bench_args("-k", "writing")).returncode == 0
     assert judge_server.request_count == 20
     changed = tmp_path / "changed-model"
     shutil.copytree(tiny_model, changed)
@@ -148,7 +134,7 @@ def test_model_change_misses_the_cache(bench_args, tiny_model: Path, judge_serve
     save_file(weights, changed / "model.safetensors", metadata={"format": "pt"})
     report_path = tmp_path / "r.json"
     args = [a if not a.startswith("--mtbench-model=") else f"--mtbench-model={changed}" for a in bench_args()]
-    proc = _pytest(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
+    proc = run_pytest(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
     assert proc.returncode == 0
     assert json.loads(report_path.read_text())["run"]["phases"]["generation"]["cached"] == 0
 
@@ -156,14 +142,14 @@ def test_model_change_misses_the_cache(bench_args, tiny_model: Path, judge_serve
     same = tmp_path / "same-model"
     shutil.copytree(tiny_model, same)
     args = [a if not a.startswith("--mtbench-model=") else f"--mtbench-model={same}" for a in bench_args()]
-    proc = _pytest(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
+    proc = run_pytest(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
     phases = json.loads(report_path.read_text())["run"]["phases"]
     assert phases["generation"]["calls"] == 0 and phases["judging"]["calls"] == 0
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_killed_run_resumes_with_only_the_remaining_requests(
-    workers: str, shared_data: Path, tmp_path: Path
+    run_pytest, workers: str, shared_data: Path, tmp_path: Path
 ) -> None:
     def args(server: FakeOpenAIServer, cache: str, *extra: str) -> list[str]:
         return [
@@ -200,23 +186,25 @@ def test_killed_run_resumes_with_only_the_remaining_requests(
         assert stored >= before - max(1, int(workers))  # at most one call in flight per worker was lost
 
         resumed_path = tmp_path / "resumed.json"
-        resumed = _pytest(tmp_path, *args(server, "cache", f"--mtbench-report={resumed_path}"))
+        resumed = run_pytest(tmp_path, *args(server, "cache", f"--mtbench-report={resumed_path}"))
         assert resumed.returncode == 0, resumed.stdout[-2000:]
         assert server.request_count - before == 160 - stored  # only what was missing
 
         fresh_path = tmp_path / "fresh.json"
-        fresh = _pytest(tmp_path, *args(server, "fresh-cache", f"--mtbench-report={fresh_path}"))
+        fresh = run_pytest(tmp_path, *args(server, "fresh-cache", f"--mtbench-report={fresh_path}"))
         assert fresh.returncode == 0
     resumed_report, fresh_report = json.loads(resumed_path.read_text()), json.loads(fresh_path.read_text())
-    assert _content(resumed_report) == _content(fresh_report)
+    assert strip_timing(resumed_report) == strip_timing(fresh_report)
     assert resumed_report["categories"] == fresh_report["categories"]
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
-def test_judge_faults_are_retried_within_budget(workers: str, shared_data: Path, tmp_path: Path) -> None:
+def test_judge_faults_are_retried_within_budget(
+    run_pytest, workers: str, shared_data: Path, tmp_path: Path
+) -> None:
     faults = [("429", 0.05), ("500",), ("hang", 3.0), ("malformed",), ("503", None, {"retry-after-ms": "20"})]
     with FakeOpenAIServer(scores=7, faults=faults, lifetime=120) as server:
-        proc = _pytest(
+        proc = run_pytest(
             tmp_path,
             "--mtbench-model=fake/echo",
             "--mtbench-judge=openai/fake-judge",
@@ -236,9 +224,11 @@ def test_judge_faults_are_retried_within_budget(workers: str, shared_data: Path,
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
-def test_judge_failing_for_good_is_a_clear_failure(workers: str, shared_data: Path, tmp_path: Path) -> None:
+def test_judge_failing_for_good_is_a_clear_failure(
+    run_pytest, workers: str, shared_data: Path, tmp_path: Path
+) -> None:
     with FakeOpenAIServer(scores=7, faults=[("500",)] * 100, lifetime=120) as server:
-        proc = _pytest(
+        proc = run_pytest(
             tmp_path,
             "--mtbench-model=fake/echo",
             "--mtbench-judge=openai/fake-judge",
@@ -262,7 +252,7 @@ def test_judge_failing_for_good_is_a_clear_failure(workers: str, shared_data: Pa
 
 
 def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
-    shared_data: Path, tmp_path: Path
+    run_pytest, shared_data: Path, tmp_path: Path
 ) -> None:
     """`--mtbench-model=openai/NAME` (vLLM, TGI, llama.cpp server) through the same path as a local model."""
 
@@ -273,7 +263,7 @@ def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
 
     with FakeOpenAIServer(reply=reply, lifetime=120) as server:
         report_path = tmp_path / "r.json"
-        proc = _pytest(
+        proc = run_pytest(
             tmp_path,
             "--mtbench-model=openai/candidate-llm",
             f"--mtbench-model-base-url={server.base_url}",
@@ -305,7 +295,7 @@ def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
 
 
 def test_api_key_and_url_credentials_never_reach_output_or_report(
-    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    run_pytest, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "sk-test-DO-NOT-LEAK-1234567890"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
@@ -324,9 +314,9 @@ def test_api_key_and_url_credentials_never_reach_output_or_report(
             "81",
             f"--mtbench-report={report_path}",
         ]
-        failing = _pytest(tmp_path, *args)
+        failing = run_pytest(tmp_path, *args)
         assert failing.returncode == 1 and "HTTP 401" in failing.stdout
-        passing = _pytest(tmp_path, *args, "--junitxml=junit.xml")
+        passing = run_pytest(tmp_path, *args, "--junitxml=junit.xml")
         assert passing.returncode == 0, passing.stdout[-2000:]
         assert server.request_count == 4  # 2 judgments per run; the 401 is not retried
     written = report_path.read_text() + (tmp_path / "junit.xml").read_text()

@@ -6,15 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mtbench.judge import (
-    build_single_request,
-    constrained_verdict,
-    official_verdict,
-    parse_rating,
-    single_prompt_name,
-)
+from pytest_mtbench.judge import constrained_judgment, official_judgment, parse_rating, read_rating
+from pytest_mtbench.modes.single import build_single_request, single_prompt_name
 from pytest_mtbench.prompts import load_judge_prompts
 from pytest_mtbench.questions import Question, load_questions, load_references
+from pytest_mtbench.records import CallInfo
 
 
 @pytest.mark.parametrize(
@@ -36,8 +32,29 @@ def test_parse_rating(text: str, expected: float) -> None:
 @pytest.mark.parametrize("text", ["", "Rating: seven", "Rating: [[x]]", "[[ 7 ]]"])
 def test_no_rating_is_unscored(text: str) -> None:
     assert parse_rating(text) is None
-    verdict = official_verdict(_request(), text)
-    assert verdict.score is None and verdict.scored_by is None and verdict.judgment == text
+    judgment = official_judgment(_request(), text, CallInfo())
+    assert judgment.score is None and judgment.scored_by is None and judgment.text == text
+    assert judgment.unscored_reason == "the judge's text has no [[rating]]"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("Rating: [[08]]", 8), ("[[01]]", 1), ("[[010]]", 10), ("[[07.5]]", 7.5)]
+)
+def test_leading_zeros_are_read_not_a_crash(text: str, expected: float) -> None:
+    assert parse_rating(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"), [("Rating: [[100]]", "100"), ("[[0]]", "0"), ("[[10.5]]", "10.5")]
+)
+def test_rating_outside_the_scale_is_unscored_with_the_reason(text: str, shown: str) -> None:
+    score, reason = read_rating(text)
+    assert score is None and reason == f"rating {shown} is outside the prompt's scale 1-10"
+
+
+def test_truncated_judgment_without_rating_says_so() -> None:
+    judgment = official_judgment(_request(), "The answer is good because", CallInfo(truncated=True))
+    assert judgment.score is None and "cut off at its token limit" in judgment.unscored_reason
 
 
 def _request():
@@ -90,10 +107,10 @@ def test_requests_match_fastchat_format_calls(shared_data: Path) -> None:
 
 
 def test_constrained_verdict_records_argmax_and_expectation() -> None:
-    base = official_verdict(_request(), "no rating here")
+    base = official_judgment(_request(), "no rating here", CallInfo())
     probs = {k: 0.0 for k in range(1, 11)}
     probs.update({6: 0.25, 7: 0.75})
-    verdict = constrained_verdict(base, probs)
-    assert verdict.score == 7 and verdict.scored_by == "constrained"
-    assert verdict.expected_rating == pytest.approx(6.75)
-    assert verdict.judgment == "no rating here"
+    judgment = constrained_judgment(base, probs)
+    assert judgment.score == 7 and judgment.scored_by == "constrained"
+    assert judgment.expected_rating == pytest.approx(6.75)
+    assert judgment.text == "no rating here" and judgment.unscored_reason is None

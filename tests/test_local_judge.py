@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import run_pytest_subprocess
 
 pytest.importorskip("torch")
 
@@ -16,26 +17,16 @@ def _run(
     tmp_path: Path, shared_data: Path, judge: Path, *extra: str
 ) -> tuple[subprocess.CompletedProcess, dict]:
     report = tmp_path / "report.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--mtbench-model=fake/echo",
-            f"--mtbench-judge=hf/{judge}",
-            f"--mtbench-data={shared_data}",
-            "--mtbench-no-cache",
-            "-k",
-            "81 or 121",
-            f"--mtbench-report={report}",
-            *extra,
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_pytest_subprocess(
+        tmp_path,
+        "--mtbench-model=fake/echo",
+        f"--mtbench-judge=hf/{judge}",
+        f"--mtbench-data={shared_data}",
+        "--mtbench-no-cache",
+        "-k",
+        "81 or 121",
+        f"--mtbench-report={report}",
+        *extra,
     )
     return proc, json.loads(report.read_text()) if report.exists() else {}
 
@@ -48,13 +39,14 @@ def test_judgment_without_rating_is_scored_by_the_constrained_fallback(
     turns = [t for q in report["questions"] for t in q["turns"]]
     assert len(turns) == 4
     for turn in turns:
-        assert "[[" not in turn["judgment"] and turn["judgment"]  # the judge really wrote no rating
-        assert turn["scored_by"] == "constrained"
+        (judgment,) = turn["judgments"]
+        assert "[[" not in judgment["text"] and judgment["text"]  # the judge really wrote no rating
+        assert turn["scored_by"] == judgment["scored_by"] == "constrained"
         assert isinstance(turn["score"], int) and 1 <= turn["score"] <= 10
-        probs = turn["rating_probabilities"]
+        probs = judgment["rating_probabilities"]
         assert set(probs) == {str(k) for k in range(1, 11)} and sum(probs.values()) == pytest.approx(1)
         assert turn["score"] == int(max(probs, key=probs.get))
-        assert turn["expected_rating"] == pytest.approx(sum(int(k) * p for k, p in probs.items()))
+        assert judgment["expected_rating"] == pytest.approx(sum(int(k) * p for k, p in probs.items()))
     assert report["run"]["judge_scoring"] == "constrained"
 
 
@@ -73,6 +65,7 @@ def test_a_readable_rating_is_never_touched_by_the_fallback(
     proc, report = _run(tmp_path, shared_data, judge_dir, "--mtbench-judge-scoring=constrained")
     assert proc.returncode == 0, proc.stdout[-3000:]
     for turn in (t for q in report["questions"] for t in q["turns"]):
-        assert turn["judgment"] == "Rating: [[7]]"
+        (judgment,) = turn["judgments"]
+        assert judgment["text"] == "Rating: [[7]]"
         assert (turn["score"], turn["scored_by"]) == (7, "official")
-        assert turn["rating_probabilities"] is None and turn["expected_rating"] is None
+        assert judgment["rating_probabilities"] is None and judgment["expected_rating"] is None

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import strip_timing
 from pytest_mtbench import questions as questions_module
 from pytest_mtbench.backends import BackendOptions
 from pytest_mtbench.cache import ResultCache
+from pytest_mtbench.modes.single import SingleAnswerMode
 from pytest_mtbench.prompts import load_judge_prompts
 from pytest_mtbench.questions import load_questions, load_references
 from pytest_mtbench.runner import BenchmarkRunner, LazyBackend, RunSettings
@@ -22,16 +24,17 @@ def make_runner(shared_data: Path, tmp_path: Path):
     official = load_judge_prompts(shared_data / "judge_prompts.jsonl", official=True)
 
     def _make(
-        model: str = "fake/echo", judge: str = "fake/judge-7", prompts=None, **settings
+        model: str = "fake/echo", judge: str = "fake/judge-7", prompts=None, repeats: int = 1, **settings
     ) -> BenchmarkRunner:
         return BenchmarkRunner(
             model=LazyBackend(model, BackendOptions()),
             judge=LazyBackend(judge, BackendOptions()),
-            prompts=prompts or official,
-            references=references,
+            mode=SingleAnswerMode(prompts or official, references, repeats=repeats),
             cache=ResultCache(tmp_path / "cache"),
             settings=RunSettings(**settings),
         )
+
+    _make.official = official
 
     return questions, _make
 
@@ -47,15 +50,13 @@ def test_identical_rerun_hits_everything_and_never_builds_a_backend(make_runner)
     assert _calls(first) == (40, 40)
     second = make()
     again = second.run(questions[:20])
-    timing = ("generation_seconds", "judging_seconds", "answer_cached", "judgment_cached")
 
     def content(recs: dict) -> dict:
-        return {
-            q: [{k: v for k, v in t.items() if k not in timing} for t in r["turns"]] for q, r in recs.items()
-        }
+        return {q: strip_timing(r.to_dict()) for q, r in recs.items()}
 
     assert content(again) == content(records)
-    assert all(t["answer_cached"] and t["judgment_cached"] for r in again.values() for t in r["turns"])
+    turns = [t for r in again.values() for t in r.turns]
+    assert len(turns) == 40 and all(t.answer_call.cached and t.judgments[0].call.cached for t in turns)
     assert _calls(second) == (0, 0) and (second.generation.cached, second.judging.cached) == (40, 40)
     assert not second.model.loaded and not second.judge.loaded
 
@@ -93,7 +94,7 @@ def test_changed_judge_prompt_or_judge_misses_judgments_only(make_runner, tmp_pa
         )
         + "\n"
     )
-    official = make().prompts
+    official = make.official
     changed = make(prompts={**official, **load_judge_prompts(path, official=False)})
     changed.run(questions[:5])
     assert changed.generation.calls == 0
@@ -101,7 +102,7 @@ def test_changed_judge_prompt_or_judge_misses_judgments_only(make_runner, tmp_pa
     other_judge = make(judge="fake/judge-8")
     records = other_judge.run(questions[:5])
     assert other_judge.judging.calls == 10 and other_judge.generation.calls == 0
-    assert {t["score"] for r in records.values() for t in r["turns"]} == {8}
+    assert {t.score for r in records.values() for t in r.turns} == {8}
 
 
 def test_offline_miss_fails_only_that_question(make_runner) -> None:
@@ -109,17 +110,27 @@ def test_offline_miss_fails_only_that_question(make_runner) -> None:
     make().run(questions[:3])
     offline = make(offline=True)
     records = offline.run(questions[:4])
-    assert [("error" in records[q.question_id]) for q in questions[:4]] == [False, False, False, True]
-    assert "--mtbench-offline: answer not in the cache (key " in records[questions[3].question_id]["error"]
+    assert [records[q.question_id].error is not None for q in questions[:4]] == [False, False, False, True]
+    assert "--mtbench-offline: answer not in the cache (key " in records[questions[3].question_id].error
     assert _calls(offline) == (0, 0)
 
 
-def test_constrained_scoring_needs_a_local_judge(make_runner) -> None:
-    from pytest_mtbench.backends import BackendError
-
+def test_judge_repeats_are_distinct_calls_and_the_first_keeps_the_old_key(make_runner) -> None:
     questions, make = make_runner
-    runner = make(judge="fake/silent", judge_scoring="constrained")
-    with pytest.raises(BackendError, match="needs a local judge"):
-        runner.run(questions[:1])
-    official_only = make(judge="fake/silent").run(questions[:1])
-    assert all(t["score"] is None for t in official_only[questions[0].question_id]["turns"])
+    once = make()
+    once.run(questions[:3])
+    assert once.judging.calls == 6
+    thrice = make(repeats=3)
+    records = thrice.run(questions[:3])
+    assert thrice.judging.cached == 6  # repeat 0 is the judgment every earlier run stored
+    assert thrice.judging.calls == 12  # repeats 1 and 2 are calls of their own
+    turn = records[questions[0].question_id].turns[0]
+    assert [j.repeat for j in turn.judgments] == [0, 1, 2] and turn.score == 7
+
+
+def test_judge_without_rating_leaves_the_turn_unscored_with_the_reason(make_runner) -> None:
+    questions, make = make_runner
+    records = make(judge="fake/silent").run(questions[:1])
+    turns = records[questions[0].question_id].turns
+    assert [t.score for t in turns] == [None, None]
+    assert {j.unscored_reason for t in turns for j in t.judgments} == {"the judge's text has no [[rating]]"}

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mtbench.stats import aggregate, evaluate_gates
+from pytest_mtbench.records import CallInfo, Judgment, PromptSent, QuestionRecord, TurnRecord
+from pytest_mtbench.stats import aggregate, evaluate_gates, phase_totals, question_scores
 
 
-def _record(qid: int, category: str, *scores: float | None) -> dict:
-    return {
-        "question_id": qid,
-        "category": category,
-        "turns": [{"turn": i + 1, "score": s} for i, s in enumerate(scores)],
-    }
+def _judgment(score: float | None, call: CallInfo | None = None) -> Judgment:
+    return Judgment(
+        PromptSent("single-v1", "", "u"), "text", score, "official" if score else None, call or CallInfo()
+    )
+
+
+def _turn(
+    i: int, *scores: float | None, answer: CallInfo | None = None, judge: CallInfo | None = None
+) -> TurnRecord:
+    return TurnRecord(i, "q", "a", 0.0, answer or CallInfo(), [_judgment(s, judge) for s in scores])
+
+
+def _record(qid: int, category: str, *scores: float | None) -> QuestionRecord:
+    return QuestionRecord(qid, category, "m", [_turn(i + 1, s) for i, s in enumerate(scores)])
 
 
 def test_overall_is_mean_of_scored_turns_not_mean_of_means() -> None:
@@ -28,6 +37,18 @@ def test_overall_is_mean_of_scored_turns_not_mean_of_means() -> None:
     assert categories["coding"].n_scored == 3 and categories["coding"].n_unscored == 1
     assert overall.score == pytest.approx((10 + 10 + 1 + 4 + 1) / 5)  # not (10 + 2) / 2
     assert overall.n_scored == 5
+    assert question_scores(records) == {
+        "overall": {1: [10.0, 10.0], 2: [1.0], 3: [4.0, 1.0]},
+        "writing": {1: [10.0, 10.0]},
+        "coding": {2: [1.0], 3: [4.0, 1.0]},
+    }
+
+
+def test_repeated_judgments_score_a_turn_by_their_mean() -> None:
+    record = QuestionRecord(1, "coding", "m", [_turn(1, 6, 7, None), _turn(2, None, None)])
+    categories, overall = aggregate([record])
+    assert record.turns[0].score == pytest.approx(6.5) and record.turns[1].score is None
+    assert overall.n_scored == 1 and overall.n_unscored == 1 and overall.score == pytest.approx(6.5)
 
 
 def test_gates_only_for_categories_that_ran() -> None:
@@ -43,19 +64,30 @@ def test_gate_with_no_scored_turn_fails() -> None:
     assert not gate.passed and gate.score is None and "no scored turns" in gate.message
 
 
-def test_phase_totals_count_calls_and_cache_hits_separately() -> None:
-    from pytest_mtbench.stats import phase_totals
-
-    turn = {"answer_tokens": 10, "generation_seconds": 0.5, "judgment_tokens": 3, "judging_seconds": 0.25}
+def test_phase_totals_count_calls_and_cache_hits_separately_and_truncation_is_counted() -> None:
+    fresh, hit = CallInfo(tokens=10, seconds=0.5), CallInfo(cached=True, tokens=10, seconds=0.5)
+    judged = CallInfo(tokens=3, seconds=0.25)
+    cut = CallInfo(tokens=10, seconds=0.5, truncated=True, finish_reason="length")
     records = [
-        {
-            "turns": [
-                {**turn, "answer_cached": False, "judgment_cached": False},
-                {**turn, "answer_cached": True},
-            ]
-        },
-        {"turns": [{**turn, "answer_cached": False, "judgment_cached": True}]},
+        QuestionRecord(
+            1, "writing", "m", [_turn(1, 7, answer=fresh, judge=judged), _turn(2, 7, answer=hit, judge=hit)]
+        ),
+        QuestionRecord(2, "writing", "m", [_turn(1, 5, answer=cut, judge=judged)]),
     ]
     totals = phase_totals(records)
-    assert totals["generation"] == {"calls": 2, "cached": 1, "tokens": 20, "seconds": 1.0}
-    assert totals["judging"] == {"calls": 2, "cached": 1, "tokens": 6, "seconds": 0.5}
+    assert totals["generation"] == {
+        "calls": 2,
+        "cached": 1,
+        "tokens": 20,
+        "seconds": 1.0,
+        "tokens_per_second": 20.0,
+    }
+    assert totals["judging"] == {
+        "calls": 2,
+        "cached": 1,
+        "tokens": 6,
+        "seconds": 0.5,
+        "tokens_per_second": 12.0,
+    }
+    categories, overall = aggregate(records)
+    assert categories["writing"].n_truncated == 1 and overall.n_truncated == 1

@@ -1,0 +1,135 @@
+"""The baseline gate: this run against a saved report, paired by question (pure, no pytest).
+
+A baseline is any JSON report written by `--mtbench-report`. It is only comparable when the same judge
+(spec, and served model where both runs recorded one) graded the same data with the same reference
+answers and judge prompts; `check_compatible` lists every difference so the plugin can refuse it (or
+record it, with --mtbench-allow-mismatch). Judgments of answers that did not change are reused from the
+baseline file (`BaselineJudgments`), so they cost no judge call and contribute a difference of exactly 0.
+The statistics are comparison.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .cache import canonical_json
+from .records import GateResult, Judgment, QuestionRecord, RunInfo, RunReport, finite_or_none
+from .stats import OVERALL, question_scores
+
+VERDICT_REGRESSED = "regressed"
+VERDICT_INCONCLUSIVE = "inconclusive"
+
+
+def check_compatible(old: RunInfo, new: RunInfo) -> list[str]:
+    """Every reason the two runs' scores are not comparable (empty when they are)."""
+    problems = []
+    if old.judge != new.judge:
+        problems.append(f"judge {old.judge!r} in the baseline, {new.judge!r} now")
+    if old.judge_served and new.judge_served and old.judge_served != new.judge_served:
+        before, after = ", ".join(old.judge_served), ", ".join(new.judge_served)
+        problems.append(f"served judge model {before} in the baseline, {after} now")
+    if old.data.get("references") != new.data.get("references"):
+        problems.append(
+            f"references {old.data.get('references')!r} in the baseline, {new.data.get('references')!r} now"
+        )
+    for name in ("questions", "references", "judge_prompts"):
+        before = (old.data.get("inputs_sha256") or {}).get(name)
+        after = (new.data.get("inputs_sha256") or {}).get(name)
+        if before != after:
+            what = "custom judge prompts" if name == "judge_prompts" else f"the {name} file"
+            problems.append(
+                f"{what} differ (sha256 {str(before)[:12]} in the baseline, {str(after)[:12]} now)"
+            )
+    before, after = old.judge_call.get("max_tokens"), new.judge_call.get("max_tokens")
+    if before != after:
+        problems.append(f"judge max tokens {before} in the baseline, {after} now")
+    if old.judge_scoring != new.judge_scoring:
+        problems.append(f"judge scoring {old.judge_scoring} in the baseline, {new.judge_scoring} now")
+    return problems
+
+
+class BaselineJudgments:
+    """The baseline's judgments, found by the exact prompt sent, for reuse when an answer did not change."""
+
+    def __init__(self, baseline: RunReport) -> None:
+        self._by_prompt: dict[str, Judgment] = {}
+        for record in baseline.questions:
+            for turn in record.turns:
+                for judgment in turn.judgments:
+                    self._by_prompt[
+                        self.key(judgment.prompt.system, judgment.prompt.user, judgment.repeat)
+                    ] = judgment
+
+    @staticmethod
+    def key(system: str, user: str, repeat: int) -> str:
+        return canonical_json([system, user, repeat])
+
+    def find(self, system: str, user: str, repeat: int) -> Judgment | None:
+        return self._by_prompt.get(self.key(system, user, repeat))
+
+    def __len__(self) -> int:
+        return len(self._by_prompt)
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """How the comparison decides: margins per group, confidence, and whether inconclusive fails."""
+
+    margins: Mapping[str, float]
+    default_margin: float = 0.5
+    confidence: float = 0.95
+    strict: bool = False
+    seed: int = 0
+
+    def margin(self, name: str) -> float:
+        return float(self.margins.get(name, self.default_margin))
+
+
+def compare_runs(
+    baseline: Iterable[QuestionRecord], current: Iterable[QuestionRecord], options: GateOptions
+) -> list[dict[str, Any]]:
+    """Per category and overall: baseline and new score, paired difference, interval, verdict."""
+    from .comparison import compare
+
+    old, new = question_scores(baseline), question_scores(current)
+    names = [name for name in new if name in old]
+    margins = {name: options.margin(name) for name in names}
+    results = compare(
+        {n: old[n] for n in names},
+        {n: new[n] for n in names},
+        margins,
+        confidence=options.confidence,
+        seed=options.seed,
+    )
+    return [
+        {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.as_dict().items()}
+        for result in results
+    ]
+
+
+def _signed(value: float | None) -> str:
+    return f"{value:+.3f}" if value is not None else "unbounded"
+
+
+def describe(row: Mapping[str, Any]) -> str:
+    """One line for a compared group: verdict, difference, interval, margin, both scores."""
+    if row["difference"] is None:
+        return f"{row['name']}: {row['verdict']} (no question scored in both runs)"
+    return (
+        f"{row['name']}: {row['verdict']}, difference {row['difference']:+.3f} "
+        f"(interval {_signed(row['low'])} to {_signed(row['high'])}, margin {row['margin']:g}; "
+        f"baseline {row['baseline_score']:.3f}, now {row['new_score']:.3f}, {row['n_questions']} questions)"
+    )
+
+
+def regression_gates(comparisons: list[Mapping[str, Any]], options: GateOptions) -> list[GateResult]:
+    """A gate per compared category and overall: regressed fails; inconclusive fails only when strict."""
+    gates = []
+    for row in comparisons:
+        verdict = row["verdict"]
+        failed = verdict == VERDICT_REGRESSED or (options.strict and verdict == VERDICT_INCONCLUSIVE)
+        gates.append(GateResult(row["name"], "regression", not failed, describe(row), score=row["new_score"]))
+    order = {name: i for i, name in enumerate(row["name"] for row in comparisons)}
+    return sorted(gates, key=lambda g: (g.name == OVERALL, order.get(g.name, 0)))

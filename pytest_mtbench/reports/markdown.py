@@ -1,0 +1,72 @@
+"""The Markdown report: the score table and the gates, for PR comments and GitHub's step summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..records import CategorySummary, RunReport
+from . import write_text_atomically
+from .terminal import title
+
+
+def _num(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "-"
+
+
+def _cell(text: str) -> str:
+    # A pipe or a newline in a name would break the table row.
+    return " ".join(text.replace("|", "\\|").split())
+
+
+def _row(row: CategorySummary, verdict: str, bold: bool = False) -> str:
+    name = f"**{_cell(row.name)}**" if bold else _cell(row.name)
+    interval = f"{_num(row.ci_low)} to {_num(row.ci_high)}" if row.ci_low is not None else "-"
+    threshold = f"{row.threshold:g}" if row.threshold is not None else "-"
+    notes = [f"{n} {what}" for n, what in ((row.n_unscored, "unscored"), (row.n_truncated, "truncated")) if n]
+    cells = [
+        name,
+        f"{row.n_scored}/{row.n_scored + row.n_unscored}",
+        _num(row.turn_1),
+        _num(row.turn_2),
+        _num(row.score),
+        interval,
+        threshold,
+        " ".join([verdict, *(f"({n})" for n in notes)]).strip(),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def render(report: RunReport) -> str:
+    """The report as Markdown text."""
+    gates = {g.name: g for g in report.gates if g.kind == "threshold"}
+
+    def verdict(name: str) -> str:
+        gate = gates.get(name)
+        return ("PASS" if gate.passed else "FAIL") if gate else ""
+
+    lines = [
+        f"### {_cell(title(report))}",
+        "",
+        "| category | scored | turn 1 | turn 2 | score | interval | min | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += [_row(row, verdict(row.name)) for row in report.categories.values()]
+    lines.append(_row(report.overall_detail, verdict(report.overall_detail.name), bold=True))
+    if report.gates:
+        failed = [g for g in report.gates if not g.passed]
+        lines += ["", f"**Gates:** {len(report.gates) - len(failed)} passed, {len(failed)} failed", ""]
+        lines += [
+            f"- {'PASS' if g.passed else 'FAIL'} {g.kind} `{g.name}`: {_cell(g.message)}"
+            for g in report.gates
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: RunReport, path: Path) -> None:
+    write_text_atomically(path, render(report))
+
+
+def append_step_summary(report: RunReport, path: str | Path) -> None:
+    """Append the Markdown table to GitHub's step summary file (other steps' summaries are kept)."""
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write(render(report) + "\n")
