@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .backends import ALIASES, BackendError, BackendOptions, split_spec
+from .baseline import BaselineJudgments, GateOptions, check_compatible, compare_runs, regression_gates
 from .cache import ResultCache
 from .data import DataError, default_cache_dir, resolve_official_data, sha256_file
 from .judge import JUDGE_TEMPERATURE
@@ -29,7 +30,6 @@ from .questions import (
     load_questions,
     load_references,
 )
-from .baseline import BaselineJudgments, GateOptions, check_compatible, compare_runs, regression_gates
 from .records import (
     CategorySummary,
     GateResult,

@@ -16,7 +16,7 @@ from typing import Any
 
 from .cache import canonical_json
 from .records import GateResult, Judgment, QuestionRecord, RunInfo, RunReport, finite_or_none
-from .stats import OVERALL, question_scores
+from .stats import OVERALL, category_order, question_scores
 
 VERDICT_REGRESSED = "regressed"
 VERDICT_INCONCLUSIVE = "inconclusive"
@@ -94,7 +94,7 @@ def compare_runs(
     from .comparison import compare
 
     old, new = question_scores(baseline), question_scores(current)
-    names = [name for name in new if name in old]
+    names = [name for name in category_order(set(new) - {OVERALL}) if name in old] + [OVERALL]
     margins = {name: options.margin(name) for name in names}
     results = compare(
         {n: old[n] for n in names},
@@ -131,5 +131,4 @@ def regression_gates(comparisons: list[Mapping[str, Any]], options: GateOptions)
         verdict = row["verdict"]
         failed = verdict == VERDICT_REGRESSED or (options.strict and verdict == VERDICT_INCONCLUSIVE)
         gates.append(GateResult(row["name"], "regression", not failed, describe(row), score=row["new_score"]))
-    order = {name: i for i, name in enumerate(row["name"] for row in comparisons)}
-    return sorted(gates, key=lambda g: (g.name == OVERALL, order.get(g.name, 0)))
+    return gates

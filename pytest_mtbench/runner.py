@@ -277,7 +277,7 @@ class CachedJudge:
         progress = ("judging", [0], len(jobs))
         for unit in units.values():
             self.completer.resolve(
-                JUDGMENT_KIND, unit, self.judge, self.stats, chat_compute(params), progress
+                JUDGMENT_KIND, unit, self.judge, self.stats, chat_compute(params), progress, from_baseline
             )
         return [
             JudgeReply(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..records import CategorySummary, RunReport
 from . import write_text_atomically
@@ -52,6 +53,8 @@ def render(report: RunReport) -> str:
     ]
     lines += [_row(row, verdict(row.name)) for row in report.categories.values()]
     lines.append(_row(report.overall_detail, verdict(report.overall_detail.name), bold=True))
+    if report.baseline is not None:
+        lines += ["", baseline_markdown(report.baseline).rstrip("\n")]
     if report.gates:
         failed = [g for g in report.gates if not g.passed]
         lines += ["", f"**Gates:** {len(report.gates) - len(failed)} passed, {len(failed)} failed", ""]
@@ -59,6 +62,33 @@ def render(report: RunReport) -> str:
             f"- {'PASS' if g.passed else 'FAIL'} {g.kind} `{g.name}`: {_cell(g.message)}"
             for g in report.gates
         ]
+    return "\n".join(lines) + "\n"
+
+
+def _signed(value: float | None) -> str:
+    return f"{value:+.2f}" if value is not None else "-"
+
+
+def baseline_markdown(baseline: dict[str, Any]) -> str:
+    """The comparison with the baseline as a Markdown table."""
+    lines = [
+        f"**Baseline** `{_cell(str(baseline['path']))}`: margin {baseline['margin']:g}, confidence "
+        f"{baseline['confidence']:g} (Holm-adjusted); {baseline['reused_judgments']} judgments of unchanged "
+        "answers reused.",
+        "",
+    ]
+    if baseline["mismatches"]:
+        lines += [f"Compared despite: {_cell('; '.join(baseline['mismatches']))}.", ""]
+    lines += [
+        "| category | before | now | change | interval | verdict |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in baseline["comparisons"]:
+        interval = f"{_signed(row['low'])} to {_signed(row['high'])}"
+        lines.append(
+            f"| {_cell(row['name'])} | {_num(row['baseline_score'])} | {_num(row['new_score'])} | "
+            f"{_signed(row['difference'])} | {interval} | {row['verdict']} |"
+        )
     return "\n".join(lines) + "\n"
 
 

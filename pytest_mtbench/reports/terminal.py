@@ -9,6 +9,39 @@ def _num(value: float | None, width: int) -> str:
     return f"{value:>{width}.2f}" if value is not None else f"{'-':>{width}}"
 
 
+def _interval(low: float | None, high: float | None, signed: bool = False) -> str:
+    if low is None and high is None:
+        return "-"
+    fmt = "{:+.2f}" if signed else "{:.2f}"
+    start = fmt.format(low) if low is not None else "-inf"
+    return f"{start} to {fmt.format(high) if high is not None else 'inf'}"
+
+
+def baseline_lines(baseline: dict) -> list[str]:
+    """The comparison with the baseline: per category and overall, paired by question."""
+    margins = ", ".join(f"{name} {value:g}" for name, value in baseline["margins"].items())
+    lines = [
+        f"baseline {baseline['path']}: margin {baseline['margin']:g}"
+        + (f" ({margins})" if margins else "")
+        + f", confidence {baseline['confidence']:g}, Holm-adjusted over {len(baseline['comparisons'])} groups"
+        + f"; {baseline['reused_judgments']} judgments of unchanged answers reused from it",
+    ]
+    if baseline["allowed_mismatch"]:
+        lines.append(f"  compared despite: {'; '.join(baseline['mismatches'])} (--mtbench-allow-mismatch)")
+    rows = baseline["comparisons"]
+    if rows:
+        width = max(len(r["name"]) for r in rows + [{"name": "category"}])
+        lines.append(
+            f"  {'category':<{width}}  {'before':>6}  {'now':>6}  {'change':>6}  {'interval':>15}  verdict"
+        )
+        for r in rows:
+            change = f"{r['difference']:+.2f}" if r["difference"] is not None else "-"
+            scores = f"{_num(r['baseline_score'], 6)}  {_num(r['new_score'], 6)}  {change:>6}"
+            interval = _interval(r["low"], r["high"], signed=True)
+            lines.append(f"  {r['name']:<{width}}  {scores}  {interval:>15}  {r['verdict']}")
+    return lines
+
+
 def title(report: RunReport) -> str:
     """The table's title: what was judged, by which judge spec, and which model the endpoint served."""
     run = report.run
@@ -21,7 +54,9 @@ def render_table(report: RunReport) -> list[str]:
     gates = {g.name: g for g in report.gates if g.kind == "threshold"}
     categories = report.categories
     width = max([len(name) for name in categories] + [len("category"), len("overall")])
-    columns = f"{'scored':>7}  {'turn 1':>6}  {'turn 2':>6}  {'score':>6}  {'min':>5}  verdict"
+    columns = (
+        f"{'scored':>7}  {'turn 1':>6}  {'turn 2':>6}  {'score':>6}  {'interval':>13}  {'min':>5}  verdict"
+    )
     header = f"{'category':<{width}}  {columns}"
     lines = [header, "-" * len(header)]
     for row in [*categories.values(), report.overall_detail]:
@@ -38,7 +73,16 @@ def render_table(report: RunReport) -> list[str]:
         scored = f"{row.n_scored}/{row.n_scored + row.n_unscored}"
         lines.append(
             f"{row.name:<{width}}  {scored:>7}  {_num(row.turn_1, 6)}  {_num(row.turn_2, 6)}  "
-            f"{_num(row.score, 6)}  {threshold}  {verdict}".rstrip()
+            f"{_num(row.score, 6)}  {_interval(row.ci_low, row.ci_high):>13}  {threshold}  {verdict}".rstrip()
+        )
+    if report.baseline is not None:
+        lines.extend(baseline_lines(report.baseline))
+    if report.judge_noise and report.judge_noise.get("judge_sd") is not None:
+        noise = report.judge_noise
+        share = noise.get("judge_share")
+        lines.append(
+            f"judge noise: {noise['repeats']} judgments per turn, SD {noise['judge_sd']:.2f} within a turn"
+            + (f"; {share:.0%} of the overall score's variance" if share is not None else "")
         )
     for name, phase in report.run.phases.items():
         rate = phase.get("tokens_per_second")
