@@ -8,7 +8,6 @@ FastChat's `template.format(**kwargs)`. Project-written prompts (judge_prompts/*
 
 from __future__ import annotations
 
-import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,48 @@ from typing import Any
 
 import jinja2
 
+from .jsonl import read_jsonl
+
 
 class PromptError(ValueError):
     """A judge prompt file that cannot be used; the message names the file and the prompt."""
+
+
+@dataclass(frozen=True)
+class PromptKind:
+    """What the judge passes to one named prompt (as FastChat's run_judge_single / run_judge_pair do)."""
+
+    type: str  # "single" or "pairwise"
+    answers: frozenset[str]  # the answer variables it judges: a template must use every one
+    variables: frozenset[str]  # every variable it is rendered with
+
+
+def _kind(type_: str, answers: str, others: str) -> PromptKind:
+    return PromptKind(
+        type_, frozenset(answers.split()), frozenset(answers.split()) | frozenset(others.split())
+    )
+
+
+# The single list of judge prompt names; the official judge_prompts.jsonl holds exactly these.
+PROMPT_KINDS: dict[str, PromptKind] = {
+    "single-v1": _kind("single", "answer", "question"),
+    "single-math-v1": _kind("single", "answer", "question ref_answer_1"),
+    "single-v1-multi-turn": _kind("single", "answer_1 answer_2", "question_1 question_2"),
+    "single-math-v1-multi-turn": _kind(
+        "single", "answer_1 answer_2", "question_1 question_2 ref_answer_1 ref_answer_2"
+    ),
+    "pair-v2": _kind("pairwise", "answer_a answer_b", "question"),
+    "pair-math-v1": _kind("pairwise", "answer_a answer_b", "question ref_answer_1"),
+    "pair-v2-multi-turn": _kind(
+        "pairwise", "answer_a_1 answer_a_2 answer_b_1 answer_b_2", "question_1 question_2"
+    ),
+    "pair-math-v1-multi-turn": _kind(
+        "pairwise",
+        "answer_a_1 answer_a_2 answer_b_1 answer_b_2",
+        "question_1 question_2 ref_answer_1 ref_answer_2",
+    ),
+}
+PROMPT_NAMES: tuple[str, ...] = tuple(PROMPT_KINDS)
 
 
 # keep_trailing_newline: Jinja would otherwise drop a final "\n" that str.format keeps.
@@ -75,15 +113,18 @@ def _variables(source: str) -> frozenset[str]:
 
 
 def _build(row: dict, source: str, official: bool) -> JudgePrompt:
-    try:
-        name, system, user = row["name"], row["system_prompt"], row["prompt_template"]
-    except KeyError as exc:
-        raise PromptError(f"{source}: judge prompt is missing the field {exc.args[0]!r}") from exc
+    missing = [key for key in ("name", "system_prompt", "prompt_template") if key not in row]
+    if missing:
+        raise PromptError(f"{source}: judge prompt is missing the field {missing[0]!r}")
+    name, system, user = row["name"], row["system_prompt"], row["prompt_template"]
+    for key, value in (("name", name), ("system_prompt", system), ("prompt_template", user)):
+        if not isinstance(value, str):
+            raise PromptError(f"{source}: judge prompt field {key!r} must be a string")
     if official:
         # Official system prompts have no fields; they are still Jinja-escaped so braces stay literal.
         system, user = format_string_to_jinja(system), format_string_to_jinja(user)
     try:
-        return JudgePrompt(
+        prompt = JudgePrompt(
             name=name,
             type=row.get("type", "single"),
             output_format=row.get("output_format", "[[rating]]"),
@@ -94,23 +135,46 @@ def _build(row: dict, source: str, official: bool) -> JudgePrompt:
         )
     except jinja2.TemplateSyntaxError as exc:
         raise PromptError(f"{source}: judge prompt {name!r} is not valid Jinja: {exc.message}") from exc
+    if not official:
+        _check_custom(prompt, row)
+    return prompt
+
+
+def _check_custom(prompt: JudgePrompt, row: dict) -> None:
+    """A project prompt replaces a known prompt and is rendered with that prompt's variables only."""
+    where = f"{prompt.source}: judge prompt {prompt.name!r}"
+    kind = PROMPT_KINDS.get(prompt.name)
+    if kind is None:
+        raise PromptError(
+            f"{where} replaces no known prompt; name it after the one it replaces: {', '.join(PROMPT_NAMES)}"
+        )
+    if "type" in row and prompt.type != kind.type:
+        raise PromptError(f"{where} has type {prompt.type!r}, but {prompt.name} is a {kind.type!r} prompt")
+    unknown = sorted(prompt.variables - kind.variables)
+    if unknown:
+        raise PromptError(
+            f"{where} uses {', '.join(unknown)}, which the judge never passes to it; "
+            f"available: {', '.join(sorted(kind.variables))}"
+        )
+    unused = sorted(kind.answers - prompt.variables)
+    if unused:
+        names = ", ".join("{{ " + name + " }}" for name in unused)
+        raise PromptError(f"{where} never shows the answer it judges: add {names} to its template")
 
 
 def load_judge_prompts(path: str | Path, *, official: bool) -> dict[str, JudgePrompt]:
-    """Load a judge prompt JSONL file (FastChat schema). `official=True`: templates are `str.format`."""
-    path = Path(path)
+    """Load a judge prompt JSONL file (FastChat schema). `official=True`: templates are `str.format`.
+
+    A project file (`official=False`) may only replace known prompts (`PROMPT_NAMES`), must show the
+    answer(s) each one judges and may use only the variables the judge passes.
+    """
+    path = Path(path).expanduser()
     prompts: dict[str, JudgePrompt] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise PromptError(f"{path}: cannot read judge prompts ({exc.strerror})") from exc
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PromptError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+    for lineno, row in read_jsonl(path, PromptError, "judge prompt file"):
         prompt = _build(row, f"{path}:{lineno}", official)
+        if prompt.name in prompts:
+            raise PromptError(f"{path}:{lineno}: judge prompt {prompt.name!r} appears twice in the file")
         prompts[prompt.name] = prompt
+    if not prompts:
+        raise PromptError(f"{path}: holds no judge prompts")
     return prompts

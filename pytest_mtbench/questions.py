@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import keyword
 from dataclasses import dataclass
 from pathlib import Path
+
+from .jsonl import read_jsonl
 
 # The single source of truth for the official MT-Bench categories, in the order FastChat lists them.
 CATEGORIES: tuple[str, ...] = (
@@ -34,6 +36,23 @@ DEFAULT_TEMPERATURE = 0.7
 # Categories judged with the reference-guided prompts (FastChat NEED_REF_CATS).
 REFERENCE_CATEGORIES: frozenset[str] = frozenset({"math", "reasoning", "coding"})
 
+# A category becomes a marker, a -k keyword and a node name: these would collide with pytest's own
+# markers, the plugin's marker and collector, or the gate named "overall" (stats.OVERALL).
+RESERVED_CATEGORIES: frozenset[str] = frozenset(
+    {
+        "skip",
+        "skipif",
+        "xfail",
+        "parametrize",
+        "usefixtures",
+        "filterwarnings",
+        "tryfirst",
+        "trylast",
+        "mtbench",
+        "overall",
+    }
+)
+
 
 class QuestionFileError(ValueError):
     """A question or reference file that cannot be used; the message names the file and line."""
@@ -56,31 +75,12 @@ class Question:
         return self.category in REFERENCE_CATEGORIES
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise QuestionFileError(f"{path}: cannot read ({exc.strerror})") from exc
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise QuestionFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise QuestionFileError(f"{path}:{lineno}: expected a JSON object")
-        rows.append((lineno, row))
-    return rows
-
-
 def load_questions(path: str | Path) -> list[Question]:
     """Load a question file in FastChat's schema: question_id (int), category (str), turns (1+ strings)."""
-    path = Path(path)
+    path = Path(path).expanduser()
     questions: list[Question] = []
     seen: set[int] = set()
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in read_jsonl(path, QuestionFileError, "question file"):
         where = f"{path}:{lineno}"
         qid, category, turns = row.get("question_id"), row.get("category"), row.get("turns")
         if not isinstance(qid, int) or isinstance(qid, bool):
@@ -91,6 +91,11 @@ def load_questions(path: str | Path) -> list[Question]:
             raise QuestionFileError(
                 f"{where}: 'category' must be a word of letters, digits or _ (it becomes a test id), "
                 f"got {category!r}"
+            )
+        if category in RESERVED_CATEGORIES or keyword.iskeyword(category):
+            raise QuestionFileError(
+                f"{where}: category {category!r} is reserved (a pytest marker or keyword, a Python keyword, "
+                "or the plugin's own mtbench/overall); rename the category"
             )
         if (
             not isinstance(turns, list)
@@ -112,11 +117,25 @@ def load_questions(path: str | Path) -> list[Question]:
 
 def load_references(path: str | Path) -> dict[int, tuple[str, ...]]:
     """Load a FastChat answer file (reference answers): question_id -> turns of the first choice."""
-    path = Path(path)
+    path = Path(path).expanduser()
     refs: dict[int, tuple[str, ...]] = {}
-    for lineno, row in _read_jsonl(path):
-        try:
-            refs[int(row["question_id"])] = tuple(row["choices"][0]["turns"])
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise QuestionFileError(f"{path}:{lineno}: not a FastChat answer record ({exc!r})") from exc
+    for lineno, row in read_jsonl(path, QuestionFileError, "reference answer file"):
+        qid = row.get("question_id")
+        choices = row.get("choices")
+        turns = (
+            choices[0].get("turns")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict)
+            else None
+        )
+        if (
+            not isinstance(qid, int)
+            or isinstance(qid, bool)
+            or not isinstance(turns, list)
+            or not all(isinstance(t, str) for t in turns)
+        ):
+            raise QuestionFileError(
+                f"{path}:{lineno}: not a FastChat answer record; each line needs an integer question_id "
+                'and "choices": [{"turns": ["...", "..."]}]'
+            )
+        refs[qid] = tuple(turns)
     return refs

@@ -80,3 +80,62 @@ def test_shipped_project_prompts_load(tmp_path: Path) -> None:
         for prompt in prompts.values():
             system, user = prompt.render(**_kwargs(set(prompt.variables)))
             assert HOSTILE in user
+
+
+def test_prompt_names_are_the_official_files(shared_data: Path) -> None:
+    from pytest_mtbench.prompts import PROMPT_KINDS
+
+    official = load_judge_prompts(shared_data / "judge_prompts.jsonl", official=True)
+    assert set(official) == set(PROMPT_KINDS)
+    for name, prompt in official.items():
+        kind = PROMPT_KINDS[name]
+        assert prompt.type == kind.type and prompt.variables == kind.variables, name
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            '["single-v1", "Grade it."]',
+            r"bad.jsonl:1: expected a JSON object \{\.\.\.\} on each line, got an array",
+        ),
+        (
+            json.dumps(
+                {
+                    "name": "pair-v2",
+                    "type": "single",
+                    "system_prompt": "",
+                    "prompt_template": "{{ answer_a }}",
+                }
+            ),
+            r"bad.jsonl:1: judge prompt 'pair-v2' has type 'single', but pair-v2 is a 'pairwise' prompt",
+        ),
+        (
+            json.dumps({"name": "pair-v2", "system_prompt": "", "prompt_template": "{{ answer_a }}"}),
+            r"never shows the answer it judges: add \{\{ answer_b \}\}",
+        ),
+        (
+            json.dumps({"name": "single-v1", "prompt_template": "{{ answer }}"}),
+            "missing the field 'system_prompt'",
+        ),
+        (
+            json.dumps({"name": 1, "system_prompt": "", "prompt_template": ""}),
+            "field 'name' must be a string",
+        ),
+        ("", r"bad.jsonl: holds no judge prompts"),
+    ],
+)
+def test_bad_project_prompt_files_are_one_line_prompt_errors(tmp_path: Path, row: str, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(row + "\n")
+    with pytest.raises(PromptError, match=message) as excinfo:
+        load_judge_prompts(path, official=False)
+    assert "\n" not in str(excinfo.value)
+
+
+def test_a_prompt_twice_in_one_file_is_refused(tmp_path: Path) -> None:
+    row = json.dumps({"name": "single-v1", "system_prompt": "", "prompt_template": "{{ answer }}"})
+    path = tmp_path / "twice.jsonl"
+    path.write_text(row + "\n" + row + "\n")
+    with pytest.raises(PromptError, match=r"twice.jsonl:2: judge prompt 'single-v1' appears twice"):
+        load_judge_prompts(path, official=False)
