@@ -1,11 +1,13 @@
 """A deterministic backend for tests, demos and dry runs; needs no model and no network.
 
 `fake/echo` answers every turn with a fixed sentence quoting the question; `fake/judge-7` (any number)
-judges every answer "Rating: [[7]]"; `fake/silent` writes judgments with no rating at all.
+judges every answer "Rating: [[7]]"; `fake/judge-varied` rates each prompt 1..10 from a hash of its
+text (so runs can be told apart by their scores); `fake/silent` writes judgments with no rating at all.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -32,8 +34,10 @@ class FakeBackend:
         self.name = name
         match = re.fullmatch(r"judge-(\d+(?:\.\d+)?)", name)
         self._rating = match.group(1) if match else None
-        if name not in ("echo", "silent") and self._rating is None:
-            raise BackendError(f"unknown fake model {name!r}: use fake/echo, fake/silent or fake/judge-N")
+        if name not in ("echo", "silent", "judge-varied") and self._rating is None:
+            raise BackendError(
+                f"unknown fake model {name!r}: use fake/echo, fake/silent, fake/judge-N or fake/judge-varied"
+            )
         self.calls = 0
 
     def identity(self) -> dict[str, Any]:
@@ -51,6 +55,9 @@ class FakeBackend:
             last = conversation[-1]["content"]
             if self._rating is not None:
                 text = f"The answer is adequate.\n\nRating: [[{self._rating}]]"
+            elif self.name == "judge-varied":
+                rating = 1 + hashlib.sha256(last.encode("utf-8")).digest()[0] % 10
+                text = f"The answer is judged on its merits.\n\nRating: [[{rating}]]"
             elif self.name == "silent":
                 text = "I cannot decide on a rating for this answer."
             else:
