@@ -251,6 +251,7 @@ class Option:
     action: str = "store"  # "store", "store_true" (a switch) or "append" (repeatable)
     metavar: str | None = None
     name: str | None = None  # the Settings field, when it differs from the flag
+    echo: bool = True  # False: messages name the source but not the value (a URL may hold a credential)
 
     @property
     def dest(self) -> str:
@@ -296,6 +297,7 @@ OPTIONS: tuple[Option, ...] = (
         parse=_url,
         ini="mtbench_model_base_url",
         metavar="URL",
+        echo=False,
     ),
     Option(
         "--mtbench-judge",
@@ -313,6 +315,7 @@ OPTIONS: tuple[Option, ...] = (
         parse=_url,
         ini="mtbench_judge_base_url",
         metavar="URL",
+        echo=False,
     ),
     Option(
         "--mtbench-judge-scoring",
@@ -630,11 +633,11 @@ class Settings:
                     )
 
 
-def _ini_origin(config: pytest.Config, key: str, text: str) -> Origin:
+def _ini_origin(config: pytest.Config, key: str, text: str | None) -> Origin:
     inipath = config.inipath
     where = inipath.name if inipath is not None else "-o"
     base = inipath.parent if inipath is not None else None
-    return Origin(f"{where}: {key} = {text}", base)
+    return Origin(f"{where}: {key}" + (f" = {text}" if text is not None else ""), base)
 
 
 def _raw(config: pytest.Config, option: Option, environ: Mapping[str, str]) -> tuple[Any, Origin] | None:
@@ -644,15 +647,15 @@ def _raw(config: pytest.Config, option: Option, environ: Mapping[str, str]) -> t
         if option.action == "store_true" and value:
             return True, Origin(option.flag)
         if option.action == "store" and value is not None:
-            return str(value), Origin(f"{option.flag}={value}")
+            return str(value), Origin(f"{option.flag}={value}" if option.echo else option.flag)
     if option.env and environ.get(option.env, "").strip():
         text = environ[option.env]
-        return text, Origin(f"{option.env}={text}")
+        return text, Origin(f"{option.env}={text}" if option.echo else option.env)
     if option.ini:
         value = config.getini(option.ini)
         text = value if isinstance(value, str) else str(value)  # a native TOML number or boolean
         if text.strip():
-            return text, _ini_origin(config, option.ini, text.strip())
+            return text, _ini_origin(config, option.ini, text.strip() if option.echo else None)
     return None
 
 
