@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .settings import OPTIONS, Settings, active, build_settings
+from .settings import Settings, active, add_options, build_settings
 
 if TYPE_CHECKING:
     from .assembly import BenchmarkRun
@@ -38,19 +38,7 @@ def _is_worker(config: pytest.Config) -> bool:
 
 # ---- options ------------------------------------------------------------------------------------
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("mtbench", "MT-Bench: LLM chat quality as a test suite")
-    for option in OPTIONS:
-        kwargs: dict[str, Any] = {"dest": option.dest, "help": option.help, "action": option.action}
-        if option.action not in ("store_true", "append"):
-            kwargs["type"] = option.type
-            kwargs["metavar"] = option.metavar
-        if option.action == "append":
-            kwargs["metavar"] = option.metavar
-        kwargs["default"] = None  # the sentinel: only an explicit command-line value is not None
-        group.addoption(option.flag, **kwargs)
-        if option.ini:
-            kind = "linelist" if option.action == "append" else "string"
-            parser.addini(option.ini, f"default for {option.flag}", type=kind)
+    add_options(parser)
 
 
 # ---- state of one run ---------------------------------------------------------------------------

@@ -234,7 +234,6 @@ def test_ini_paths_are_relative_to_the_ini_file(make_settings, pytester, monkeyp
     assert make_settings(MODEL, "--mtbench-cache=here").cache == "here"  # command line: from the cwd
 
 
-@pytest.mark.xfail(strict=True, reason="needs plugin wiring: plugin.pytest_addoption -> settings.add_options")
 def test_native_toml_numbers_and_booleans_plugin_registration(pytester) -> None:
     _native_toml(
         pytester, lambda *args: build_settings(pytester.parseconfig("-p", "no:cacheprovider", *args))
