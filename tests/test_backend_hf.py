@@ -236,3 +236,228 @@ def test_rating_probabilities_match_full_sequence_scoring(judge) -> None:
         scores.append(sum(float(log_probs[p - 1, ids[p]]) for p in range(n_context, len(ids))))
     expected = torch.softmax(torch.tensor(scores, dtype=torch.float64), dim=0).tolist()
     assert [probs[k] for k in range(1, 11)] == pytest.approx(expected, abs=1e-5)
+
+
+# -- call metadata ----------------------------------------------------------------------------------------
+
+
+def test_completions_report_stop_prompt_tokens_and_no_endpoint_fields(judge) -> None:
+    completions = judge.chat(JUDGE_CONVERSATIONS, GREEDY)
+    for conversation, completion in zip(JUDGE_CONVERSATIONS, completions):
+        assert completion.text == "Rating: [[7]]"
+        assert (completion.finish_reason, completion.truncated) == ("stop", False)
+        prompt = judge.tokenizer.encode(judge.render(conversation), add_special_tokens=False)
+        assert completion.prompt_tokens == len(prompt)
+        assert (completion.served_model, completion.system_fingerprint) == (None, None)
+    assert completions[0].prompt_tokens > 100 > completions[1].prompt_tokens  # really measured per prompt
+
+
+def test_a_reply_cut_at_max_new_tokens_is_marked_truncated(chat, judge) -> None:
+    short = SamplingParams(temperature=0.0, max_new_tokens=4)
+    cut = chat.chat(CONVERSATIONS, short)
+    # The random chat model rarely writes EOS within 4 tokens: every such row is "length" with 4 tokens.
+    assert any(c.truncated for c in cut)
+    for completion in cut:
+        assert completion.truncated == (completion.finish_reason == "length")
+        if completion.truncated:
+            assert completion.n_tokens == 4
+        else:
+            assert completion.finish_reason == "stop" and completion.n_tokens <= 4
+    # The trained judge needs 1 + len("Rating: [[7]]") tokens; one fewer cuts it off, that many does not.
+    n_reply = len(judge.tokenizer.encode("Rating: [[7]]", add_special_tokens=False)) + 1
+    [cut_judge] = judge.chat(JUDGE_CONVERSATIONS[1:], SamplingParams(0.0, n_reply - 1))
+    [full_judge] = judge.chat(JUDGE_CONVERSATIONS[1:], SamplingParams(0.0, n_reply))
+    assert (cut_judge.finish_reason, cut_judge.truncated, cut_judge.n_tokens) == ("length", True, n_reply - 1)
+    assert (full_judge.finish_reason, full_judge.truncated, full_judge.n_tokens) == ("stop", False, n_reply)
+
+
+# -- prompts longer than the context window ---------------------------------------------------------------
+
+
+def _with_json(directory: Path, name: str, **changes: object) -> None:
+    path = directory / name
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("limit_in", ["config.json", "tokenizer_config.json"])
+def test_prompt_beyond_the_context_window_is_reported_not_truncated(
+    chat, chat_dir: Path, tmp_path: Path, limit_in: str
+) -> None:
+    small = shutil.copytree(chat_dir, tmp_path / "small-context")
+    key = "max_position_embeddings" if limit_in == "config.json" else "model_max_length"
+    _with_json(small, limit_in, **{key: 64})
+    backend = load_backend(str(small), BackendOptions(batch_size=4))
+    assert backend.context_window == 64
+    long_prompt = [{"role": "user", "content": "Write a long post about a weekend by the sea. " * 8}]
+    conversations = [CONVERSATIONS[0], long_prompt, CONVERSATIONS[3]]
+    n_long = len(backend.tokenizer.encode(backend.render(long_prompt), add_special_tokens=False))
+    assert n_long + GREEDY.max_new_tokens > 64
+    seen: list[int] = []
+    results = backend.chat(conversations, GREEDY, on_result=lambda i, c: seen.append(i))
+    assert sorted(seen) == [0, 1, 2]  # the overflow is reported through on_result too
+    overflow = results[1]
+    assert (overflow.text, overflow.n_tokens) == ("", 0)
+    assert (overflow.finish_reason, overflow.truncated, overflow.prompt_tokens) == (
+        "context_overflow",
+        False,
+        n_long,
+    )
+    # The prompts that fit are generated exactly as by the unchanged model (same weights, same batch).
+    expected = chat.chat([conversations[0], conversations[2]], GREEDY)
+    assert [results[0].text, results[2].text] == [c.text for c in expected]
+    assert all(c.finish_reason in ("stop", "length") for c in (results[0], results[2]))
+    # The limit counts the reply too: a prompt that leaves no room for max_new_tokens does not fit.
+    n_short = results[0].prompt_tokens
+    assert backend.chat([conversations[0]], SamplingParams(0.0, 64 - n_short + 1))[0].n_tokens == 0
+    assert backend.chat([conversations[0]], SamplingParams(0.0, 64 - n_short))[0].finish_reason != (
+        "context_overflow"
+    )
+    backend.close()
+
+
+# -- untrusted model directories --------------------------------------------------------------------------
+
+CUSTOM_CODE = """\
+from pathlib import Path
+
+Path({marker!r}).write_text("the directory's code ran")
+
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+class TinyConfig(LlamaConfig):
+    model_type = "tiny_custom"
+
+
+class TinyModel(LlamaForCausalLM):
+    config_class = TinyConfig
+"""
+
+
+def _with_custom_code(chat_dir: Path, target: Path, marker: Path, model_type: str) -> Path:
+    directory = shutil.copytree(chat_dir, target)
+    (directory / "modeling_tiny.py").write_text(CUSTOM_CODE.format(marker=str(marker)))
+    auto_map = {"AutoConfig": "modeling_tiny.TinyConfig", "AutoModelForCausalLM": "modeling_tiny.TinyModel"}
+    _with_json(directory, "config.json", auto_map=auto_map, model_type=model_type)
+    return directory
+
+
+def test_code_in_a_model_directory_never_runs_by_default(chat, chat_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    # A known architecture: transformers' own class is used and the shipped code is ignored.
+    known = _with_custom_code(chat_dir, tmp_path / "known", marker, model_type="llama")
+    backend = load_backend(str(known), BackendOptions())
+    assert [c.text for c in backend.chat(CONVERSATIONS[:2], GREEDY)] == [
+        c.text for c in chat.chat(CONVERSATIONS[:2], GREEDY)
+    ]
+    backend.close()
+    # An architecture only the shipped code defines: a one-line refusal that names the flag.
+    custom = _with_custom_code(chat_dir, tmp_path / "custom", marker, model_type="tiny_custom")
+    with pytest.raises(BackendError) as info:
+        load_backend(str(custom), BackendOptions())
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.endswith(
+        "the model directory ships its own Python code (auto_map); read it, then pass "
+        "--mtbench-trust-remote-code to let it run"
+    )
+    assert not marker.exists()
+
+
+def test_trust_remote_code_runs_it_and_hashes_it(chat, chat_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    custom = _with_custom_code(chat_dir, tmp_path / "custom", marker, model_type="tiny_custom")
+    options = BackendOptions(trust_remote_code=True)
+    backend = load_backend(str(custom), options)
+    assert marker.read_text() == "the directory's code ran"
+    assert type(backend.model).__name__ == "TinyModel"
+    assert [c.text for c in backend.chat(CONVERSATIONS[:2], GREEDY)] == [
+        c.text for c in chat.chat(CONVERSATIONS[:2], GREEDY)
+    ]
+    identity = backend.identity()
+    backend.close()
+    # The code is part of what determines the outputs; without the option nothing changes in the identity.
+    assert set(identity) - set(chat.identity()) == {"code_sha256"}
+    assert set(load_backend(str(chat_dir), options).identity()) == set(chat.identity())  # no .py files
+    (custom / "modeling_tiny.py").write_text(CUSTOM_CODE.format(marker=str(marker)) + "# edited\n")
+    from pytest_mtbench.backends.hf import static_identity
+
+    assert static_identity(str(custom), options)["code_sha256"] != identity["code_sha256"]
+    assert static_identity(str(custom), options)["model_sha256"] == identity["model_sha256"]
+
+
+def _with_pickle_weights(chat_dir: Path, target: Path) -> Path:
+    import torch
+    from safetensors.torch import load_file
+
+    directory = shutil.copytree(chat_dir, target)
+    torch.save(load_file(directory / "model.safetensors"), directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    return directory
+
+
+def test_pickle_weights_need_their_own_opt_in(chat, chat_dir: Path, tmp_path: Path) -> None:
+    pickled = _with_pickle_weights(chat_dir, tmp_path / "pickled")
+    with pytest.raises(BackendError) as info:
+        load_backend(str(pickled), BackendOptions(trust_remote_code=True))  # the other flag is not enough
+    assert str(info.value) == (
+        f"hf/{pickled} has only pickle weights (pytorch_model.bin), and loading pickle can run any code: "
+        "convert them to safetensors, or pass --mtbench-allow-pickle if you trust where they came from"
+    )
+    backend = load_backend(str(pickled), BackendOptions(allow_pickle=True))
+    assert [c.text for c in backend.chat(CONVERSATIONS, GREEDY)] == [
+        c.text for c in chat.chat(CONVERSATIONS, GREEDY)
+    ]
+    backend.close()
+
+
+def test_invalid_jinja_template_fails_before_the_weights_load(
+    chat_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import transformers
+
+    def no_weights(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the weights were loaded before the template was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_weights)
+    broken = "{% for m in messages %}{{ m['content'] }}"  # the for is never closed
+    with pytest.raises(BackendError) as info:
+        load_backend(str(chat_dir), BackendOptions(chat_template=broken))
+    message = str(info.value)
+    assert message.startswith(f"the chat template given with --mtbench-chat-template (hf/{chat_dir}) is not")
+    assert "valid Jinja (line 1: Unexpected end of template." in message
+    assert message.endswith("fix it or pass another with --mtbench-chat-template=FILE")
+    assert "\n" not in message
+
+    shipped = shutil.copytree(chat_dir, tmp_path / "bad-template")
+    (shipped / "chat_template.jinja").write_text("{{ bos_token }}\n{% if messages %}{{ messages[0] }")
+    with pytest.raises(
+        BackendError, match=r"the chat template of the model .* is not valid Jinja \(line 2: "
+    ):
+        load_backend(str(shipped), BackendOptions())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_weights_are_one_line(chat_dir: Path, tmp_path: Path, damage: str) -> None:
+    damaged = shutil.copytree(chat_dir, tmp_path / damage)
+    weights = damaged / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a safetensors file")
+    with pytest.raises(BackendError) as info:
+        load_backend(str(damaged), BackendOptions())
+    message = str(info.value)
+    assert message.startswith(f"cannot load the model hf/{damaged}: Error while deserializing header")
+    assert message.endswith("(a truncated or corrupt weight file? download or build it again)")
+    assert "\n" not in message
+
+
+def test_truncated_gguf_is_one_line(gguf_path: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    data = gguf_path.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BackendError) as info:
+        load_backend(str(cut), BackendOptions())
+    assert str(info.value).endswith("(a truncated or corrupt .gguf file? download or build it again)")
+    assert "\n" not in str(info.value)

@@ -3,6 +3,19 @@
 Runs conversations as left-padded, length-sorted batches through `model.generate`, and can read a
 judge's own probabilities over the ratings 1..10 (RatingProber). torch and transformers are imported
 only in `create`, so importing this module is cheap.
+
+A model directory is untrusted input. Python code shipped in it (`auto_map` in config.json) never runs
+unless `BackendOptions.trust_remote_code` (--mtbench-trust-remote-code); pickle weights (`*.bin`, `*.pt`,
+... without a safetensors copy) are refused unless `BackendOptions.allow_pickle` (--mtbench-allow-pickle),
+since unpickling can run code. A chat template that is not valid Jinja, a truncated or corrupt weight file
+and missing custom code are one-line BackendErrors, found before generation starts.
+
+Each Completion reports `prompt_tokens`, and `finish_reason` "stop" (the model wrote EOS) or "length"
+(`truncated`: it hit max_new_tokens without EOS). Context rule: a prompt is never silently truncated.
+When its tokens plus max_new_tokens exceed the context window (the config's max_position_embeddings, or
+the tokenizer's model_max_length when that is set and smaller), it is not generated at all: its
+Completion has text "", n_tokens 0 and finish_reason "context_overflow", and the runner records the
+turn as unanswered.
 """
 
 from __future__ import annotations
@@ -14,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from .base import (
+    FINISH_CONTEXT_OVERFLOW,
+    FINISH_LENGTH,
+    FINISH_STOP,
     BackendError,
     BackendOptions,
     Capabilities,
@@ -44,6 +60,10 @@ _TOKENIZER_FILES = (
     "generation_config.json",
 )
 _HASH_CHUNK = 1 << 20
+# Weight formats loaded by unpickling, which can run arbitrary code.
+_PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+# A model_max_length above this is transformers' "not set" placeholder (1e30), not a real limit.
+_UNSET_MAX_LENGTH = 10**7
 
 
 def _sha256_text(text: str) -> str:
@@ -107,17 +127,22 @@ def _identity(directory: Path, gguf_file: str | None, options: BackendOptions) -
     override given with --mtbench-chat-template is hashed separately.
     """
     files = _model_files(directory, gguf_file)
+    # With trust_remote_code the directory's Python files are part of the model, so they are hashed too.
+    code = sorted(directory.glob("*.py")) if options.trust_remote_code and gguf_file is None else []
     # Memoised per process on each file's size and mtime, so a rewritten weight file is hashed again.
-    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    key = (stamps, options.chat_template)
+    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files + code)
+    key = (stamps, options.chat_template, bool(code))
     if key not in _IDENTITIES:
         override = options.chat_template
-        _IDENTITIES[key] = {
+        identity: dict[str, Any] = {
             "backend": "hf",
             "model_sha256": _hash_files(files, directory),
             "chat_template_sha256": _sha256_text(override) if override else None,
             "dtype": "float32",
         }
+        if code:
+            identity["code_sha256"] = _hash_files(code, directory)
+        _IDENTITIES[key] = identity
     return dict(_IDENTITIES[key])
 
 
@@ -142,32 +167,49 @@ class HFBackend:
         self._identity: dict[str, Any] | None = None
         if options.num_threads:
             torch.set_num_threads(options.num_threads)
-        load_kwargs: dict[str, Any] = {"local_files_only": True}
+        # Never run code from the model directory unless the user said so (transformers' default may prompt).
+        load_kwargs: dict[str, Any] = {
+            "local_files_only": True,
+            "trust_remote_code": options.trust_remote_code,
+        }
         if gguf_file is not None:
             load_kwargs["gguf_file"] = gguf_file
+        else:
+            _refuse_pickle(spec, directory, options)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(directory, **load_kwargs)
         except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot load the tokenizer of {spec}: {_first_line(exc)}") from exc
+            hint = _remote_code_hint(exc)
+            if not hint and gguf_file is not None:  # the tokenizer is read from the same file as the weights
+                hint = " (a truncated or corrupt .gguf file? download or build it again)"
+            raise BackendError(f"cannot load the tokenizer of {spec}: {_first_line(exc)}{hint}") from exc
         self.chat_template = options.chat_template or self.tokenizer.chat_template
         if not self.chat_template:
             raise BackendError(
                 f"the tokenizer of {spec} has no chat template: pass one with --mtbench-chat-template=FILE"
             )
+        _check_template(spec, self.chat_template, from_option=options.chat_template is not None)
         # Left padding keeps every prompt's last token at the end, where generation continues.
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        model_kwargs = dict(load_kwargs)
+        if gguf_file is None and not options.allow_pickle:
+            model_kwargs["use_safetensors"] = True  # a pickle file is never the fallback
         try:
             # float32: CPU half-precision matmuls are slow and lossy; GGUF weights are dequantised anyway.
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **load_kwargs)
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot load the model {spec}: {_first_line(exc)}") from exc
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **model_kwargs)
+        except _weight_errors() as exc:
+            hint = _remote_code_hint(exc)
+            if not hint and not isinstance(exc, OSError | ValueError):
+                hint = " (a truncated or corrupt weight file? download or build it again)"
+            raise BackendError(f"cannot load the model {spec}: {_first_line(exc)}{hint}") from exc
         self.model = model.eval()
         # transformers 5.x renamed `past_key_values` to `cache`; older releases only know the old name.
         forward_params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
         self._eos_ids = self._collect_eos_ids()
+        self.context_window = self._context_window()
 
     def _collect_eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -177,6 +219,21 @@ class HFBackend:
             elif source:
                 ids.update(int(i) for i in source)
         return ids
+
+    def _context_window(self) -> int | None:
+        """Tokens the model can attend to (prompt + reply), or None when neither config nor tokenizer says."""
+        config = self.model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        limits: list[int] = []
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(text_config, name, None)
+            if isinstance(value, int) and value > 0:
+                limits.append(value)
+                break
+        tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _UNSET_MAX_LENGTH:
+            limits.append(tokenizer_limit)
+        return min(limits) if limits else None
 
     def identity(self) -> dict[str, Any]:
         """Content hashes of the weights, tokenizer and chat template (never the path); memoised."""
@@ -206,9 +263,20 @@ class HFBackend:
         """
         torch = self._torch
         encoded = [self._encode(self.render(conversation)) for conversation in conversations]
-        # Longest first: similar lengths share a batch (less padding) and memory peaks up front.
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         results: list[Completion | None] = [None] * len(encoded)
+        fits: list[int] = []
+        for index, ids in enumerate(encoded):
+            if self.context_window is not None and len(ids) + params.max_new_tokens > self.context_window:
+                # Never truncated silently: the prompt is reported as not fitting, not generated.
+                results[index] = Completion(
+                    text="", n_tokens=0, finish_reason=FINISH_CONTEXT_OVERFLOW, prompt_tokens=len(ids)
+                )
+                if on_result is not None:
+                    on_result(index, results[index])
+            else:
+                fits.append(index)
+        # Longest first: similar lengths share a batch (less padding) and memory peaks up front.
+        order = sorted(fits, key=lambda i: -len(encoded[i]))
         batch_size = max(1, self._options.batch_size)
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
@@ -231,19 +299,26 @@ class HFBackend:
                 )
                 new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
                 for index, tokens in zip(indices, new_tokens):
-                    n_tokens = self._count_generated(tokens)
+                    n_tokens, ended = self._count_generated(tokens)
                     text = self.tokenizer.decode(tokens[:n_tokens], skip_special_tokens=True)
-                    results[index] = Completion(text=text.strip(), n_tokens=n_tokens)
+                    cut_off = not ended and n_tokens >= params.max_new_tokens
+                    results[index] = Completion(
+                        text=text.strip(),
+                        n_tokens=n_tokens,
+                        finish_reason=FINISH_LENGTH if cut_off else FINISH_STOP,
+                        truncated=cut_off,
+                        prompt_tokens=len(encoded[index]),
+                    )
                     if on_result is not None:
                         on_result(index, results[index])
         return [r for r in results if r is not None]
 
-    def _count_generated(self, tokens: list[int]) -> int:
-        """Tokens up to and including the first EOS; the rest is padding after the row finished."""
+    def _count_generated(self, tokens: list[int]) -> tuple[int, bool]:
+        """(tokens up to and including the first EOS, whether there was one); the rest is padding."""
         for position, token in enumerate(tokens):
             if token in self._eos_ids:
-                return position + 1
-        return len(tokens)
+                return position + 1, True
+        return len(tokens), False
 
     def rating_probabilities(
         self, conversations: list[list[Message]], judgments: list[str], cue: str
@@ -314,6 +389,66 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _refuse_pickle(spec: str, directory: Path, options: BackendOptions) -> None:
+    """BackendError when the only weights are pickle files and the user has not allowed them."""
+    if options.allow_pickle or any(directory.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for pattern in _PICKLE_PATTERNS for p in directory.glob(pattern) if p.is_file())
+    if pickles:
+        shown = ", ".join(pickles[:3]) + (f" and {len(pickles) - 3} more" if len(pickles) > 3 else "")
+        raise BackendError(
+            f"{spec} has only pickle weights ({shown}), and loading pickle can run any code: convert them "
+            "to safetensors, or pass --mtbench-allow-pickle if you trust where they came from"
+        )
+
+
+def _remote_code_hint(exc: BaseException) -> str:
+    """A pointer to --mtbench-trust-remote-code when transformers refused to run the directory's code."""
+    if "trust_remote_code" not in str(exc):
+        return ""
+    return (
+        ": the model directory ships its own Python code (auto_map); read it, then pass "
+        "--mtbench-trust-remote-code to let it run"
+    )
+
+
+def _weight_errors() -> tuple[type[BaseException], ...]:
+    """What loading bad weights raises: OS/format errors, a damaged pickle, safetensors' own errors."""
+    import pickle
+
+    errors: list[type[BaseException]] = [OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError]
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:  # pragma: no cover - safetensors comes with the hf extra
+        pass
+    return tuple(errors)
+
+
+def _check_template(spec: str, template: str | dict[str, str], from_option: bool) -> None:
+    """BackendError when the chat template is not valid Jinja (checked before the weights load)."""
+    import jinja2
+
+    try:  # transformers' own environment: its extensions (e.g. {% generation %}) parse as they will run
+        from transformers.utils.chat_template_utils import _compile_jinja_template as compile_template
+    except ImportError:  # pragma: no cover - older/newer transformers
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        compile_template = ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"]).from_string
+    source = "given with --mtbench-chat-template" if from_option else "of the model"
+    templates = template.values() if isinstance(template, dict) else [template]
+    for text in templates:
+        try:
+            compile_template(text)
+        except jinja2.TemplateError as exc:
+            where = f"line {exc.lineno}: " if getattr(exc, "lineno", None) else ""
+            raise BackendError(
+                f"the chat template {source} ({spec}) is not valid Jinja ({where}{exc.message or exc}): "
+                "fix it or pass another with --mtbench-chat-template=FILE"
+            ) from None
 
 
 def create(name: str, options: BackendOptions) -> HFBackend:
