@@ -409,6 +409,17 @@ def test_server_errors_echoing_url_credentials_are_redacted(make_server, make_ba
     assert SENTINEL_PASSWORD not in str(info.value)
 
 
+def test_a_key_at_the_cut_of_a_long_server_message_is_still_hidden(make_server, make_backend) -> None:
+    # The key straddles the 200-character cut: redacting after cutting would leak its first half.
+    message = "x" * 170 + f" {SENTINEL_KEY} " + "y" * 100  # "HTTP 401: " + 170 + 1: the key at 181..203
+    server = make_server(faults=[("401", None, None, message)])
+    backend = make_backend(server, environ={"OPENAI_API_KEY": SENTINEL_KEY})
+    with pytest.raises(BackendError) as info:
+        backend.chat([convo("q")], JUDGE_PARAMS)
+    assert "sk-sentinel" not in str(info.value)
+    assert "x *** yyy" in str(info.value)
+
+
 def test_url_credentials_without_a_key_are_the_authorization(make_server, make_backend) -> None:
     server = make_server()
     url = server.base_url.replace("http://", "http://alice:p%40ss%2Fword@")  # percent-encoded userinfo

@@ -159,6 +159,12 @@ def _redact(text: str, secrets: tuple[str, ...]) -> str:
     return _BEARER.sub(lambda m: f"{m.group(1)} ***", text)  # a key quoted in another form (a header repr)
 
 
+def _shorten(text: str) -> str:
+    """One line of at most MAX_SERVER_MESSAGE characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_SERVER_MESSAGE else text[: MAX_SERVER_MESSAGE - 3] + "..."
+
+
 @dataclass(frozen=True)
 class _Credentials:
     """How to authenticate to one endpoint; every secret field is a `_Secret` (never shown in a repr)."""
@@ -311,10 +317,7 @@ class OpenAIBackend:
             text = f"connection error ({type(cause).__name__ if cause else 'unknown'}: {cause or exc})"
         else:
             text = str(exc) or type(exc).__name__
-        text = " ".join(text.split())
-        if len(text) > MAX_SERVER_MESSAGE:
-            text = text[: MAX_SERVER_MESSAGE - 3] + "..."
-        return self._redact(text)
+        return _shorten(self._redact(text))  # redacted first: a cut could split a secret
 
     def _attempt(self, messages: list[Message], params: SamplingParams) -> Completion:
         """One HTTP request; raises _RetryableError or BackendError, or returns the completion."""
@@ -740,10 +743,7 @@ class _Preflight:
         return self._short(_server_message(exc.body) or exc.message)
 
     def _short(self, text: str) -> str:
-        text = " ".join(str(text).split())
-        if len(text) > MAX_SERVER_MESSAGE:
-            text = text[: MAX_SERVER_MESSAGE - 3] + "..."
-        return _redact(text, self.secrets)
+        return _shorten(_redact(str(text), self.secrets))  # redacted first: a cut could split a secret
 
 
 def _model_list(body: str) -> list[dict[str, Any]] | None:
