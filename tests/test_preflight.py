@@ -295,6 +295,24 @@ def test_unknown_host_is_explained() -> None:
         run("judge-a", base_url="http://no-such-host.invalid/v1")
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "http://u:pw-secret@127.0.0.1:99999/v1",
+            "the base URL http://127.0.0.1:99999/v1 is not valid (Port",
+        ),
+        ("localhost:8000/v1", "cannot reach localhost:8000/v1 (Request URL has an unsupported protocol"),
+        ("ftp://127.0.0.1/v1", "cannot reach ftp://127.0.0.1/v1 (Request URL has an unsupported protocol"),
+    ],
+)
+def test_malformed_base_urls_are_one_line(url: str, expected: str) -> None:
+    with pytest.raises(BackendError) as info:
+        run("judge-a", base_url=url)
+    assert str(info.value).startswith(expected)
+    assert "pw-secret" not in str(info.value)
+
+
 def test_a_hanging_server_is_a_timeout_not_a_hang(make_server) -> None:
     server = make_server(models_endpoint=False, faults=[("hang", 30.0)])
     waits = Waits()

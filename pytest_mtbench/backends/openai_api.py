@@ -578,7 +578,11 @@ def preflight(
     a configuration problem: it is logged and left to the run's own retries.
     """
     env = os.environ if environ is None else environ
-    base = normalise_base_url(raw_base_url(options, env))
+    try:
+        base = normalise_base_url(raw_base_url(options, env))
+    except ValueError as exc:  # e.g. a port out of range
+        shown = _split_userinfo(raw_base_url(options, env))[0]
+        raise BackendError(f"the base URL {shown} is not valid ({exc}): check the base URL option") from None
     official = _is_official(base)
     if official and name in RETIRED:
         shutdown = date.fromisoformat(RETIRED[name][1])
