@@ -126,6 +126,47 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.dist = "loadscope"
 
 
+def _preflight(config: pytest.Config, questions: list[Any]) -> None:
+    """Fail in seconds, before any generation, when an endpoint that will be called cannot answer:
+    each API backend is checked once. Nothing is checked offline or when the cache holds everything."""
+    from .backends import BackendError, preflight
+
+    state = config.stash[STATE]
+    runner = state.run.runner
+    if state.settings.offline or config.option.collectonly or not questions:
+        return
+    if not runner.needs_calls(questions):
+        return
+    checked: set[tuple[str, str | None]] = set()
+    for flag, backend in (("--mtbench-model", runner.model), ("--mtbench-judge", runner.judge)):
+        target = (backend.spec, backend.options.base_url)
+        if not backend.capabilities.preflight or target in checked:
+            continue
+        checked.add(target)
+        try:
+            preflight(backend.spec, backend.options)
+        except BackendError as exc:
+            raise pytest.UsageError(f"{flag}={backend.spec}: {exc}") from None
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return not _is_worker(config) and config.pluginmanager.hasplugin("dsession")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Under -n the controller collects nothing, so it checks before the workers start, for every
+    # question (a fully cached selection of a not fully cached set still gets its one-request check).
+    if STATE in session.config.stash and _xdist_controller(session.config):
+        _preflight(session.config, list(session.config.stash[STATE].run.questions.values()))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if STATE in config.stash and not _is_worker(config) and not _xdist_controller(config):
+        _preflight(config, [item.question for item in session.items if isinstance(item, MTBenchItem)])
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .backends import (
@@ -96,6 +96,7 @@ class PhaseStats:
 
     calls: int = 0  # requests sent to the backend (cache misses)
     cached: int = 0  # served from the cache
+    missing: int = 0  # offline: requests the cache could not serve
     tokens: int = 0  # generated tokens of the calls
     seconds: float = 0.0  # wall time spent in backend calls
 
@@ -159,6 +160,7 @@ class Completer:
         if not missing:
             return
         if self.offline:
+            stats.missing += len(missing)
             for job in missing:
                 job.missing = (
                     f"--mtbench-offline: {kind} not in the cache (key {job.key}, "
@@ -383,6 +385,16 @@ class BenchmarkRunner:
                         )
                     )
         return turns
+
+    def needs_calls(self, questions: Sequence[Question]) -> bool:
+        """Whether answering and judging these questions would call a model or judge: a dry run that
+        reads the cache (and the baseline's judgments) and writes nothing."""
+        cache = ResultCache(self.cache.root, read=self.cache.read_enabled, write=False)
+        probe = BenchmarkRunner(
+            self.model, self.judge, self.mode, cache, replace(self.settings, offline=True), reuse=self.reuse
+        )
+        probe.run(questions)
+        return probe.generation.missing + probe.judging.missing > 0
 
     def run(self, questions: Sequence[Question]) -> dict[int, QuestionRecord]:
         """Answer, then judge, a group of questions."""

@@ -36,7 +36,10 @@ from .jsonl import read_text
 from .judge import JUDGE_MAX_TOKENS
 from .stats import OVERALL
 
-DEFAULT_JUDGE = "openai/gpt-4"
+# A dated snapshot, so the judge cannot change behind an alias; it takes the official judge call
+# (temperature 0, max_tokens) unchanged. gpt-4-0613, the official MT-Bench judge, was shut down on
+# 2026-10-23; `--mtbench-judge=openai/gpt-4` still works against endpoints that serve it.
+DEFAULT_JUDGE = "openai/gpt-4.1-2025-04-14"
 REFERENCE_SETS = ("gpt-4", "gpt-4-0125-preview")
 SCORING_MODES = ("official", "constrained")
 # Strings accepted for a switch set in the ini file or the environment.
@@ -301,7 +304,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--mtbench-judge",
-        "Judge model spec: openai/NAME (the default is the official judge), "
+        "Judge model spec: openai/NAME (the default is a dated GPT-4.1 snapshot; the official judge, "
+        "gpt-4-0613, is retired), "
         "hf/PATH for a local judge, fake/judge-N for a dry run.",
         default=DEFAULT_JUDGE,
         parse=_model_spec,
