@@ -28,17 +28,26 @@ def _number(text: str) -> Score:
 
 
 def read_rating(
-    judgment: str, scale: tuple[float, float] = OFFICIAL_SCALE
+    judgment: str, scale: tuple[float, float] = OFFICIAL_SCALE, pattern: str | None = None
 ) -> tuple[Score | None, str | None]:
-    """The official rating rule, plus a scale check: (score, None), or (None, why it is unscored).
+    """The rating rule, plus a scale check: (score, None), or (None, why it is unscored).
 
-    A rating outside the prompt's scale (e.g. `[[100]]` on 1-10) is unscored: a documented deviation
-    from FastChat, which would count it.
+    `pattern` None is the official rule; a prompt set may declare its own (a regex whose one group is the
+    rating). A rating outside the prompt's scale (e.g. `[[100]]` on 1-10) is unscored: a documented
+    deviation from FastChat, which would count it.
     """
-    match = RATING_PATTERN.search(judgment) or RATING_PATTERN_BACKUP.search(judgment)
+    if pattern is None:
+        match = RATING_PATTERN.search(judgment) or RATING_PATTERN_BACKUP.search(judgment)
+        missing = "the judge's text has no [[rating]]"
+    else:
+        match = re.search(pattern, judgment)
+        missing = f"the judge's text has no rating matching {pattern!r}"
     if match is None:
-        return None, "the judge's text has no [[rating]]"
-    score = _number(match.group(1))
+        return None, missing
+    try:
+        score = _number(match.group(1).strip())
+    except ValueError:
+        return None, f"the rating {match.group(1)!r} is not a number"
     low, high = scale
     if not low <= score <= high:
         return None, f"rating {match.group(1)} is outside the prompt's scale {low:g}-{high:g}"
@@ -71,9 +80,15 @@ class JudgeRequest:
         return PromptSent(self.prompt_name, self.system, self.user)
 
 
-def official_judgment(request: JudgeRequest, text: str, call: CallInfo) -> Judgment:
-    """Apply the official rating rule to a judge's text."""
-    score, reason = read_rating(text)
+def official_judgment(
+    request: JudgeRequest,
+    text: str,
+    call: CallInfo,
+    scale: tuple[float, float] = OFFICIAL_SCALE,
+    pattern: str | None = None,
+) -> Judgment:
+    """Apply the prompt's rating rule (the official one unless its prompt set declares another)."""
+    score, reason = read_rating(text, scale, pattern)
     if score is None and call.truncated:
         reason = f"{reason}; the judgment was cut off at its token limit"
     return Judgment(

@@ -96,6 +96,10 @@ class JudgePrompt:
     user_template: jinja2.Template
     source: str  # where it came from: the official file or a project/user file
     variables: frozenset[str]
+    # How a judgment is read: None is the official rule ([[x]], else [x]); a project file may declare its
+    # own pattern (one group: the rating) and scale, e.g. Prometheus-style "[RESULT] 4" on 1-5.
+    rating_pattern: str | None = None
+    scale: tuple[float, float] = (1, 10)
 
     def render(self, **variables: Any) -> tuple[str, str]:
         """Return (system prompt, user prompt); a missing variable is an error, extras are ignored
@@ -137,7 +141,37 @@ def _build(row: dict, source: str, official: bool) -> JudgePrompt:
         raise PromptError(f"{source}: judge prompt {name!r} is not valid Jinja: {exc.message}") from exc
     if not official:
         _check_custom(prompt, row)
+        prompt = _with_rating_rule(prompt, row)
     return prompt
+
+
+def _with_rating_rule(prompt: JudgePrompt, row: dict) -> JudgePrompt:
+    """A project prompt's own `rating_pattern` (a regex with one group) and `scale` ([low, high])."""
+    import dataclasses
+    import math
+    import re
+
+    where = f"{prompt.source}: judge prompt {prompt.name!r}"
+    pattern, scale = row.get("rating_pattern"), row.get("scale", [1, 10])
+    if pattern is not None:
+        try:
+            groups = re.compile(pattern).groups if isinstance(pattern, str) else -1
+        except re.error as exc:
+            raise PromptError(f"{where}: rating_pattern is not a regular expression ({exc})") from None
+        if groups != 1:
+            raise PromptError(
+                f"{where}: rating_pattern must be a string with exactly one (group): the rating"
+            )
+    if (
+        not isinstance(scale, list)
+        or len(scale) != 2
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in scale
+        )
+        or not scale[0] < scale[1]
+    ):
+        raise PromptError(f"{where}: scale must be [low, high] with low < high, e.g. [1, 5]")
+    return dataclasses.replace(prompt, rating_pattern=pattern, scale=(scale[0], scale[1]))
 
 
 def _check_custom(prompt: JudgePrompt, row: dict) -> None:

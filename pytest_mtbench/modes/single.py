@@ -86,7 +86,8 @@ class SingleAnswerMode:
             if reply.missing is not None or reply.text is None:
                 outcome.errors.setdefault(request.question_id, reply.missing or "no judgment")
                 continue
-            judgment = official_judgment(request, reply.text, reply.call)
+            prompt = self.prompts[request.prompt_name]
+            judgment = official_judgment(request, reply.text, reply.call, prompt.scale, prompt.rating_pattern)
             outcome.judgments.setdefault((request.question_id, request.turn), []).append(judgment)
             if judgment.score is None:
                 unscored.append((request, judgment))
