@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .backends import ALIASES, BackendError, BackendOptions, split_spec
-from .baseline import BaselineJudgments, GateOptions, check_compatible, compare_runs, regression_gates
+from .baseline import (
+    BaselineJudgments,
+    GateOptions,
+    check_compatible,
+    compare_runs,
+    drift_sample,
+    judge_drift,
+    mark_judge_changed,
+    regression_gates,
+)
 from .cache import ResultCache
 from .data import DataError, default_cache_dir, resolve_official_data, sha256_file
 from .judge import JUDGE_TEMPERATURE
@@ -136,6 +145,13 @@ class BenchmarkRun:
             strict=settings.strict,
         )
 
+    def _judge_drift(self, judge_sd: float | None) -> dict[str, Any]:
+        """Re-judge a sample of the baseline's turns live and compare with the scores it recorded."""
+        assert self.baseline is not None
+        sample = drift_sample(self.baseline, self.settings.judge_drift)
+        rescored = self.runner.rejudge([j.prompt for j in sample])
+        return judge_drift([float(j.score) for j in sample], rescored, judge_sd)  # type: ignore[arg-type]
+
     def _compare_with_baseline(self, report: RunReport) -> None:
         """Add the baseline comparison and its regression gates (refused when judged differently)."""
         assert self.baseline is not None
@@ -160,6 +176,12 @@ class BenchmarkRun:
             report.gates.append(GateResult("baseline", "regression", False, message))
             return
         summary["comparisons"] = compare_runs(self.baseline.questions, report.questions, self.gate_options())
+        if settings.judge_drift:
+            noise = report.judge_noise or {}
+            drift = self._judge_drift(noise.get("judge_sd"))
+            summary["judge_drift"] = drift
+            if drift["changed"]:
+                mark_judge_changed(summary["comparisons"])
         report.gates.extend(regression_gates(summary["comparisons"], self.gate_options()))
 
 

@@ -117,6 +117,8 @@ def describe(row: Mapping[str, Any]) -> str:
     """One line for a compared group: verdict, difference, interval, margin, both scores."""
     if row["difference"] is None:
         return f"{row['name']}: {row['verdict']} (no question scored in both runs)"
+    if row.get("reason"):
+        return f"{row['name']}: {row['verdict']} ({row['reason']}), difference {row['difference']:+.3f}"
     return (
         f"{row['name']}: {row['verdict']}, difference {row['difference']:+.3f} "
         f"(interval {_signed(row['low'])} to {_signed(row['high'])}, margin {row['margin']:g}; "
@@ -132,3 +134,55 @@ def regression_gates(comparisons: list[Mapping[str, Any]], options: GateOptions)
         failed = verdict == VERDICT_REGRESSED or (options.strict and verdict == VERDICT_INCONCLUSIVE)
         gates.append(GateResult(row["name"], "regression", not failed, describe(row), score=row["new_score"]))
     return gates
+
+
+# Per-turn SD of a judge re-judging the same answer when no repeats measured it: FastChat issue #3018
+# saw single GPT-4 turns move by up to a point between judgings at temperature 0 (see the benchmark).
+DEFAULT_JUDGE_SD = 0.7
+DRIFT_Z = 3.0  # how many standard errors the mean re-judged difference must exceed to call it drift
+
+
+def drift_sample(baseline: RunReport, n: int, seed: int = 0) -> list[Judgment]:
+    """A seeded sample of the baseline's scored first judgments, spread over its questions."""
+    import random
+
+    pool = [
+        j
+        for q in sorted(baseline.questions, key=lambda r: r.question_id)
+        for t in q.turns
+        for j in t.judgments
+        if j.repeat == 0 and j.score is not None
+    ]
+    return random.Random(seed).sample(pool, min(n, len(pool)))
+
+
+def judge_drift(before: list[float], after: list[float | None], judge_sd: float | None) -> dict[str, Any]:
+    """Did the judge change? The mean of (re-judged - baseline) against what the judge's own noise allows.
+
+    Each difference of two judgings of the same prompt has SD sqrt(2) * judge_sd when nothing changed, so
+    their mean over n turns has SD sqrt(2/n) * judge_sd; drift is a mean beyond DRIFT_Z of those.
+    """
+    pairs = [(b, a) for b, a in zip(before, after) if a is not None]
+    sd = judge_sd if judge_sd else DEFAULT_JUDGE_SD
+    if not pairs:
+        return {"n": 0, "changed": False, "reason": "no re-judged turn could be scored"}
+    diffs = [a - b for b, a in pairs]
+    mean = sum(diffs) / len(diffs)
+    threshold = DRIFT_Z * sd * (2 / len(diffs)) ** 0.5
+    return {
+        "n": len(diffs),
+        "unscored": len(after) - len(pairs),
+        "mean_difference": mean,
+        "mean_absolute_difference": sum(abs(d) for d in diffs) / len(diffs),
+        "threshold": threshold,
+        "judge_sd": sd,
+        "judge_sd_source": "repeats" if judge_sd else "default",
+        "changed": abs(mean) > threshold,
+    }
+
+
+def mark_judge_changed(comparisons: list[dict[str, Any]]) -> None:
+    """The judge moved: no verdict can blame the model, so every comparison becomes inconclusive."""
+    for row in comparisons:
+        row["verdict"] = VERDICT_INCONCLUSIVE
+        row["reason"] = "judge changed"

@@ -320,6 +320,7 @@ class ResultReporter:
         self.state = state
         self.report: RunReport | None = None
         self.problems: list[str] = []
+        self.notes: list[str] = []  # lines shown under the table (where the MLflow run is)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -352,7 +353,9 @@ class ResultReporter:
         result = yield
         if self.config.option.collectonly or session.shouldstop or session.shouldfail:
             return result
-        self.state.gates = self.build_report().gates
+        # Built once, here: the records are complete, and the gates and the written reports must agree.
+        self.report = self.build_report()
+        self.state.gates = self.report.gates
         for gate in self.state.gates:
             # A gate is a test report of its own: it shows in the summary, in JUnit and in the exit code.
             report = _gate_report(gate)
@@ -367,7 +370,12 @@ class ResultReporter:
 
         if not self.state.records:
             return
-        self.report = self.build_report()
+        if self.report is None:  # the run loop stopped early: report what is there
+            self.report = self.build_report()
+        else:
+            self.report.run = self.state.run.run_info(
+                self.report.questions, self.state.started, time.time(), self.report.run.workers
+            )
         # A report that cannot be written is a message under the table, never a lost table or exit code.
         self.problems = write_reports(self.report, self.state.settings.reports)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -378,6 +386,15 @@ class ResultReporter:
                 self.problems.append(
                     f"cannot append to GITHUB_STEP_SUMMARY ({summary}): {exc.strerror or exc}"
                 )
+        if self.state.settings.mlflow:
+            # After the reports: an unreachable tracking server costs one line, never results or exit code.
+            from .mlflow_log import MLflowLogError, log_run
+
+            written = [p for p in self.state.settings.reports if not any(p in x for x in self.problems)]
+            try:
+                self.notes.append(log_run(self.report, written))
+            except MLflowLogError as exc:
+                self.problems.append(str(exc))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .reports.terminal import render_table, title
@@ -390,5 +407,7 @@ class ResultReporter:
         for path in self.state.settings.reports:
             if not any(str(path) in problem for problem in self.problems):
                 terminalreporter.write_line(f"report: {path}")
+        for note in self.notes:
+            terminalreporter.write_line(note)
         for problem in self.problems:
             terminalreporter.write_line(f"mtbench: {problem}", red=True)

@@ -27,10 +27,10 @@ from .backends import (
 )
 from .baseline import BaselineJudgments
 from .cache import ResultCache, content_key
-from .judge import JUDGE_MAX_TOKENS, JUDGE_TEMPERATURE, JudgeRequest
+from .judge import JUDGE_MAX_TOKENS, JUDGE_TEMPERATURE, JudgeRequest, read_rating
 from .modes import AnsweredQuestion, JudgeReply, JudgingMode
 from .questions import Question
-from .records import CallInfo, QuestionRecord, TurnRecord
+from .records import CallInfo, PromptSent, QuestionRecord, TurnRecord
 
 Message = dict[str, str]
 ProgressCallback = Callable[[str, int, int], None]  # (phase, done, total)
@@ -395,6 +395,19 @@ class BenchmarkRunner:
         )
         probe.run(questions)
         return probe.generation.missing + probe.judging.missing > 0
+
+    def rejudge(self, prompts: Sequence[PromptSent]) -> list[float | None]:
+        """Judge prompts again live, bypassing the cache (neither read nor written): a judge-drift check.
+        Each score is read with the rule of the prompt set in use; None when unscored."""
+        live = Completer(ResultCache(None), offline=False, progress=self.progress)
+        client = CachedJudge(self.judge, live, self.settings, PhaseStats())
+        requests = [JudgeRequest(0, 0, p.name, p.system, p.user) for p in prompts]
+        scores: list[float | None] = []
+        for prompt, reply in zip(prompts, client.complete(requests)):
+            rule = getattr(self.mode, "prompts", {}).get(prompt.name)
+            score, _ = read_rating(reply.text or "", *((rule.scale, rule.rating_pattern) if rule else ()))
+            scores.append(None if score is None else float(score))
+        return scores
 
     def run(self, questions: Sequence[Question]) -> dict[int, QuestionRecord]:
         """Answer, then judge, a group of questions."""

@@ -28,6 +28,13 @@ def baseline_lines(baseline: dict) -> list[str]:
     ]
     if baseline["allowed_mismatch"]:
         lines.append(f"  compared despite: {'; '.join(baseline['mismatches'])} (--mtbench-allow-mismatch)")
+    drift = baseline.get("judge_drift")
+    if drift and drift.get("n"):
+        verdict = "JUDGE CHANGED: verdicts are inconclusive" if drift["changed"] else "no drift"
+        noise = f"judge SD {drift['judge_sd']:.2f} ({drift['judge_sd_source']})"
+        allowed = f"allowed {drift['threshold']:.2f}, {noise}"
+        change = f"mean change {drift['mean_difference']:+.2f}"
+        lines.append(f"  judge drift: {drift['n']} baseline turns re-judged, {change} ({allowed}): {verdict}")
     rows = baseline["comparisons"]
     if rows:
         width = max(len(r["name"]) for r in rows + [{"name": "category"}])
