@@ -358,21 +358,33 @@ def test_quota_exhausted_is_a_preflight_failure(make_server) -> None:
 # -- the standalone server's new switches -----------------------------------------------------------------
 
 
-def test_standalone_server_switches(tmp_path: Path) -> None:
-    port_file = tmp_path / "port"
-    argv = [
-        "--port-file", str(port_file), "--lifetime", "3", "--model-id", "judge-x", "--model-id", "judge-y",
-        "--served-model", "judge-x-0613", "--system-fingerprint", "fp_cli", "--finish-reason", "length",
-    ]  # fmt: skip
+def _standalone(tmp_path: Path, name: str, *flags: str) -> tuple[str, threading.Thread]:
+    """Run `judge_server.main` with these flags in a thread (lifetime 1.5 s); return its base URL."""
+    port_file = tmp_path / f"{name}.port"
+    argv = ["--port-file", str(port_file), "--lifetime", "1.5", *flags]
     thread = threading.Thread(target=judge_server.main, args=(argv,), daemon=True)
     thread.start()
-    for _ in range(200):
+    for _ in range(250):
         if port_file.exists():
             break
         threading.Event().wait(0.02)
-    base = f"http://127.0.0.1:{int(port_file.read_text())}/v1"
-    run("judge-y", base_url=base)
-    backend = OpenAIBackend("judge-y", BackendOptions(base_url=base, max_retries=0), environ={})
+    return f"http://127.0.0.1:{int(port_file.read_text())}/v1", thread
+
+
+def test_standalone_server_switches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    replies, replies_thread = _standalone(
+        tmp_path,
+        "replies",
+        *("--model-id", "judge-x", "--model-id", "judge-y", "--served-model", "judge-x-0613"),
+        *("--system-fingerprint", "fp_cli", "--finish-reason", "length"),
+    )
+    no_list, no_list_thread = _standalone(
+        tmp_path, "no-list", "--no-models-endpoint", "--reject-unknown-models"
+    )
+    refusing, refusing_thread = _standalone(tmp_path, "refusing", "--unauthorized")
+
+    run("judge-y", base_url=replies)
+    backend = OpenAIBackend("judge-y", BackendOptions(base_url=replies, max_retries=0), environ={})
     try:
         [completion] = backend.chat([[{"role": "user", "content": "hi"}]], SamplingParams(0.0, 8))
     finally:
@@ -380,3 +392,13 @@ def test_standalone_server_switches(tmp_path: Path) -> None:
     assert (completion.served_model, completion.system_fingerprint) == ("judge-x-0613", "fp_cli")
     assert (completion.finish_reason, completion.truncated) == ("length", True)
     assert json.loads(json.dumps(completion.as_value()))["truncated"] is True
+    with pytest.raises(BackendError, match=r"^model other is not served at .* \(HTTP 404: The model `other`"):
+        run("other", base_url=no_list)
+    with pytest.raises(BackendError, match=r"needs an API key \(HTTP 401"):
+        run("judge-x", base_url=refusing)
+
+    for thread in (replies_thread, no_list_thread, refusing_thread):
+        thread.join(timeout=30)  # each stops itself when its lifetime ends
+    out = capsys.readouterr().out
+    # chat requests only: the preflight's GET /v1/models is not one, a refused (401) chat is not admitted
+    assert out.count("stopped after 1 requests") == 2 and out.count("stopped after 0 requests") == 1
