@@ -226,6 +226,7 @@ class RunReport:
     questions: list[QuestionRecord] = field(default_factory=list)
     baseline: dict[str, Any] | None = None  # the comparison with --mtbench-baseline, when given
     judge_noise: dict[str, Any] | None = None  # the judge's own spread, with --mtbench-judge-repeats
+    calibration: dict[str, Any] | None = None  # scores on the GPT-4-0613 scale, with --mtbench-calibration
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -243,6 +244,7 @@ class RunReport:
             "gates": [asdict(g) for g in self.gates],
             "baseline": self.baseline,
             "judge_noise": self.judge_noise,
+            "calibration": self.calibration,
             "questions": [q.to_dict() for q in self.questions],
         }
 
@@ -259,6 +261,7 @@ class RunReport:
             questions=[QuestionRecord.from_dict(q) for q in data.get("questions", [])],
             baseline=data.get("baseline"),
             judge_noise=data.get("judge_noise"),
+            calibration=data.get("calibration"),
             schema_version=int(data["schema_version"]),
         )
 
