@@ -33,6 +33,7 @@ _REGISTRY: dict[str, tuple[str, str | None]] = {
     "hf": ("pytest_mtbench.backends.hf", "hf"),
     "openai": ("pytest_mtbench.backends.openai_api", "openai"),
     "fake": ("pytest_mtbench.backends.fake", None),
+    "replay": ("pytest_mtbench.backends.replay", None),
 }
 # extra -> the packages it provides (looked up without importing them)
 _EXTRA_PACKAGES: dict[str, tuple[str, ...]] = {"hf": ("torch", "transformers"), "openai": ("openai",)}
