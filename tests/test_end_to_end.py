@@ -261,7 +261,7 @@ def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
             return "Rating: [[6]]"
         return f"answer {len(body['messages']) // 2 + 1} at t={body['temperature']}"
 
-    with FakeOpenAIServer(reply=reply, lifetime=120) as server:
+    with FakeOpenAIServer(reply=reply, lifetime=120, model_ids=("candidate-llm", "fake-judge")) as server:
         report_path = tmp_path / "r.json"
         proc = run_pytest(
             tmp_path,

