@@ -32,8 +32,16 @@ class ReportError(ValueError):
     """A file that cannot be read as a report; the message names the file and what is wrong."""
 
 
+class _FlatRecord:
+    """A record whose fields are all plain values: read back field by field."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        return cls(**_known(cls, data))
+
+
 @dataclass
-class CallInfo:
+class CallInfo(_FlatRecord):
     """What one model or judge call cost and what the endpoint said about it."""
 
     cached: bool = False  # served from the cache (or the baseline report): no call was made in this run
@@ -46,22 +54,14 @@ class CallInfo:
     served_model: str | None = None  # the `model` the endpoint says answered
     system_fingerprint: str | None = None
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CallInfo:
-        return cls(**_known(cls, data))
-
 
 @dataclass
-class PromptSent:
+class PromptSent(_FlatRecord):
     """A judge prompt exactly as sent."""
 
     name: str
     system: str
     user: str
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PromptSent:
-        return cls(**_known(cls, data))
 
 
 @dataclass
@@ -153,7 +153,7 @@ class QuestionRecord:
 
 
 @dataclass
-class CategorySummary:
+class CategorySummary(_FlatRecord):
     """Scores of one category (or of the whole run, `overall`); None where nothing was scored."""
 
     name: str
@@ -168,13 +168,9 @@ class CategorySummary:
     ci_low: float | None = None  # question-clustered bootstrap interval of `score`
     ci_high: float | None = None
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CategorySummary:
-        return cls(**_known(cls, data))
-
 
 @dataclass
-class GateResult:
+class GateResult(_FlatRecord):
     """One whole-run verdict that can fail the build: a threshold, or a baseline regression."""
 
     name: str  # a category or "overall"
@@ -184,13 +180,9 @@ class GateResult:
     threshold: float | None = None
     score: float | None = None
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GateResult:
-        return cls(**_known(cls, data))
-
 
 @dataclass
-class RunInfo:
+class RunInfo(_FlatRecord):
     """What ran: models, judge, data, sampling and call parameters, timing and throughput."""
 
     plugin_version: str
@@ -209,10 +201,6 @@ class RunInfo:
     wall_seconds: float | None = None
     workers: int = 0
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunInfo:
-        return cls(**_known(cls, data))
 
 
 @dataclass
