@@ -34,14 +34,18 @@ def check_compatible(old: RunInfo, new: RunInfo) -> list[str]:
         problems.append(
             f"references {old.data.get('references')!r} in the baseline, {new.data.get('references')!r} now"
         )
-    for name in ("questions", "references", "judge_prompts"):
-        before = (old.data.get("inputs_sha256") or {}).get(name)
-        after = (new.data.get("inputs_sha256") or {}).get(name)
+    hashes = {  # the inputs by content, and the pinned official judge prompts
+        "the questions file differs": ("inputs_sha256", "questions"),
+        "the references file differs": ("inputs_sha256", "references"),
+        "custom judge prompts differ": ("inputs_sha256", "judge_prompts"),
+        # Equal within a version (pinned); a baseline written under another pin was judged with others.
+        "the official judge prompts differ": ("sha256", "judge_prompts.jsonl"),
+    }
+    for what, (table, name) in hashes.items():
+        before = (old.data.get(table) or {}).get(name)
+        after = (new.data.get(table) or {}).get(name)
         if before != after:
-            what = "custom judge prompts" if name == "judge_prompts" else f"the {name} file"
-            problems.append(
-                f"{what} differ (sha256 {str(before)[:12]} in the baseline, {str(after)[:12]} now)"
-            )
+            problems.append(f"{what} (sha256 {str(before)[:12]} in the baseline, {str(after)[:12]} now)")
     before, after = old.judge_call.get("max_tokens"), new.judge_call.get("max_tokens")
     if before != after:
         problems.append(f"judge max tokens {before} in the baseline, {after} now")
