@@ -14,10 +14,11 @@ percentile bootstrap, which holds its coverage down to the 10 questions of a cat
 Ratings (`bradley_terry`) are the Bradley-Terry maximum likelihood fit Chatbot Arena computes
 (fastchat/serve/monitor/rating_systems.py, `compute_bt`): P(a beats b) = 1 / (1 + base^((R_b - R_a) /
 scale)) with base 10 and scale 400, a tie counted as half a win for each side (a fractional outcome in
-the logistic log-likelihood), ratings centred on 1000. The fit is Newton's method on the logistic
-log-likelihood (numpy, batched over bootstrap samples), with a ridge of 1e-6 that only fixes the
-otherwise free common offset and keeps a model that won (or lost) every battle finite (a warning says
-so: its rating is then a bound, not an estimate). Intervals are percentile bootstrap intervals; unlike
+the logistic log-likelihood), ratings centred on 1000 (the Arena anchors one model instead; only the
+offset differs). The fit is Newton's method on the logistic log-likelihood (numpy, batched over
+bootstrap samples), with a ridge of 1e-6 that keeps a model that won (or lost) every battle finite (a
+warning says so: its rating is then a bound, not an estimate). Intervals are percentile bootstrap
+intervals (as the Arena's, at the 2.5% and 97.5% quantiles for 95%); unlike
 the Arena, which resamples battles, the default resamples *questions* (all battles of a question move
 together), since battles on one question share its difficulty and style and are not independent.
 
