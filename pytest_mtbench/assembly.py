@@ -68,6 +68,7 @@ class BenchmarkRun:
     runner: BenchmarkRunner
     data_info: dict[str, Any]
     baseline: RunReport | None = None  # --mtbench-baseline, read and checked at start-up
+    calibration: Any = None  # --mtbench-calibration: a calibration.Calibration of this judge
 
     def sampling(self) -> dict[str, Any]:
         """The answer sampling parameters, as the report records them."""
@@ -134,6 +135,16 @@ class BenchmarkRun:
         )
         if self.baseline is not None:
             self._compare_with_baseline(report)
+        if self.calibration is not None:
+            from .calibration import calibrated_report
+
+            report.calibration = calibrated_report(
+                self.calibration,
+                ordered,
+                path=str(self.settings.calibration),
+                confidence=self.settings.confidence,
+                judge_served=report.run.judge_served,
+            )
         return report
 
     def gate_options(self) -> GateOptions:
@@ -372,7 +383,25 @@ def build_run(
     run = BenchmarkRun(settings, {q.question_id: q for q in questions}, runner, data_info)
     if settings.baseline:
         _attach_baseline(run)
+    if settings.calibration:
+        run.calibration = read_calibration(settings.calibration, settings.judge)
     return run
+
+
+def read_calibration(path: str, judge: str) -> Any:
+    """The calibration file for `--mtbench-calibration`; one made for another judge spec is refused."""
+    from .calibration import Calibration, CalibrationError
+
+    try:
+        calibration = Calibration.read(path)
+    except CalibrationError as exc:
+        raise SetupError(f"--mtbench-calibration: {exc}") from None
+    if calibration.judge != judge:
+        raise SetupError(
+            f"--mtbench-calibration={path} calibrates the judge {calibration.judge}, not {judge}: "
+            f"calibrate this judge with --mtbench-calibrate=DIR, or judge with {calibration.judge}"
+        )
+    return calibration
 
 
 def _attach_baseline(run: BenchmarkRun) -> None:

@@ -102,6 +102,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from .assembly import SetupError, build_run
 
     settings = build_settings(config)
+    if settings.calibrate is not None:
+        _configure_calibration(config, settings)  # a calibration run: see the block at the end
+        return
     workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
     try:
         run = build_run(
@@ -411,3 +414,217 @@ class ResultReporter:
             terminalreporter.write_line(note)
         for problem in self.problems:
             terminalreporter.write_line(f"mtbench: {problem}", red=True)
+
+
+# ---- calibration to the published GPT-4-0613 scale (--mtbench-calibrate) --------------------------------
+# A run of its own: no candidate model. One item per category, `mtbench::calibration::<category>`, judges
+# that category's sampled published turns through the run's judging path (calibration_judging.py); the
+# controller fits the mapping, writes the calibration file and prints the agreement table.
+CALIBRATION_PROPERTY = "mtbench_calibration"
+CALIBRATION_COLLECTOR = "calibration"
+
+
+@dataclass
+class CalibrationState:
+    """One process's calibration: the sample and judge, its own results, and (controller) everyone's."""
+
+    judging: Any  # calibration_judging.CalibrationJudging
+    pairs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # controller: from the reports
+    local: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # this process's own work
+    errors: dict[str, str] = field(default_factory=dict)
+    backend_failure: str | None = None
+    written: str | None = None
+    problems: list[str] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+
+
+CALIBRATION = pytest.StashKey[CalibrationState]()
+
+
+def _configure_calibration(config: pytest.Config, settings: Settings) -> None:
+    from .assembly import SetupError
+    from .calibration_judging import build_calibration_judging
+
+    settings.check_calibrate_alone()
+    workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
+    try:
+        judging = build_calibration_judging(
+            settings,
+            workers=workers,
+            will_call=not (settings.offline or config.option.collectonly),
+            progress=_progress_printer(config, settings.progress_interval),
+        )
+    except SetupError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    from .questions import CATEGORIES
+
+    for category in set(judging.categories()) - set(CATEGORIES):
+        config.addinivalue_line("markers", f"{category}: questions of the custom category {category}")
+    state = CalibrationState(judging)
+    config.stash[CALIBRATION] = state
+    config.pluginmanager.register(CalibrationPlugin(config, state), "mtbench-calibration")
+
+
+class CalibrationRoot(pytest.Collector):
+    """`mtbench::calibration`: one item per category of the sample."""
+
+    def collect(self) -> Iterator[CalibrationCategoryItem]:
+        state = self.config.stash[CALIBRATION]
+        for category in state.judging.categories():
+            item = CalibrationCategoryItem.from_parent(self, name=category)
+            item.add_marker(pytest.mark.mtbench)
+            item.add_marker(getattr(pytest.mark, category))
+            yield item
+
+
+class CalibrationCategoryItem(pytest.Item):
+    """One category's sampled published turns, judged again; fails only when the judging failed."""
+
+    def runtest(self) -> None:
+        pairs = _calibration_pairs_for(self)
+        self.user_properties.append((CALIBRATION_PROPERTY, {"category": self.name, "pairs": pairs}))
+        scored = sum(p["judge_score"] is not None for p in pairs)
+        self.add_report_section("call", "mtbench", f"{len(pairs)} published turns judged, {scored} scored")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
+        from .backends import BackendError
+
+        if isinstance(excinfo.value, (MTBenchFailure, BackendError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"mtbench calibration of {self.name}"
+
+
+def _calibration_pairs_for(item: CalibrationCategoryItem) -> list[dict[str, Any]]:
+    """Judge this item's whole group once: in-process every selected category at once (API calls all
+    concurrent), on an xdist worker its own category."""
+    from .backends import BackendError
+
+    state = item.config.stash[CALIBRATION]
+    if state.backend_failure is not None and item.name not in state.local:
+        raise MTBenchFailure(f"not run: {state.backend_failure}")
+    if item.name not in state.local and item.name not in state.errors:
+        same_unit = _is_worker(item.config)
+        group = [
+            other.name
+            for other in item.session.items
+            if isinstance(other, CalibrationCategoryItem)
+            and (not same_unit or other.name == item.name)
+            and other.name not in state.local
+        ]
+        try:
+            pairs, errors = state.judging.judge_items(state.judging.items_of(group))
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+            state.errors.update(dict.fromkeys(group, message))
+            if isinstance(exc, BackendError):
+                state.backend_failure = message
+                if not _is_worker(item.config):
+                    item.session.shouldfail = f"mtbench: {message}"
+            raise
+        state.errors.update(errors)
+        for category in group:
+            if category not in errors:
+                state.local[category] = [p for p in pairs if p["category"] == category]
+    if item.name in state.errors:
+        raise MTBenchFailure(f"judging failed: {state.errors[item.name]}")
+    return state.local[item.name]
+
+
+class CalibrationPlugin:
+    """Collection and preflight in every process; on the controller, the pairs from the test reports,
+    the calibration file and the agreement table."""
+
+    def __init__(self, config: pytest.Config, state: CalibrationState) -> None:
+        self.config = config
+        self.state = state
+        self.controller = not _is_worker(config)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, items: list[pytest.Item]) -> None:
+        root = MTBenchCollector.from_parent(session, name=COLLECTOR_NAME, nodeid=COLLECTOR_NAME)
+        calibration = CalibrationRoot.from_parent(root, name=CALIBRATION_COLLECTOR)
+        items.extend(session.genitems(calibration))
+
+    def _preflight(self, categories: list[str]) -> None:
+        from .backends import BackendError, preflight
+
+        settings = self.state.judging.settings
+        if settings.offline or self.config.option.collectonly or not categories:
+            return
+        judging = self.state.judging
+        if not judging.judge.capabilities.preflight or not judging.needs_calls(judging.items_of(categories)):
+            return
+        try:
+            preflight(judging.judge.spec, judging.judge.options)
+        except BackendError as exc:
+            raise pytest.UsageError(f"--mtbench-judge={judging.judge.spec}: {exc}") from None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if _xdist_controller(self.config):
+            self._preflight(self.state.judging.categories())
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.controller and not _xdist_controller(self.config):
+            self._preflight([i.name for i in session.items if isinstance(i, CalibrationCategoryItem)])
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.controller:
+            return
+        kept = []
+        for name, value in report.user_properties:
+            if name != CALIBRATION_PROPERTY:
+                kept.append((name, value))
+                continue
+            self.state.pairs[value["category"]] = value["pairs"]
+            kept.append(("mtbench_calibration_turns", len(value["pairs"])))  # JUnit: not every pair
+        report.user_properties = kept
+
+    def pytest_sessionfinish(self) -> None:
+        from .calibration import CalibrationError
+        from .reports import write_text_atomically
+
+        if not self.controller or not self.state.pairs:
+            return
+        pairs = [p for category in self.state.pairs.values() for p in category]
+        judging = self.state.judging
+        try:
+            calibration = judging.calibration(pairs)
+        except CalibrationError as exc:
+            self.state.problems.append(f"no calibration file written: {exc}")
+            return
+        out = judging.settings.calibration_out
+        summary = calibration.to_dict()
+        summary["path"] = out
+        summary["judging"] = {
+            "calls": sum(not p["cached"] for p in pairs),
+            "cached": sum(bool(p["cached"]) for p in pairs),
+            "seconds": sum(float(p["seconds"]) for p in pairs),
+        }
+        self.state.summary = summary
+        try:
+            write_text_atomically(Path(out), calibration.to_json())
+            self.state.written = out
+        except OSError as exc:
+            self.state.problems.append(f"cannot write the calibration file {out}: {exc.strerror or exc}")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from .reports.terminal import calibration_lines, calibration_title
+
+        if not self.controller:
+            return
+        if self.state.summary is not None:
+            terminalreporter.write_sep("=", calibration_title(self.state.summary))
+            for line in calibration_lines(self.state.summary):
+                terminalreporter.write_line(line)
+        if self.state.written:
+            terminalreporter.write_line(f"calibration: {self.state.written}")
+        for problem in self.state.problems:
+            terminalreporter.write_line(f"mtbench: {problem}", red=True)
+
+    def pytest_unconfigure(self) -> None:
+        self.state.judging.close()

@@ -167,6 +167,22 @@ def _directory(text: str, origin: Origin) -> str:
     return str(path)
 
 
+def _published_dir(text: str, origin: Origin) -> str:
+    from .calibration import PUBLISHED_HINT, published_dir_problem  # only when the option is given
+
+    path = origin.path(_text(text, origin))
+    problem = published_dir_problem(path)
+    if problem is not None:
+        raise _Invalid(f"{problem}; {PUBLISHED_HINT}")
+    return str(path)
+
+
+def _output_file(text: str, origin: Origin) -> str:
+    path = origin.path(_text(text, origin))
+    _check_writable(path, directory=False)
+    return str(path)
+
+
 def _location(text: str, origin: Origin) -> str:
     return str(origin.path(_text(text, origin)))
 
@@ -495,6 +511,38 @@ OPTIONS: tuple[Option, ...] = (
         action="store_true",
     ),
     Option(
+        "--mtbench-calibrate",
+        "Calibrate the judge to the published GPT-4-0613 scale instead of running a model: DIR is "
+        "FastChat's data/mt_bench with the published model_answer/*.jsonl and "
+        "model_judgment/gpt-4_single.jsonl; a stratified sample of published turns is judged again.",
+        parse=_published_dir,
+        metavar="DIR",
+    ),
+    Option(
+        "--mtbench-calibrate-turns",
+        "Published turns --mtbench-calibrate judges again (8 to 5000), an equal share per category.",
+        default=160,
+        parse=_whole(8, 5000),
+        ini="mtbench_calibrate_turns",
+        metavar="N",
+    ),
+    Option(
+        "--mtbench-calibration-out",
+        "Where --mtbench-calibrate writes the calibration file (JSON).",
+        default="mtbench-calibration.json",
+        parse=_output_file,
+        ini="mtbench_calibration_out",
+        metavar="PATH",
+    ),
+    Option(
+        "--mtbench-calibration",
+        "A calibration file of this judge (from --mtbench-calibrate): every score is shown also on the "
+        "GPT-4-0613 scale, with the interval the mapping adds. Ignored by --mtbench-calibrate itself.",
+        parse=_text_file("calibration file"),
+        ini="mtbench_calibration",
+        metavar="FILE",
+    ),
+    Option(
         "--mtbench-concurrency",
         "Concurrent API calls per worker (judge and openai/ models).",
         default=32,
@@ -595,7 +643,7 @@ class Settings:
     """Every setting of one run, validated. Paths are as given (~ expanded, ini paths made relative to
     the ini file's directory); the defaults are in OPTIONS."""
 
-    model: str
+    model: str | None  # None only with --mtbench-calibrate
     judge: str
     model_base_url: str | None
     judge_base_url: str | None
@@ -618,6 +666,10 @@ class Settings:
     confidence: float  # 0.5 < confidence < 1
     strict: bool  # inconclusive baseline comparisons fail too
     allow_mismatch: bool  # accept a baseline judged differently
+    calibrate: str | None  # FastChat's data/mt_bench: calibrate the judge instead of running a model
+    calibrate_turns: int  # published turns the calibration judges again
+    calibration_out: str  # where the calibration file is written
+    calibration: str | None  # a calibration file to apply to this run's scores
     cache: str | None  # None: results/ in the default cache dir
     no_cache: bool
     offline: bool
@@ -632,6 +684,20 @@ class Settings:
     def margin_for(self, name: str) -> float:
         """The regression margin of a category (or "overall")."""
         return self.margins.get(name, self.margin)
+
+    def check_calibrate_alone(self) -> None:
+        """--mtbench-calibrate judges published answers only: no candidate model, a writable output."""
+        if self.calibrate is None:
+            return
+        if self.model is not None:
+            raise pytest.UsageError(
+                "--mtbench-calibrate judges the published answers and runs no candidate model: "
+                "drop --mtbench-model (or unset MTBENCH_MODEL)"
+            )
+        try:
+            _check_writable(Path(self.calibration_out), directory=False)
+        except _Invalid as exc:
+            raise pytest.UsageError(f"--mtbench-calibration-out={self.calibration_out}: {exc}") from None
 
     def check_threshold_names(self, categories: Iterable[str]) -> None:
         """Threshold and margin names must be categories of the question set or 'overall'."""
@@ -736,6 +802,8 @@ def _report_paths(config: pytest.Config, option: Option) -> tuple[str, ...]:
 def active(config: pytest.Config) -> bool:
     """The plugin does anything only when a candidate model is given: on the command line (even an
     empty value, which build_settings refuses) or in a non-empty MTBENCH_MODEL."""
+    if config.getoption("mtbench_calibrate", None) is not None:
+        return True  # --mtbench-calibrate needs no candidate
     return config.getoption("mtbench_model") is not None or bool(os.environ.get("MTBENCH_MODEL", "").strip())
 
 
@@ -755,7 +823,7 @@ def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = No
             values[option.setting] = True if raw is True else _apply(option.parse, str(raw), origin)
             origins[option.setting] = origin
 
-    if values["model"] is None:
+    if values["model"] is None and values["calibrate"] is None:
         raise pytest.UsageError("no candidate model: pass --mtbench-model=SPEC or set MTBENCH_MODEL")
     by_field = {option.setting: option for option in OPTIONS}
     _, values["thresholds"] = _keyed(config, by_field["thresholds"], _threshold_item)

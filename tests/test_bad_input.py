@@ -405,6 +405,30 @@ ROWS: list[Row] = [
         files={"p.jsonl": b"\xff"},
     ),
     Row(
+        "calibrate-not-published",
+        "--mtbench-calibrate=pub: no model_judgment/gpt-4_single.jsonl there; point it at FastChat's "
+        "data/mt_bench after its download_mt_bench_pregenerated.py (model_answer/*.jsonl and "
+        "model_judgment/gpt-4_single.jsonl)",
+        ("--mtbench-calibrate=pub",),
+        files={"pub": DIRECTORY},
+    ),
+    Row(
+        "calibrate-turns-too-few",
+        "pytest.ini: mtbench_calibrate_turns = 4: out of range; give an integer from 8 to 5000",
+        ini="mtbench_calibrate_turns = 4",
+    ),
+    Row(
+        "calibration-out-directory",
+        "--mtbench-calibration-out=out: out is a directory; give a file path",
+        ("--mtbench-calibration-out=out",),
+        files={"out": DIRECTORY},
+    ),
+    Row(
+        "calibration-missing",
+        "--mtbench-calibration=c.json: no such calibration file",
+        ("--mtbench-calibration=c.json",),
+    ),
+    Row(
         "baseline-missing",
         "--mtbench-baseline=old.json: no such baseline report",
         ("--mtbench-baseline=old.json",),

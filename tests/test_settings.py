@@ -83,6 +83,13 @@ def _samples(tmp: Path) -> dict[str, Sample]:
         (tmp / name).mkdir(exist_ok=True)
         return str(tmp / name)
 
+    def published(name: str) -> str:
+        # FastChat's data/mt_bench with the published files --mtbench-calibrate needs
+        for part in ("model_answer/m.jsonl", "model_judgment/gpt-4_single.jsonl"):
+            (tmp / name / part).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name / part).write_text("{}\n")
+        return str(tmp / name)
+
     return {
         "model": Sample("fake/cli", "fake/env", ""),
         "model_base_url": Sample("http://cli:1/v1", "", "http://ini:1/v1"),
@@ -99,6 +106,10 @@ def _samples(tmp: Path) -> dict[str, Sample]:
         "max_new_tokens": Sample("1024", "", "128"),
         "seed": Sample("0", "", "7"),
         "baseline": Sample(made("b-cli.json"), "", made("b-ini.json")),
+        "calibrate": Sample(published("published-cli"), "", ""),
+        "calibrate_turns": Sample("160", "", "40"),
+        "calibration_out": Sample("mtbench-calibration.json", "", str(tmp / "calibration-ini.json")),
+        "calibration": Sample(made("c-cli.json"), "", made("c-ini.json")),
         "confidence": Sample("0.95", "", "0.9"),
         "cache": Sample(str(tmp / "cache-cli"), "", str(tmp / "cache-ini")),
         "concurrency": Sample("32", "", "4"),

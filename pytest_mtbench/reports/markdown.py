@@ -55,6 +55,8 @@ def render(report: RunReport) -> str:
     lines.append(_row(report.overall_detail, verdict(report.overall_detail.name), bold=True))
     if report.baseline is not None:
         lines += ["", baseline_markdown(report.baseline).rstrip("\n")]
+    if report.calibration is not None:
+        lines += ["", calibrated_markdown(report.calibration).rstrip("\n")]
     if report.gates:
         failed = [g for g in report.gates if not g.passed]
         lines += ["", f"**Gates:** {len(report.gates) - len(failed)} passed, {len(failed)} failed", ""]
@@ -100,3 +102,23 @@ def append_step_summary(report: RunReport, path: str | Path) -> None:
     """Append the Markdown table to GitHub's step summary file (other steps' summaries are kept)."""
     with Path(path).open("a", encoding="utf-8") as handle:
         handle.write(render(report) + "\n")
+
+
+def calibrated_markdown(calibration: dict[str, Any]) -> str:
+    """The run's scores on the GPT-4-0613 scale (the interval is the uncertainty the mapping adds)."""
+    agreement = calibration.get("agreement") or {}
+    pearson = agreement.get("pearson")
+    lines = [
+        f"**{_cell(calibration['target'])} scale** (calibration `{_cell(str(calibration['path']))}`: "
+        f"{calibration['turns']} published turns"
+        + (f", Pearson {pearson:.2f}" if pearson is not None else "")
+        + f"; interval: the mapping's, {calibration['confidence']:g})",
+        "",
+        "| category | raw | GPT-4 scale | interval |",
+        "|---|---:|---:|---:|",
+    ]
+    rows = {**calibration["categories"], "overall": calibration["overall"]}
+    for name, row in rows.items():
+        interval = f"{_num(row['low'])} to {_num(row['high'])}" if row["low"] is not None else "-"
+        lines.append(f"| {_cell(name)} | {_num(row['raw'])} | {_num(row['calibrated'])} | {interval} |")
+    return "\n".join(lines) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..records import RunReport
 
 
@@ -91,6 +93,8 @@ def render_table(report: RunReport) -> list[str]:
             f"judge noise: {noise['repeats']} judgments per turn, SD {noise['judge_sd']:.2f} within a turn"
             + (f"; {share:.0%} of the overall score's variance" if share is not None else "")
         )
+    if report.calibration is not None:
+        lines.extend(calibrated_lines(report.calibration))
     for name, phase in report.run.phases.items():
         rate = phase.get("tokens_per_second")
         lines.append(
@@ -99,4 +103,80 @@ def render_table(report: RunReport) -> list[str]:
         )
     if report.run.wall_seconds is not None:
         lines.append(f"wall time: {report.run.wall_seconds:.1f} s")
+    return lines
+
+
+# ---- calibration to the published GPT-4-0613 scale ------------------------------------------------------
+def _figure(value: float | None, fmt: str, width: int) -> str:
+    return f"{value:{fmt}}".rjust(width) if value is not None else "-".rjust(width)
+
+
+def calibrated_lines(calibration: dict[str, Any]) -> list[str]:
+    """The run's scores on the GPT-4-0613 scale: a block under the table (the columns above stay as they
+    are); the interval is the uncertainty the mapping adds."""
+    agreement = calibration.get("agreement") or {}
+    pearson = agreement.get("pearson")
+    lines = [
+        f"{calibration['target']} scale (calibration {calibration['path']}: {calibration['turns']} published "
+        f"turns"
+        + (f", Pearson {pearson:.2f}" if pearson is not None else "")
+        + f"; interval: the mapping's, {calibration['confidence']:g})",
+    ]
+    rows = {**calibration["categories"], "overall": calibration["overall"]}
+    width = max(len(name) for name in [*rows, "category"])
+    lines.append(f"  {'category':<{width}}  {'raw':>6}  {'GPT-4 scale':>11}  {'interval':>13}")
+    for name, row in rows.items():
+        lines.append(
+            f"  {name:<{width}}  {_num(row['raw'], 6)}  {_num(row['calibrated'], 11)}  "
+            f"{_interval(row['low'], row['high']):>13}"
+        )
+    if calibration.get("served_mismatch"):
+        lines.append(
+            f"  note: the calibration was made with {', '.join(calibration['judge_served'])} served; "
+            "this run's judge endpoint served another model"
+        )
+    return lines
+
+
+def calibration_title(summary: dict[str, Any]) -> str:
+    """The title of a calibration run's table: which judge against which."""
+    served = f" (served: {', '.join(summary['judge_served'])})" if summary.get("judge_served") else ""
+    return f"MT-Bench calibration: {summary['judge']}{served} against {summary['target']}"
+
+
+def calibration_lines(summary: dict[str, Any]) -> list[str]:
+    """Agreement with GPT-4-0613 on the re-judged published turns, per category and overall (difference
+    = this judge - GPT-4), the fitted mapping, the sample and what the judging cost."""
+    table = summary["agreement"]
+    rows = {**table["categories"], "overall": table["overall"]}
+    width = max(len(name) for name in [*rows, "category"])
+    header = (
+        f"{'category':<{width}}  {'turns':>5}  {'unscored':>8}  {'pearson':>7}  {'spearman':>8}  "
+        f"{'kendall':>7}  {'mean |d|':>8}  {'offset':>6}  {'within 1':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, row in rows.items():
+        if name == "overall":
+            lines.append("-" * len(header))
+        within = f"{row['within_one']:.0%}" if row["within_one"] is not None else "-"
+        lines.append(
+            f"{name:<{width}}  {row['n'] + row['unscored']:>5}  {row['unscored']:>8}  "
+            f"{_figure(row['pearson'], '.2f', 7)}  {_figure(row['spearman'], '.2f', 8)}  "
+            f"{_figure(row['kendall'], '.2f', 7)}  {_figure(row['mean_abs_diff'], '.2f', 8)}  "
+            f"{_figure(row['mean_offset'], '+.2f', 6)}  {within:>8}"
+        )
+    knots = ", ".join(f"{x:g}->{y:.2f}" for x, y in summary["mapping"]["knots"])
+    method, target = summary["mapping"]["method"], summary["target"]
+    lines.append(f"mapping ({method}, judge score -> {target} score): {knots}")
+    sample = summary["sample"]
+    excluded = ", ".join(f"{n} {why}" for why, n in sample["excluded"].items()) or "none"
+    lines.append(
+        f"sample: {sample['judged']} of {sample['eligible']} usable published turns (seed {sample['seed']}, "
+        f"{sample['requested']} asked); {sample['rows']} published rows, excluded: {excluded}"
+    )
+    judging = summary.get("judging")
+    if judging:
+        lines.append(
+            f"judging: {judging['calls']} calls, {judging['cached']} cached in {judging['seconds']:.1f} s"
+        )
     return lines
