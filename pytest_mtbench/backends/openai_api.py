@@ -25,6 +25,7 @@ serves the model, with one line the user can act on; it knows which OpenAI model
 from __future__ import annotations
 
 import base64
+import contextlib
 import difflib
 import json
 import logging
@@ -42,6 +43,7 @@ from datetime import date
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
+from weakref import WeakSet
 
 from .base import (
     FINISH_LENGTH,
@@ -87,6 +89,7 @@ RETRY_AFTER_CAP = 60.0  # seconds; a server asking for longer is not believed
 RETRYABLE_STATUS = frozenset({408, 409, 429})  # plus every 5xx
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[^\s'\"]+")
 MAX_SERVER_MESSAGE = 200  # characters of a server error message kept in our errors
+ABORT_GRACE = 0.5  # seconds an interrupted batch waits for its cut calls' threads to return
 
 
 class _Secret(str):
@@ -230,15 +233,64 @@ def _origin(url: str) -> tuple[str, str, int]:
     return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
 
 
-def _build_client(openai: Any, credentials: _Credentials, timeout: float) -> Any:
+class _OpenSockets:
+    """The sockets of one HTTP client, so that calls in flight can be cut at once.
+
+    Closing a socket (what closing the HTTP client does) does not wake a thread blocked reading it;
+    shutting it down does, and the read fails at once. Sockets are learnt from the transport's `trace`
+    extension as each connection is made; one made after a cut is shut down as soon as it exists.
+    """
+
+    # Direct, through a proxy or SOCKS, plain or TLS: each way a connection comes into being.
+    _CONNECTED = (".connect_tcp.complete", ".connect_unix_socket.complete", ".start_tls.complete")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: WeakSet[socket.socket] = WeakSet()
+        self._batch = threading.local()  # the abort event of the batch the current thread serves
+
+    def serve(self, abort: threading.Event | None) -> None:
+        """Mark the calling thread as working for the batch with this abort event."""
+        self._batch.abort = abort
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """The `trace` extension: keeps each new connection's socket."""
+        if not event.endswith(self._CONNECTED) or info.get("return_value") is None:
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        if sock is None:
+            return
+        with self._lock:
+            self._sockets.add(sock)
+        abort = getattr(self._batch, "abort", None)
+        if abort is not None and abort.is_set():  # connected just after the cut: cut this one too
+            _shut(sock)
+
+    def cut(self) -> None:
+        """Make every blocked read or write on these sockets fail now (the pool then drops them)."""
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed or detached (wrapped by TLS)
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _build_client(
+    openai: Any, credentials: _Credentials, timeout: float, sockets: _OpenSockets | None = None
+) -> Any:
     """An `openai.OpenAI` client for these credentials; it never retries (callers do) and never sees
-    the URL's userinfo."""
+    the URL's userinfo. With `sockets`, every connection it opens is recorded there (see _OpenSockets)."""
     kwargs: dict[str, Any] = {
         "base_url": credentials.client_url,
         "api_key": str(credentials.api_key),
         "max_retries": 0,  # we retry ourselves: jitter, retry-after caps, malformed bodies
         "timeout": timeout,
     }
+    hooks: list[Callable[[Any], None]] = []
     if credentials.basic is not None:
         origin = _origin(credentials.client_url)
         header, value = credentials.basic_header, str(credentials.basic)
@@ -250,9 +302,16 @@ def _build_client(openai: Any, credentials: _Credentials, timeout: float) -> Any
             else:
                 request.headers.pop(header, None)
 
-        kwargs["http_client"] = openai.DefaultHttpxClient(
-            timeout=timeout, event_hooks={"request": [add_url_credentials]}
-        )
+        hooks.append(add_url_credentials)
+    if sockets is not None:
+        trace = sockets.trace
+
+        def record_connections(request: Any) -> None:
+            request.extensions["trace"] = trace
+
+        hooks.append(record_connections)
+    if hooks:
+        kwargs["http_client"] = openai.DefaultHttpxClient(timeout=timeout, event_hooks={"request": hooks})
     return openai.OpenAI(**kwargs)
 
 
@@ -284,11 +343,12 @@ class OpenAIBackend:
         self._openai = openai
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
+        self._sockets = _OpenSockets()
 
         credentials = _credentials(options, env)
         # only the redaction list keeps the secrets; they are never printed (see _redact / __repr__)
         self._secrets = credentials.secrets
-        self._client = _build_client(openai, credentials, options.timeout)
+        self._client = _build_client(openai, credentials, options.timeout, self._sockets)
         self._completions = self._client.chat.completions.with_raw_response
         del credentials
 
@@ -353,12 +413,15 @@ class OpenAIBackend:
         """One conversation with retries; BackendError when it fails for good."""
         attempts = self.options.max_retries + 1
         last = ""
+        self._sockets.serve(abort)
         for attempt in range(1, attempts + 1):
             if abort.is_set():
                 raise _Aborted
             try:
                 return self._attempt(messages, params)
             except _RetryableError as exc:
+                if abort.is_set():  # the batch was cut: this failure is ours, not the server's
+                    raise _Aborted from None
                 last = self._redact(str(exc))
                 if attempt == attempts:
                     break
@@ -395,7 +458,9 @@ class OpenAIBackend:
 
         `on_result(index, completion)` is called in this thread as each call finishes, so the caller can
         store it at once. If any call fails for good, the calls not yet started are cancelled, running
-        ones stop retrying, and BackendError names the failing conversation.
+        ones stop retrying, and BackendError names the failing conversation. If this thread is interrupted
+        (Ctrl-C, SIGTERM made KeyboardInterrupt), the calls in flight are cut at once, every result that
+        has arrived is still given to `on_result`, and the interruption propagates.
         """
         if not conversations:
             return []
@@ -414,6 +479,7 @@ class OpenAIBackend:
         index_of = {future: index for index, future in enumerate(futures)}
         pending: set[Future[Completion]] = set(futures)
         failed: Future[Completion] | None = None
+        delivered: set[int] = set()
         try:
             while pending and failed is None:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -422,10 +488,12 @@ class OpenAIBackend:
                         failed = failed or future
                     elif on_result is not None:
                         on_result(index_of[future], future.result())
+                        delivered.add(index_of[future])
         except BaseException:  # Ctrl-C / worker shutdown: leave nothing running in the background
-            abort.set()
-            for future in futures:
-                future.cancel()
+            self._cut(abort, futures)
+            if on_result is not None:
+                with contextlib.suppress(Exception):  # e.g. the store itself failed: report that one
+                    self._deliver_arrived(futures, delivered, on_result)
             raise
         if failed is None:
             return [f.result() for f in futures]
@@ -441,10 +509,32 @@ class OpenAIBackend:
             f"({type(error).__name__}: {self._redact(str(error))[:MAX_SERVER_MESSAGE]})"
         ) from None
 
+    def _cut(self, abort: threading.Event, futures: list[Future[Completion]]) -> None:
+        """Stop a batch now: nothing new starts, calls in flight fail at once (their sockets are shut
+        down), and their threads are given ABORT_GRACE seconds to return."""
+        abort.set()
+        for future in futures:
+            future.cancel()
+        self._sockets.cut()
+        wait([f for f in futures if not f.done()], timeout=ABORT_GRACE)
+
+    @staticmethod
+    def _deliver_arrived(
+        futures: list[Future[Completion]], delivered: set[int], on_result: ResultCallback
+    ) -> None:
+        """Hand over, in input order, every result that arrived but was not yet handed over."""
+        for index, future in enumerate(futures):
+            if index in delivered or not future.done() or future.cancelled():
+                continue
+            if future.exception() is None:
+                on_result(index, future.result())
+
     def close(self) -> None:
-        """Stop the worker threads and close the HTTP connections (idempotent)."""
+        """Stop the worker threads and close the HTTP connections (idempotent). Calls still in flight
+        are cut first, so this never waits for a slow or hung endpoint."""
         with self._executor_lock:
             executor, self._executor = self._executor, None
+        self._sockets.cut()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
         self._client.close()
