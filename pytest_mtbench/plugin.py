@@ -7,8 +7,13 @@ data in `TestReport.user_properties`.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,6 +104,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{category}: MT-Bench {category} questions")
     if not active(config):
         return
+    InterruptHandler.install(config)
     from .assembly import SetupError, build_run
 
     settings = build_settings(config)
@@ -174,6 +180,88 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
         state.run.close()
+
+
+# ---- interruption: SIGTERM is Ctrl-C; under -n a signal to the controller stops its workers too ----------
+class InterruptHandler:
+    """Signal handlers for the main thread of every process of an active run, restored at unconfigure.
+
+    SIGTERM raises KeyboardInterrupt as SIGINT does, so pytest's own interrupt path runs: the summary, the
+    partial report at sessionfinish, the backends closed (calls in flight cut) at unconfigure. The xdist
+    controller first passes SIGINT on to each worker it started, so none is left calling the API. A worker
+    stops on the first signal and ignores later ones (a terminal's Ctrl-C reaches it twice: directly and
+    from the controller), so a copy never cuts its clean-up short. A signal someone else handles is left
+    alone, and so is an ignored one (a background job's SIGINT).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.worker = _is_worker(config)
+        self.workers: list[Any] = []  # subprocess.Popen of each local xdist worker (controller only)
+        self.selected: set[int] = set()  # controller under -n: the question ids the workers collected
+        self.previous: dict[int, Any] = {}
+        self.interrupted = False
+
+    @classmethod
+    def install(cls, config: pytest.Config) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        handler = cls(config)
+        for signum in cls.SIGNALS:
+            if signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL):
+                handler.previous[signum] = signal.signal(signum, handler.handle)
+        config.pluginmanager.register(handler, "mtbench-interrupt")
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.worker and self.interrupted:
+            return
+        self.interrupted = True
+        for process in self.workers:
+            with contextlib.suppress(OSError):
+                process.send_signal(signal.SIGINT)  # does nothing once that worker has exited
+        raise KeyboardInterrupt
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_newgateway(self, gateway: Any) -> None:
+        process = getattr(getattr(gateway, "_io", None), "popen", None)  # a local worker's own process
+        if process is not None:
+            self.workers.append(process)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # The controller collects nothing itself; `mtbench::writing::test_mtbench[writing-81]` -> 81.
+        found = (re.search(r"^mtbench::.*\[.*-(\d+)\]$", nodeid) for nodeid in ids)
+        self.selected.update(int(match.group(1)) for match in found if match)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Stopped by a signal: every selected question whose answers and judgments had all arrived (they
+        are in the cache) joins the records, so the partial report holds all that was done."""
+        state = self.config.stash.get(STATE, None)
+        if not self.interrupted or self.worker or state is None or not state.run.runner.cache.read_enabled:
+            return
+        from .cache import ResultCache
+        from .runner import BenchmarkRunner
+
+        if self.selected:
+            questions = [q for qid, q in state.run.questions.items() if qid in self.selected]
+        else:
+            questions = [item.question for item in session.items if isinstance(item, MTBenchItem)]
+        runner = state.run.runner
+        cache = ResultCache(runner.cache.root, read=True, write=False)
+        offline = dataclasses.replace(runner.settings, offline=True)
+        replay = BenchmarkRunner(runner.model, runner.judge, runner.mode, cache, offline, reuse=runner.reuse)
+        missing = [q for q in questions if q.question_id not in state.records]
+        for question_id, record in replay.run(missing).items():
+            if record.error is None:
+                state.records[question_id] = record
+
+    def pytest_unconfigure(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
 
 
 # ---- collection ---------------------------------------------------------------------------------
