@@ -52,6 +52,7 @@ from .runner import BenchmarkRunner, LazyBackend, ProgressCallback, RunSettings
 from .stats import aggregate, evaluate_gates, phase_totals, question_scores, served_judges
 
 if TYPE_CHECKING:
+    from .calibration import Calibration
     from .settings import Settings
 
 
@@ -68,7 +69,7 @@ class BenchmarkRun:
     runner: BenchmarkRunner
     data_info: dict[str, Any]
     baseline: RunReport | None = None  # --mtbench-baseline, read and checked at start-up
-    calibration: Any = None  # --mtbench-calibration: a calibration.Calibration of this judge
+    calibration: Calibration | None = None  # --mtbench-calibration, read and checked at start-up
 
     def sampling(self) -> dict[str, Any]:
         """The answer sampling parameters, as the report records them."""
@@ -388,7 +389,7 @@ def build_run(
     return run
 
 
-def read_calibration(path: str, judge: str) -> Any:
+def read_calibration(path: str, judge: str) -> Calibration:
     """The calibration file for `--mtbench-calibration`; one made for another judge spec is refused."""
     from .calibration import Calibration, CalibrationError
 

@@ -26,6 +26,7 @@ from .settings import Settings, active, add_options, build_settings
 
 if TYPE_CHECKING:
     from .assembly import BenchmarkRun
+    from .calibration_judging import CalibrationJudging
     from .records import GateResult, QuestionRecord, RunReport
 
 RECORD_PROPERTY = "mtbench"
@@ -516,7 +517,7 @@ CALIBRATION_COLLECTOR = "calibration"
 class CalibrationState:
     """One process's calibration: the sample and judge, its own results, and (controller) everyone's."""
 
-    judging: Any  # calibration_judging.CalibrationJudging
+    judging: CalibrationJudging
     pairs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # controller: from the reports
     local: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # this process's own work
     errors: dict[str, str] = field(default_factory=dict)
