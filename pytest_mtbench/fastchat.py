@@ -381,10 +381,18 @@ _FROM_FASTCHAT = {v: k for k, v in _TO_FASTCHAT.items()}
 
 
 def pair_judgment_rows(
-    judge: str, results: Iterable[PairResult], tstamp: float | None = None
+    judge: str,
+    results: Iterable[PairResult],
+    tstamp: float | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """FastChat pair rows for our pair results, and how many have a game written as "error"."""
+    """FastChat pair rows for our pair results, and how many have a game written as "error".
+
+    `names` maps the results' model names (specs) to the names the answer files use (`fastchat_name`);
+    a model not in it keeps its own name.
+    """
     tstamp = time.time() if tstamp is None else tstamp
+    names = names or {}
     rows, errors = [], 0
     for result in results:
         g1, g2 = _TO_FASTCHAT[result.g1.verdict], _TO_FASTCHAT[result.g2.verdict]
@@ -392,8 +400,8 @@ def pair_judgment_rows(
         rows.append(
             {
                 "question_id": result.question_id,
-                "model_1": result.model_a,
-                "model_2": result.model_b,
+                "model_1": names.get(result.model_a, result.model_a),
+                "model_2": names.get(result.model_b, result.model_b),
                 "g1_winner": g1,
                 "g2_winner": g2,
                 "judge": [judge, result.g1.prompt.name],
@@ -418,10 +426,14 @@ class PairExport:
 
 
 def write_pair_judgments(
-    directory: str | Path, judge: str, results: Iterable[PairResult], tstamp: float | None = None
+    directory: str | Path,
+    judge: str,
+    results: Iterable[PairResult],
+    tstamp: float | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> PairExport:
-    """Write `directory/model_judgment/<judge>_pair.jsonl`."""
-    rows, errors = pair_judgment_rows(judge, results, tstamp)
+    """Write `directory/model_judgment/<judge>_pair.jsonl` (`names` as in `pair_judgment_rows`)."""
+    rows, errors = pair_judgment_rows(judge, results, tstamp, names)
     path = Path(directory) / JUDGMENT_DIR / f"{judge}_pair.jsonl"
     _write_jsonl(path, rows)
     return PairExport(path, len(rows), errors)

@@ -327,6 +327,8 @@ def _pair_results(official):
 
 def test_pair_export_is_read_by_fastchats_show_result_with_our_counts(official, tmp_path: Path) -> None:
     results = _pair_results(official)
+    renamed = write_pair_judgments(tmp_path / "renamed", "j", results, names={"cand": "fake/echo-model"})
+    assert {json.loads(line)["model_1"] for line in renamed.path.open()} == {"fake/echo-model"}
     export = write_pair_judgments(tmp_path, "judge-varied", results, tstamp=3.0)
     assert export.path == tmp_path / "model_judgment" / "judge-varied_pair.jsonl"
     assert (export.rows, export.unparsable) == (20, 1)
