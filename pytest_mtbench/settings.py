@@ -228,8 +228,24 @@ def _reports_item(text: str, origin: Origin) -> str:
             f"unknown report format {path.suffix or '(no suffix)'!r}; "
             f"end the path with one of {', '.join(known_suffixes())}"
         )
+    if path.suffix == ".png":
+        _require_extra("matplotlib", "plot", "to draw the PNG radar chart (or write PATH.svg)")
     _check_writable(path, directory=False)
     return str(path)
+
+
+def _require_extra(module: str, extra: str, why: str) -> None:
+    """A module of an optional extra must be installed (checked at start-up, not imported here)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise _Invalid(
+            f"{module} is not installed; it is needed {why}: pip install 'pytest-mtbench[{extra}]'"
+        )
 
 
 def _check_writable(path: Path, *, directory: bool) -> None:
@@ -442,7 +458,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--mtbench-report",
         "Write a report to PATH, its format chosen by the suffix (.json: everything, for a later "
-        "--mtbench-baseline; .md: the tables). Repeatable.",
+        "--mtbench-baseline; .md: the tables; .html: a self-contained page with every answer and "
+        "judgment; .svg/.png: the radar chart). Repeatable.",
         ini="mtbench_report",
         action="append",
         metavar="PATH",

@@ -18,6 +18,9 @@ from ..records import RunReport
 WRITERS: dict[str, str] = {
     ".json": "pytest_mtbench.reports.json_report",
     ".md": "pytest_mtbench.reports.markdown",
+    ".html": "pytest_mtbench.reports.html",
+    ".svg": "pytest_mtbench.reports.radar",  # the radar chart alone
+    ".png": "pytest_mtbench.reports.radar",  # the radar chart alone (needs the plot extra)
 }
 
 
