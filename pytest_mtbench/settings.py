@@ -466,6 +466,15 @@ OPTIONS: tuple[Option, ...] = (
         name="reports",
     ),
     Option(
+        "--mtbench-mlflow",
+        "Log the run to MLflow (tracking URI from MLFLOW_TRACKING_URI, else MLflow's default): "
+        "parameters, scores as metrics, verdicts as tags, the JSON and HTML reports as artifacts.",
+        default=False,
+        parse=_switch,
+        ini="mtbench_mlflow",
+        action="store_true",
+    ),
+    Option(
         "--mtbench-baseline",
         "A JSON report of an earlier run: fail the categories that are now significantly worse.",
         parse=_text_file("baseline report"),
@@ -677,6 +686,7 @@ class Settings:
     seed: int
     thresholds: dict[str, float] = field(hash=False)  # category or "overall" -> minimum score
     reports: tuple[str, ...]  # report paths; the suffix picks the writer
+    mlflow: bool  # log the run to MLflow at the end
     baseline: str | None  # a JSON report to compare with
     margin: float  # points below the baseline that are no regression, unless `margins` names the category
     margins: dict[str, float] = field(hash=False)  # category or "overall" -> its own margin
@@ -848,6 +858,12 @@ def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = No
     values["margin"] = by_field["margin"].default if margin is None else margin
     values["reports"] = _report_paths(config, by_field["reports"])
 
+    if values["mlflow"]:
+        label = origins["mlflow"].label if "mlflow" in origins else "--mtbench-mlflow"
+        try:
+            _require_extra("mlflow", "mlflow", "to log the run to MLflow")
+        except _Invalid as exc:
+            raise pytest.UsageError(f"{label}: {exc}") from None
     if values["offline"] and values["no_cache"]:
         raise pytest.UsageError(
             f"{origins['offline'].label} serves answers from the cache; it cannot go with "
