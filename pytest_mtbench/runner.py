@@ -25,6 +25,7 @@ from .backends import (
     load_backend,
     static_identity,
 )
+from .backends.base import FINISH_CONTEXT_OVERFLOW, NOT_GENERATED
 from .baseline import BaselineJudgments
 from .cache import ResultCache, content_key
 from .judge import JUDGE_MAX_TOKENS, JUDGE_TEMPERATURE, JudgeRequest, read_rating
@@ -39,7 +40,9 @@ RATING_CUE = "\nRating: [["
 ANSWER_KIND = "answer"
 JUDGMENT_KIND = "judgment"
 RATING_KIND = "rating"
-CONTEXT_OVERFLOW = "context_overflow"
+NOT_GENERATED_REASON = {
+    FINISH_CONTEXT_OVERFLOW: "the conversation is longer than the model's context window (not sent)",
+}
 
 
 class LazyBackend:
@@ -176,8 +179,10 @@ class Completer:
             if job.value is not None:
                 return
             job.value = value
-            if value.get("finish_reason") == CONTEXT_OVERFLOW:
-                job.missing = "the conversation is longer than the model's context window (not sent)"
+            if value.get("finish_reason") in NOT_GENERATED:
+                job.missing = (value.get("extra") or {}).get("missing") or NOT_GENERATED_REASON.get(
+                    value["finish_reason"], value["finish_reason"]
+                )
             else:
                 self.cache.put(kind, job.key, job.material, value)
             stats.calls += 1

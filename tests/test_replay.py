@@ -268,9 +268,6 @@ def test_published_rows_with_extra_keys_and_several_choices_use_the_first_choice
     assert prepared.errors == [] and prepared.answers[1] == ("first", "second")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs the runner to fail a question whose answer has finish_reason 'missing_answer'"
-)
 def test_runner_fails_a_question_missing_from_the_file(official, tmp_path: Path) -> None:
     questions, _, _ = official
     path = _write(tmp_path / "m.jsonl", [_answer_line(81, ["a", "b"])])

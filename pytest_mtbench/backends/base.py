@@ -39,6 +39,9 @@ class SamplingParams:
 FINISH_STOP = "stop"  # the model ended its reply (EOS / a stop sequence)
 FINISH_LENGTH = "length"  # cut off at max_new_tokens
 FINISH_CONTEXT_OVERFLOW = "context_overflow"  # not generated: the prompt does not fit the context window
+FINISH_MISSING_ANSWER = "missing_answer"  # not generated: a replayed answer file has none for this turn
+# Completions that carry no text to use: never cached; the question fails with `extra["missing"]`.
+NOT_GENERATED = frozenset({FINISH_CONTEXT_OVERFLOW, FINISH_MISSING_ANSWER})
 
 
 @dataclass

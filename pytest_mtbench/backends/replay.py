@@ -32,6 +32,7 @@ from typing import Any
 from ..fastchat import FastChatFileError, model_name_from_answer_file, read_answer_file
 from ..questions import Question
 from .base import (
+    FINISH_MISSING_ANSWER,
     BackendError,
     BackendOptions,
     Capabilities,
@@ -45,7 +46,6 @@ from .base import (
 CAPABILITIES = Capabilities(batch_scope="all", rating_probes=False, preflight=False, local=True)
 
 # The finish reason of a conversation the file has no answer for (see the module docstring).
-FINISH_MISSING_ANSWER = "missing_answer"
 
 
 @dataclass
