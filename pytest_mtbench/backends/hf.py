@@ -11,11 +11,13 @@ since unpickling can run code. A chat template that is not valid Jinja, a trunca
 and missing custom code are one-line BackendErrors, found before generation starts.
 
 Each Completion reports `prompt_tokens`, and `finish_reason` "stop" (the model wrote EOS) or "length"
-(`truncated`: it hit max_new_tokens without EOS). Context rule: a prompt is never silently truncated.
-When its tokens plus max_new_tokens exceed the context window (the config's max_position_embeddings, or
-the tokenizer's model_max_length when that is set and smaller), it is not generated at all: its
-Completion has text "", n_tokens 0 and finish_reason "context_overflow", and the runner records the
-turn as unanswered.
+(`truncated`: it hit its token limit without EOS). Context rule (the window is the config's
+max_position_embeddings, or the tokenizer's model_max_length when that is set and smaller): a prompt is
+never silently truncated. A prompt that leaves no room to generate in the window is not generated at
+all: its Completion has text "", n_tokens 0 and finish_reason "context_overflow", and the runner fails
+that question with the reason. A prompt that fits, but not with max_new_tokens more, generates up to the
+end of the window (for a batch, the window left by its longest prompt) and is marked truncated when it
+reaches that limit without EOS.
 """
 
 from __future__ import annotations
@@ -266,7 +268,7 @@ class HFBackend:
         results: list[Completion | None] = [None] * len(encoded)
         fits: list[int] = []
         for index, ids in enumerate(encoded):
-            if self.context_window is not None and len(ids) + params.max_new_tokens > self.context_window:
+            if self.context_window is not None and len(ids) >= self.context_window:
                 # Never truncated silently: the prompt is reported as not fitting, not generated.
                 results[index] = Completion(
                     text="", n_tokens=0, finish_reason=FINISH_CONTEXT_OVERFLOW, prompt_tokens=len(ids)
@@ -292,16 +294,21 @@ class HFBackend:
                 batch = self.tokenizer.pad(
                     {"input_ids": [encoded[i] for i in indices]}, padding=True, return_tensors="pt"
                 )
+                limit = params.max_new_tokens
+                if self.context_window is not None:  # what the window leaves after the longest prompt
+                    limit = min(limit, self.context_window - max(len(encoded[i]) for i in indices))
                 # Seeded per batch so greedy and sampled runs repeat exactly.
                 torch.manual_seed(params.seed)
                 output = self.model.generate(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **gen_kwargs
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    **{**gen_kwargs, "max_new_tokens": limit},
                 )
                 new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
                 for index, tokens in zip(indices, new_tokens):
                     n_tokens, ended = self._count_generated(tokens)
                     text = self.tokenizer.decode(tokens[:n_tokens], skip_special_tokens=True)
-                    cut_off = not ended and n_tokens >= params.max_new_tokens
+                    cut_off = not ended and n_tokens >= limit
                     results[index] = Completion(
                         text=text.strip(),
                         n_tokens=n_tokens,
