@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 
+from pytest_mtbench.reports import known_suffixes
 from pytest_mtbench.settings import ENVIRONMENT_OPTIONS, OPTIONS
+
+SUFFIXES = ", ".join(known_suffixes())
 
 pytest_plugins = ["pytester"]
 
@@ -121,6 +124,11 @@ ROWS: list[Row] = [
         "judge-repeats-word",
         "--mtbench-judge-repeats=two: not a whole number; give an integer from 1 to 20",
         ("--mtbench-judge-repeats=two",),
+    ),
+    Row(
+        "judge-drift-negative",
+        "--mtbench-judge-drift=-3: out of range; give an integer from 0 to 5000",
+        ("--mtbench-judge-drift=-3",),
     ),
     Row(
         "confidence-one",
@@ -293,19 +301,19 @@ ROWS: list[Row] = [
     # ---- output locations: checked at start-up, nothing created ----
     Row(
         "report-unknown-suffix",
-        "--mtbench-report=out.txt: unknown report format '.txt'; end the path with one of .json, .md",
+        "--mtbench-report=out.txt: unknown report format '.txt'; end the path with one of " + SUFFIXES,
         ("--mtbench-report=out.txt",),
     ),
     Row(
         "report-no-suffix",
-        "--mtbench-report=out: unknown report format '(no suffix)'; end the path with one of .json, .md",
+        "--mtbench-report=out: unknown report format '(no suffix)'; end the path with one of " + SUFFIXES,
         ("--mtbench-report=out",),
     ),
     Row(
         "ini-report-unknown-suffix",
-        "pytest.ini: mtbench_report = out.html: unknown report format '.html'; "
-        "end the path with one of .json, .md",
-        ini="mtbench_report =\n    out.json\n    out.html",
+        "pytest.ini: mtbench_report = out.pdf: unknown report format '.pdf'; "
+        "end the path with one of " + SUFFIXES,
+        ini="mtbench_report =\n    out.json\n    out.pdf",
     ),
     Row(
         "report-twice",

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_mtbench.settings import (
+    DEFAULT_JUDGE,
     ENVIRONMENT_OPTIONS,
     OPTIONS,
     Option,
@@ -93,11 +94,12 @@ def _samples(tmp: Path) -> dict[str, Sample]:
     return {
         "model": Sample("fake/cli", "fake/env", ""),
         "model_base_url": Sample("http://cli:1/v1", "", "http://ini:1/v1"),
-        "judge": Sample("openai/gpt-4", "fake/judge-5", "fake/judge-3"),
+        "judge": Sample(DEFAULT_JUDGE, "fake/judge-5", "fake/judge-3"),
         "judge_base_url": Sample("http://cli:2/v1", "", "http://ini:2/v1"),
         "judge_scoring": Sample("official", "", "constrained"),
         "judge_max_tokens": Sample("2048", "", "64"),
         "judge_repeats": Sample("1", "", "3"),
+        "judge_drift": Sample("0", "", "40"),
         "data": Sample(folder("data-cli"), folder("data-env"), folder("data-ini")),
         "questions": Sample(made("q-cli.jsonl"), "", made("q-ini.jsonl")),
         "references": Sample("gpt-4", "", "gpt-4-0125-preview"),
