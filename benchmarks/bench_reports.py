@@ -159,7 +159,7 @@ def main() -> None:
         print(f"{'with --mtbench-mlflow':<34} {logged:>7.2f}s")
         print(f"{'added':<34} {logged - base:>+7.2f}s ({logged / base:.2f}x)")
         print(f"{'first logged run (creates store)':<34} {first:>7.2f}s")
-        print(f"{'of which: import mlflow + open store':<34} {mlflow_start(store):>7.2f}s (a fresh process)")
+        print(f"{'import mlflow + open store':<34} {mlflow_start(store):>7.2f}s (a fresh process)")
 
 
 if __name__ == "__main__":
