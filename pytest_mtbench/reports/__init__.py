@@ -56,6 +56,9 @@ def write_text_atomically(path: Path, text: str) -> None:
     """Write a file so that a crash never leaves half of it, and no temporary file stays behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # a report is shared like any file (mkstemp would leave it 0600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
