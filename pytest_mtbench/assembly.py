@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .backends import ALIASES, BackendError, BackendOptions, split_spec
+from .backends import ALIASES, BackendError, BackendOptions, missing_credentials, split_spec
 from .baseline import (
     BaselineJudgments,
     GateOptions,
@@ -40,6 +40,7 @@ from .questions import (
     load_references,
 )
 from .records import (
+    CallInfo,
     CategorySummary,
     GateResult,
     QuestionRecord,
@@ -48,7 +49,7 @@ from .records import (
     RunReport,
     finite_or_none,
 )
-from .runner import BenchmarkRunner, LazyBackend, ProgressCallback, RunSettings
+from .runner import BenchmarkRunner, CachedJudge, LazyBackend, ProgressCallback, RunSettings
 from .stats import aggregate, evaluate_gates, phase_totals, question_scores, served_judges
 
 if TYPE_CHECKING:
@@ -61,15 +62,62 @@ class SetupError(Exception):
 
 
 @dataclass
+class GroupResult:
+    """One question's results: a record per model, and (pairwise mode) its pair results."""
+
+    records: list[QuestionRecord]
+    pairs: list[Any] = field(default_factory=list)  # modes.pairwise.PairResult
+    pair_errors: list[str] = field(default_factory=list)  # pairs that could not be judged, and why
+
+
+@dataclass
 class BenchmarkRun:
     """Everything one process needs to run the benchmark, built once from the settings."""
 
     settings: Settings
     questions: dict[int, Question]
-    runner: BenchmarkRunner
+    runners: list[BenchmarkRunner]  # one per candidate model, in the order given; they share the judge
     data_info: dict[str, Any]
+    pairwise: Any = None  # modes.pairwise.PairwiseMode with --mtbench-mode=pairwise
     baseline: RunReport | None = None  # --mtbench-baseline, read and checked at start-up
     calibration: Calibration | None = None  # --mtbench-calibration, read and checked at start-up
+    notes: list[str] = field(default_factory=list)  # lines for the summary (e.g. a replayed file's name)
+
+    @property
+    def runner(self) -> BenchmarkRunner:
+        """The first model's runner: the judge, the cache and the judged records of the gated model."""
+        return self.runners[0]
+
+    def run_group(self, questions: Sequence[Question]) -> dict[int, GroupResult]:
+        """Answer (every model) and judge a group of questions: one GroupResult per question."""
+        if self.pairwise is None:
+            per_model = [runner.run(questions) for runner in self.runners]
+            return {q.question_id: GroupResult([m[q.question_id] for m in per_model]) for q in questions}
+        from .modes.pairwise import make_matches
+
+        results = {q.question_id: GroupResult([]) for q in questions}
+        answers: dict[str, dict[int, tuple[str, ...]]] = {}
+        for runner in self.runners:
+            errors: dict[int, str] = {}
+            turns = runner.generate_answers(questions, errors)
+            answers[runner.model.spec] = {}
+            for q in questions:
+                record = QuestionRecord(
+                    q.question_id, q.category, runner.model.spec, error=errors.get(q.question_id)
+                )
+                if record.error is None:
+                    record.turns = turns[q.question_id]
+                    answers[runner.model.spec][q.question_id] = tuple(t.answer for t in record.turns)
+                results[q.question_id].records.append(record)
+        first = self.runner
+        client = CachedJudge(first.judge, first.completer, first.settings, first.judging, first.reuse)
+        matches = make_matches(questions, answers, baseline=self.settings.baseline_model)
+        outcome = self.pairwise.judge_pairs(matches, client)
+        for pair in outcome.results:
+            results[pair.question_id].pairs.append(pair)
+        for (qid, model_a, model_b), why in outcome.errors.items():
+            results[qid].pair_errors.append(f"{model_a} vs {model_b}: {why}")
+        return results
 
     def sampling(self) -> dict[str, Any]:
         """The answer sampling parameters, as the report records them."""
@@ -84,11 +132,17 @@ class BenchmarkRun:
         return {"temperature": JUDGE_TEMPERATURE, "max_tokens": self.settings.judge_max_tokens}
 
     def close(self) -> None:
-        self.runner.model.close()
+        for runner in self.runners:
+            runner.model.close()
         self.runner.judge.close()
 
     def run_info(
-        self, records: Iterable[QuestionRecord], started: float, finished: float, workers: int
+        self,
+        records: Iterable[QuestionRecord],
+        started: float,
+        finished: float,
+        workers: int,
+        pair_calls: Sequence[CallInfo] = (),
     ) -> RunInfo:
         """What ran, for the report (base URLs without credentials)."""
         records = list(records)
@@ -100,7 +154,9 @@ class BenchmarkRun:
             judge_scoring=settings.judge_scoring,
             model_base_url=public_url(settings.model_base_url),
             judge_base_url=public_url(settings.judge_base_url),
-            judge_served=served_judges(records),
+            judge_served=sorted(
+                set(served_judges(records)) | {c.served_model for c in pair_calls if c.served_model}
+            ),
             judge_repeats=settings.judge_repeats,
             data=self.data_info,
             sampling=self.sampling(),
@@ -109,31 +165,41 @@ class BenchmarkRun:
             finished=datetime.fromtimestamp(finished, timezone.utc).isoformat(),
             wall_seconds=finished - started,
             workers=workers,
-            phases=phase_totals(records),
+            phases=phase_totals(records, pair_calls),
         )
 
     def report(
         self,
-        records: Mapping[int, QuestionRecord],
+        records: Iterable[QuestionRecord],
         *,
         started: float,
         finished: float,
         workers: int,
-        extra_gates: Iterable[GateResult] = (),
+        pairs: Sequence[Any] = (),
     ) -> RunReport:
-        """The whole run as one typed report: summaries, gates and every question's record."""
-        ordered = [records[qid] for qid in sorted(records)]
-        categories, overall = aggregate(ordered, self.settings.thresholds)
-        _add_intervals([*categories.values(), overall], ordered, self.settings.confidence)
-        gates = evaluate_gates(categories, overall, self.settings.thresholds) + list(extra_gates)
+        """The whole run as one typed report: summaries, gates and every question's record (every
+        model's; the table, thresholds and baseline are the first model's)."""
+        order = {spec: i for i, spec in enumerate(self.settings.models)}
+        ordered = sorted(records, key=lambda r: (order.get(r.model, len(order)), r.question_id))
+        primary = [r for r in ordered if r.model == self.settings.model]
+        single = self.pairwise is None
+        thresholds = self.settings.thresholds if single else {}
+        categories, overall = aggregate(primary, thresholds)
+        _add_intervals([*categories.values(), overall], primary, self.settings.confidence)
+        pair_calls = [game.call for pair in pairs for game in (pair.g1, pair.g2)]
         report = RunReport(
-            run=self.run_info(ordered, started, finished, workers),
+            run=self.run_info(ordered, started, finished, workers, pair_calls),
             categories=categories,
             overall_detail=overall,
-            gates=gates,
+            gates=evaluate_gates(categories, overall, thresholds),
             questions=ordered,
-            judge_noise=_judge_noise(ordered) if self.settings.judge_repeats > 1 else None,
+            judge_noise=_judge_noise(primary) if self.settings.judge_repeats > 1 else None,
         )
+        if single and len(self.runners) > 1:
+            report.models = self._model_summaries(ordered)
+        if not single:
+            report.pairwise = self._pairwise_summary(pairs)
+            report.gates.extend(self._win_rate_gates(report.pairwise))
         if self.baseline is not None:
             self._compare_with_baseline(report)
         if self.calibration is not None:
@@ -147,6 +213,105 @@ class BenchmarkRun:
                 judge_served=report.run.judge_served,
             )
         return report
+
+    def _model_summaries(self, records: list[QuestionRecord]) -> dict[str, Any]:
+        """Every model's category and overall scores (the table's column per model)."""
+        summaries = {}
+        for spec in self.settings.models:
+            mine = [r for r in records if r.model == spec]
+            categories, overall = aggregate(mine)
+            _add_intervals([*categories.values(), overall], mine, self.settings.confidence)
+            summaries[spec] = {
+                "categories": {name: asdict(row) for name, row in categories.items()},
+                "overall": asdict(overall),
+            }
+        return summaries
+
+    def _pairwise_summary(self, pairs: Sequence[Any]) -> dict[str, Any]:
+        """Pair results, each model's win rates (against the baseline model, or all others), and
+        Bradley-Terry ratings when three or more models were compared."""
+        from .ratings import battles_from_results, bradley_terry, win_rates
+
+        baseline = self.settings.baseline_model
+        confidence = self.settings.confidence
+        contenders = [spec for spec in self.settings.models if spec != baseline]
+        summary: dict[str, Any] = {
+            "baseline_model": baseline,
+            "models": list(self.settings.models),
+            "n_pairs": len(pairs),
+            "n_unparsable": sum(p.winner is None for p in pairs),
+            "win_rates": {
+                spec: [row.as_dict() for row in win_rates(pairs, spec, baseline, confidence=confidence)]
+                for spec in contenders
+            },
+            "ratings": None,
+            "results": [pair.to_dict() for pair in pairs],
+        }
+        battles = battles_from_results(pairs)
+        if len(self.settings.models) >= 3 and battles:
+            summary["ratings"] = bradley_terry(battles, confidence=confidence).as_dict()
+        return summary
+
+    def _win_rate_gates(self, pairwise: dict[str, Any]) -> list[GateResult]:
+        """`--mtbench-threshold=win_rate=X`: each model's overall win rate against its opponents."""
+        from .settings import WIN_RATE
+
+        threshold = self.settings.thresholds.get(WIN_RATE)
+        if threshold is None:
+            return []
+        gates = []
+        against = pairwise["baseline_model"] or "the other models"
+        for spec, rows in pairwise["win_rates"].items():
+            overall = next(row for row in rows if row["group"] == "overall")
+            rate = overall["win_rate"]
+            passed = rate is not None and rate >= threshold
+            shown = f"{rate:.3f}" if rate is not None else "none (no parsable pair)"
+            relation = ">=" if passed else "below"
+            message = f"{spec} win rate against {against}: {shown}, {relation} {threshold:g}"
+            gates.append(GateResult(spec, WIN_RATE, passed, message, threshold=threshold, score=rate))
+        return gates
+
+    def fastchat_files(self, report: RunReport) -> None:
+        """--mtbench-import-judgments: how the imported judgments matched this run's prompts;
+        --mtbench-export: the run written as FastChat files. Both summarised in `report.fastchat`."""
+        from .fastchat import fastchat_name
+
+        settings = self.settings
+        names = {spec: fastchat_name(spec) for spec in settings.models}
+        pairs = [_pair_from_dict(p) for p in (report.pairwise or {}).get("results", [])]
+        info: dict[str, Any] = {}
+        imported = [source for source in self.runner.reuse if source.source == "import"]
+        if imported:
+            check = imported[0].check(_judgment_slots(report.questions, pairs, names))
+            info["import"] = {"files": list(settings.import_judgments), **asdict(check)}
+            info["import"]["reused"] = sum(
+                j.call.imported for q in report.questions for t in q.turns for j in t.judgments
+            ) + sum(game.call.imported for p in pairs for game in (p.g1, p.g2))
+        if settings.export:
+            info["export"] = self._export(report, pairs, names)
+        report.fastchat = info or None
+
+    def _export(self, report: RunReport, pairs: list[Any], names: dict[str, str]) -> dict[str, Any]:
+        from .fastchat import fastchat_name, write_answer_file, write_pair_judgments, write_single_judgments
+
+        directory = Path(str(self.settings.export))
+        by_model = {spec: [r for r in report.questions if r.model == spec] for spec in self.settings.models}
+        files = [
+            str(write_answer_file(directory, names[spec], records)[0]) for spec, records in by_model.items()
+        ]
+        judge = fastchat_name(self.settings.judge)
+        summary: dict[str, Any] = {"dir": str(directory), "answer_files": files}
+        if self.pairwise is None:
+            single = write_single_judgments(directory, judge, {names[s]: r for s, r in by_model.items()})
+            summary.update(
+                judgment_file=str(single.path), single_rows=single.rows, unscored_as_minus_1=single.unscored
+            )
+        else:
+            pair = write_pair_judgments(directory, judge, pairs, names=names)
+            summary.update(
+                judgment_file=str(pair.path), pair_rows=pair.rows, unparsable_as_error=pair.unparsable
+            )
+        return summary
 
     def gate_options(self) -> GateOptions:
         settings = self.settings
@@ -195,6 +360,38 @@ class BenchmarkRun:
             if drift["changed"]:
                 mark_judge_changed(summary["comparisons"])
         report.gates.extend(regression_gates(summary["comparisons"], self.gate_options()))
+
+
+def _pair_from_dict(data: dict[str, Any]) -> Any:
+    from .modes.pairwise import PairResult
+
+    return PairResult.from_dict(data)
+
+
+def _judgment_slots(records: list[QuestionRecord], pairs: list[Any], names: dict[str, str]) -> dict[Any, str]:
+    """Every judgment this run made, by FastChat's slot (question, model(s), turn, prompt), to its prompt."""
+    from .fastchat import JudgmentSlot
+
+    slots: dict[Any, str] = {}
+    for record in records:
+        for turn in record.turns:
+            for judgment in turn.judgments[:1]:
+                slot = JudgmentSlot.single(
+                    record.question_id, names[record.model], turn.turn, judgment.prompt.name
+                )
+                slots[slot] = judgment.prompt.user
+    for pair in pairs:
+        for game_number, game in ((1, pair.g1), (2, pair.g2)):
+            slot = JudgmentSlot.pair(
+                pair.question_id,
+                names[pair.model_a],
+                names[pair.model_b],
+                pair.turn,
+                game.prompt.name,
+                game_number,
+            )
+            slots[slot] = game.prompt.user
+    return slots
 
 
 ALLOW_HINT = "(compare runs judged alike, or pass --mtbench-allow-mismatch to compare anyway)"
@@ -295,19 +492,68 @@ def check_local_spec(flag: str, spec: str) -> None:
         )
 
 
-def _check_can_call(flag: str, backend: LazyBackend) -> None:
+def check_can_call(flag: str, backend: LazyBackend) -> None:
     """A missing extra or key is an error now, not after an hour of generation."""
     from .backends import missing_extra
 
     problem = missing_extra(backend.spec)
     if problem:
         raise SetupError(f"{flag}={backend.spec} {problem}")
-    if split_spec(backend.spec)[0] == "openai":
-        from .backends.openai_api import missing_key
+    problem = missing_credentials(backend.spec, backend.options)
+    if problem:
+        raise SetupError(f"{flag}={backend.spec}: {problem}")
 
-        problem = missing_key(backend.options)
-        if problem:
-            raise SetupError(f"{flag}={backend.spec}: {problem}")
+
+def backend_options(settings: Settings, workers: int = 1) -> dict[str, Any]:
+    """The BackendOptions every model and judge of a run shares (base URL and chat template aside)."""
+    return {
+        "concurrency": settings.concurrency,
+        "timeout": settings.timeout,
+        "max_retries": settings.retries,
+        "batch_size": settings.batch_size,
+        # torch threads split between xdist workers, so they do not fight over the cores
+        "num_threads": max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None,
+        "cache_dir": str(default_cache_dir()),
+        "trust_remote_code": settings.trust_remote_code,
+        "allow_pickle": settings.allow_pickle,
+    }
+
+
+def build_judge(
+    settings: Settings,
+    options: dict[str, Any],
+    candidates: list[LazyBackend] = (),  # type: ignore[assignment]
+) -> LazyBackend:
+    """The judge backend: a local candidate that is also the judge is loaded once and shared."""
+    for model in candidates:
+        if model.spec == settings.judge and model.capabilities.local and model.options.chat_template is None:
+            judge = model
+            break
+    else:
+        judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **options))
+    if settings.judge_scoring == "constrained" and not judge.capabilities.rating_probes:
+        raise SetupError(
+            f"--mtbench-judge-scoring=constrained needs a judge that can report its rating probabilities "
+            f"(a local hf/ model); {settings.judge} cannot: use --mtbench-judge-scoring=official"
+        )
+    return judge
+
+
+def result_cache(settings: Settings) -> ResultCache:
+    """The answer/judgment cache the settings ask for (read-only offline, none with --mtbench-no-cache)."""
+    root = Path(settings.cache).expanduser() if settings.cache else default_cache_dir() / "results"
+    return ResultCache(
+        None if settings.no_cache else root, read=not settings.no_cache, write=not settings.offline
+    )
+
+
+def engine_settings(settings: Settings) -> RunSettings:
+    return RunSettings(
+        max_new_tokens=settings.max_new_tokens,
+        seed=settings.seed,
+        judge_max_tokens=settings.judge_max_tokens,
+        offline=settings.offline,
+    )
 
 
 def build_run(
@@ -320,73 +566,108 @@ def build_run(
     """Build the run. `will_call=False` (offline, --collect-only) skips the checks that only matter
     when a model or judge is actually called."""
     questions, references, data_info, prompts = load_inputs(settings)
-    for flag, spec in (("--mtbench-model", settings.model), ("--mtbench-judge", settings.judge)):
-        check_local_spec(flag, spec)
-
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    common: dict[str, Any] = {
-        "concurrency": settings.concurrency,
-        "timeout": settings.timeout,
-        "max_retries": settings.retries,
-        "batch_size": settings.batch_size,
-        "num_threads": threads,
-        "cache_dir": str(default_cache_dir()),
-        "trust_remote_code": settings.trust_remote_code,
-        "allow_pickle": settings.allow_pickle,
-    }
+    for spec in settings.models:
+        check_local_spec("--mtbench-model", spec)
+    check_local_spec("--mtbench-judge", settings.judge)
+    _check_fastchat_names(settings)
+    options = backend_options(settings, workers)
     try:
         chat_template = (
             Path(settings.chat_template).read_text(encoding="utf-8") if settings.chat_template else None
         )
     except (OSError, UnicodeDecodeError) as exc:
         raise SetupError(f"--mtbench-chat-template: cannot read {settings.chat_template} ({exc})") from None
-    model = LazyBackend(
-        settings.model,
-        BackendOptions(base_url=settings.model_base_url, chat_template=chat_template, **common),
-    )
-    if settings.judge == settings.model and model.capabilities.local and chat_template is None:
-        judge = model  # one local model as candidate and judge: load it once
-    else:
-        judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **common))
-    if settings.judge_scoring == "constrained" and not judge.capabilities.rating_probes:
-        raise SetupError(
-            f"--mtbench-judge-scoring=constrained needs a judge that can report its rating probabilities "
-            f"(a local hf/ model); {settings.judge} cannot: use --mtbench-judge-scoring=official"
+    models = [
+        LazyBackend(
+            spec, BackendOptions(base_url=settings.model_base_url, chat_template=chat_template, **options)
         )
+        for spec in settings.models
+    ]
+    judge = build_judge(settings, options, models)
+    notes = _prepare_backends(settings.models, questions)
     if will_call:
-        _check_can_call("--mtbench-model", model)
-        _check_can_call("--mtbench-judge", judge)
+        for model in models:
+            check_can_call("--mtbench-model", model)
+        check_can_call("--mtbench-judge", judge)
 
-    cache_root = Path(settings.cache).expanduser() if settings.cache else default_cache_dir() / "results"
-    cache = ResultCache(
-        None if settings.no_cache else cache_root, read=not settings.no_cache, write=not settings.offline
-    )
-    mode = load_mode(
+    cache = result_cache(settings)
+    single = load_mode(
         "single",
         prompts=prompts,
         references=references,
         scoring=settings.judge_scoring,
         repeats=settings.judge_repeats,
     )
-    runner = BenchmarkRunner(
-        model=model,
-        judge=judge,
-        mode=mode,
-        cache=cache,
-        settings=RunSettings(
-            max_new_tokens=settings.max_new_tokens,
-            seed=settings.seed,
-            judge_max_tokens=settings.judge_max_tokens,
-            offline=settings.offline,
-        ),
-        progress=progress,
+    pairwise = (
+        load_mode("pairwise", prompts=prompts, references=references) if settings.mode == "pairwise" else None
     )
-    run = BenchmarkRun(settings, {q.question_id: q for q in questions}, runner, data_info)
+    reuse = (_imported_judgments(settings),) if settings.import_judgments else ()
+    runners = [
+        BenchmarkRunner(
+            model=model,
+            judge=judge,
+            mode=single,
+            cache=cache,
+            settings=engine_settings(settings),
+            progress=progress,
+            reuse=reuse,
+        )
+        for model in models
+    ]
+    run = BenchmarkRun(settings, {q.question_id: q for q in questions}, runners, data_info, pairwise=pairwise)
+    run.notes.extend(notes)
     if settings.baseline:
         _attach_baseline(run)
     if settings.calibration:
         run.calibration = read_calibration(settings.calibration, settings.judge)
     return run
+
+
+def _prepare_backends(specs: Sequence[str], questions: list[Question]) -> list[str]:
+    """Backends that need the question set before they answer (a replayed answer file) get it here;
+    a file that cannot serve this run is refused, its notes are returned for the summary."""
+    from .backends import prepare
+
+    notes = []
+    for spec in specs:
+        prepared = prepare(spec, questions)
+        if prepared is None:
+            continue
+        if prepared.errors:
+            raise SetupError(f"--mtbench-model={spec}: {'; '.join(prepared.errors)}")
+        if prepared.note:
+            notes.append(f"{spec}: {prepared.note}")
+        if prepared.item_failures:
+            notes.append(
+                f"{spec}: {len(prepared.item_failures)} questions have no answer in the file (they fail)"
+            )
+    return notes
+
+
+def _check_fastchat_names(settings: Settings) -> None:
+    """FastChat files name models by a short name: two models of one run must not share one."""
+    if not settings.export:
+        return
+    from .fastchat import fastchat_name
+
+    names: dict[str, str] = {}
+    for spec in settings.models:
+        name = fastchat_name(spec)
+        if name in names:
+            raise SetupError(
+                f"--mtbench-export: {names[name]} and {spec} would both be written as {name!r}; "
+                "give the models distinct directory or file names"
+            )
+        names[name] = spec
+
+
+def _imported_judgments(settings: Settings) -> Any:
+    from .fastchat import FastChatFileError, ImportedJudgments, fastchat_name
+
+    try:
+        return ImportedJudgments.read(settings.import_judgments, judge=fastchat_name(settings.judge))
+    except FastChatFileError as exc:
+        raise SetupError(f"--mtbench-import-judgments: {exc}") from None
 
 
 def read_calibration(path: str, judge: str) -> Calibration:
@@ -426,4 +707,5 @@ def _attach_baseline(run: BenchmarkRun) -> None:
         and baseline.run.judge_repeats >= 1
     )
     if same_judge:
-        run.runner.reuse = BaselineJudgments(baseline)
+        for runner in run.runners:
+            runner.reuse = (BaselineJudgments(baseline), *runner.reuse)

@@ -57,6 +57,8 @@ def check_compatible(old: RunInfo, new: RunInfo) -> list[str]:
 class BaselineJudgments:
     """The baseline's judgments, found by the exact prompt sent, for reuse when an answer did not change."""
 
+    source = "baseline"
+
     def __init__(self, baseline: RunReport) -> None:
         self._by_prompt: dict[str, Judgment] = {}
         for record in baseline.questions:

@@ -8,18 +8,25 @@ it exists, so a killed calibration resumes) and returns one plain pair per turn.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .assembly import SetupError, _check_can_call, check_local_spec, load_inputs, public_url
-from .backends import BackendOptions
-from .cache import ResultCache, content_key
+from .assembly import (
+    SetupError,
+    backend_options,
+    build_judge,
+    check_can_call,
+    check_local_spec,
+    engine_settings,
+    load_inputs,
+    public_url,
+    result_cache,
+)
+from .cache import content_key
 from .calibration import (
     Calibration,
     CalibrationError,
@@ -27,7 +34,6 @@ from .calibration import (
     PublishedSample,
     load_published_sample,
 )
-from .data import default_cache_dir
 from .judge import JUDGE_TEMPERATURE, constrained_judgment, official_judgment
 from .prompts import JudgePrompt
 from .runner import (
@@ -37,7 +43,6 @@ from .runner import (
     LazyBackend,
     PhaseStats,
     ProgressCallback,
-    RunSettings,
 )
 
 if TYPE_CHECKING:
@@ -160,35 +165,11 @@ def build_calibration_judging(
     except CalibrationError as exc:
         raise SetupError(str(exc)) from None
     check_local_spec("--mtbench-judge", settings.judge)
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    judge = LazyBackend(
-        settings.judge,
-        BackendOptions(
-            base_url=settings.judge_base_url,
-            concurrency=settings.concurrency,
-            timeout=settings.timeout,
-            max_retries=settings.retries,
-            batch_size=settings.batch_size,
-            num_threads=threads,
-            cache_dir=str(default_cache_dir()),
-            trust_remote_code=settings.trust_remote_code,
-            allow_pickle=settings.allow_pickle,
-        ),
-    )
-    if settings.judge_scoring == "constrained" and not judge.capabilities.rating_probes:
-        raise SetupError(
-            f"--mtbench-judge-scoring=constrained needs a judge that can report its rating probabilities "
-            f"(a local hf/ model); {settings.judge} cannot: use --mtbench-judge-scoring=official"
-        )
+    judge = build_judge(settings, backend_options(settings, workers))
     if will_call:
-        _check_can_call("--mtbench-judge", judge)
-    cache_root = Path(settings.cache).expanduser() if settings.cache else default_cache_dir() / "results"
-    cache = ResultCache(
-        None if settings.no_cache else cache_root, read=not settings.no_cache, write=not settings.offline
-    )
-    run_settings = RunSettings(
-        seed=settings.seed, judge_max_tokens=settings.judge_max_tokens, offline=settings.offline
-    )
+        check_can_call("--mtbench-judge", judge)
+    cache = result_cache(settings)
+    run_settings = engine_settings(settings)
     stats = PhaseStats()
     client = CachedJudge(judge, Completer(cache, settings.offline, progress), run_settings, stats)
     return CalibrationJudging(settings, sample, prompts, judge, client, stats)

@@ -558,6 +558,8 @@ class ImportedJudgments:
     Only judgments of `judge` (a judge model name such as "gpt-4"; None accepts any) are used.
     """
 
+    source = "import"
+
     def __init__(
         self,
         single: Iterable[SingleJudgmentRow] = (),

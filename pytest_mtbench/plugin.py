@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +26,12 @@ import pytest
 from .settings import Settings, active, add_options, build_settings
 
 if TYPE_CHECKING:
-    from .assembly import BenchmarkRun
+    from .assembly import BenchmarkRun, GroupResult
     from .calibration_judging import CalibrationJudging
     from .records import GateResult, QuestionRecord, RunReport
 
 RECORD_PROPERTY = "mtbench"
+PAIR_PROPERTY = "mtbench_pair"
 GATE_PROPERTY = "mtbench_gate"
 COLLECTOR_NAME = "mtbench"
 
@@ -53,8 +55,10 @@ class RunState:
     """Everything one pytest process holds for the benchmark (kept in config.stash, never global)."""
 
     run: BenchmarkRun
-    records: dict[int, QuestionRecord] = field(default_factory=dict)  # controller: from the reports
-    local_results: dict[int, QuestionRecord] = field(default_factory=dict)  # this process's own work
+    # controller, from the reports: (model, question_id) -> record, and pairwise results
+    records: dict[tuple[str, int], QuestionRecord] = field(default_factory=dict)
+    pairs: dict[tuple[int, int, str, str], Any] = field(default_factory=dict)  # (qid, turn, a, b) ->
+    local_results: dict[int, GroupResult] = field(default_factory=dict)  # this process's own work
     group_errors: dict[int, str] = field(default_factory=dict)
     backend_failure: str | None = None  # set once a backend failed for good in this process
     gates: list[GateResult] = field(default_factory=list)
@@ -250,14 +254,17 @@ class InterruptHandler:
             questions = [q for qid, q in state.run.questions.items() if qid in self.selected]
         else:
             questions = [item.question for item in session.items if isinstance(item, MTBenchItem)]
-        runner = state.run.runner
-        cache = ResultCache(runner.cache.root, read=True, write=False)
-        offline = dataclasses.replace(runner.settings, offline=True)
-        replay = BenchmarkRunner(runner.model, runner.judge, runner.mode, cache, offline, reuse=runner.reuse)
-        missing = [q for q in questions if q.question_id not in state.records]
-        for question_id, record in replay.run(missing).items():
-            if record.error is None:
-                state.records[question_id] = record
+        for runner in state.run.runners:
+            cache = ResultCache(runner.cache.root, read=True, write=False)
+            offline = dataclasses.replace(runner.settings, offline=True)
+            replay = BenchmarkRunner(
+                runner.model, runner.judge, runner.mode, cache, offline, reuse=runner.reuse
+            )
+            spec = runner.model.spec
+            missing = [q for q in questions if (spec, q.question_id) not in state.records]
+            for question_id, record in replay.run(missing).items():
+                if record.error is None:
+                    state.records[(spec, question_id)] = record
 
     def pytest_unconfigure(self) -> None:
         for signum, handler in self.previous.items():
@@ -301,21 +308,44 @@ class MTBenchItem(pytest.Item):
         self.question = question
 
     def runtest(self) -> None:
-        record = _record_for(self)
-        self.user_properties.append((RECORD_PROPERTY, record.to_dict()))
-        if record.error is not None:
-            raise MTBenchFailure(record.error)
-        for turn in record.turns:
-            if turn.score is None:
-                reasons = {j.unscored_reason for j in turn.judgments if j.unscored_reason} or {"no judgment"}
-                prompt = turn.judgments[0].prompt.name if turn.judgments else "-"
-                text = turn.judgments[0].text if turn.judgments else ""
-                raise MTBenchFailure(
-                    f"turn {turn.turn} is unscored: {'; '.join(sorted(reasons))} (prompt {prompt}). "
-                    f"Judge wrote:\n{text}"
+        result = _record_for(self)
+        several = len(result.records) > 1
+        for record in result.records:
+            self.user_properties.append((RECORD_PROPERTY, record.to_dict()))
+        for pair in result.pairs:
+            self.user_properties.append((PAIR_PROPERTY, pair.to_dict()))
+        problems = []
+        for record in result.records:
+            who = f"{record.model}: " if several else ""
+            if record.error is not None:
+                problems.append(f"{who}{record.error}")
+                continue
+            for turn in record.turns:
+                if turn.judgments and turn.score is None:
+                    reasons = {j.unscored_reason for j in turn.judgments if j.unscored_reason} or {
+                        "no judgment"
+                    }
+                    judgment = turn.judgments[0]
+                    problems.append(
+                        f"{who}turn {turn.turn} is unscored: {'; '.join(sorted(reasons))} "
+                        f"(prompt {judgment.prompt.name}). Judge wrote:\n{judgment.text}"
+                    )
+        problems += [f"not judged: {why}" for why in result.pair_errors]
+        for pair in result.pairs:
+            if pair.winner is None:
+                game = pair.g1 if pair.g1.verdict is None else pair.g2
+                problems.append(
+                    f"{pair.model_a} vs {pair.model_b}, turn {pair.turn}: unparsable verdict "
+                    f"({game.unparsable_reason}). Judge wrote:\n{game.text}"
                 )
-        scores = ", ".join(f"turn {t.turn}: {t.score}" for t in record.turns)
-        self.add_report_section("call", "mtbench", scores)
+        if problems:
+            raise MTBenchFailure("\n".join(problems))
+        lines = [
+            (f"{r.model}: " if several else "") + ", ".join(f"turn {t.turn}: {t.score}" for t in r.turns)
+            for r in result.records
+        ]
+        lines += [f"{p.model_a} vs {p.model_b}, turn {p.turn}: {p.winner_model}" for p in result.pairs]
+        self.add_report_section("call", "mtbench", "\n".join(lines))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
         from .backends import BackendError
@@ -329,7 +359,7 @@ class MTBenchItem(pytest.Item):
         return self.path, None, f"mtbench question {self.question.question_id} ({self.question.category})"
 
 
-def _record_for(item: MTBenchItem) -> QuestionRecord:
+def _record_for(item: MTBenchItem) -> GroupResult:
     """Run this item's whole group once, batched: in-process every selected question (so categories
     that share a temperature share batches); on an xdist worker its category, the unit it was sent."""
     state = item.config.stash[STATE]
@@ -348,7 +378,7 @@ def _record_for(item: MTBenchItem) -> QuestionRecord:
             and other.question.question_id not in state.local_results
         ]
         try:
-            state.local_results.update(state.run.runner.run(group))
+            state.local_results.update(state.run.run_group(group))
         except Exception as exc:
             from .backends import BackendError
             from .prompts import PromptError
@@ -416,25 +446,39 @@ class ResultReporter:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from .modes.pairwise import PairResult
         from .records import QuestionRecord
 
         kept = []
+        primary = self.state.settings.model
         for name, value in report.user_properties:
+            if name == PAIR_PROPERTY:
+                pair = PairResult.from_dict(value)
+                self.state.pairs[(pair.question_id, pair.turn, pair.model_a, pair.model_b)] = pair
+                kept.append((f"mtbench_turn_{pair.turn}_{pair.model_a}_vs_{pair.model_b}", pair.winner_model))
+                continue
             if name != RECORD_PROPERTY:
                 kept.append((name, value))
                 continue
             record = QuestionRecord.from_dict(value)
-            self.state.records[record.question_id] = record
+            self.state.records[(record.model, record.question_id)] = record
             # tryfirst: JUnit and other reporters see per-turn scores, not the whole record.
+            prefix = "mtbench" if record.model == primary else f"mtbench_{record.model}"
             for turn in record.turns:
-                kept.append((f"mtbench_turn_{turn.turn}_score", turn.score))
+                if turn.judgments:
+                    kept.append((f"{prefix}_turn_{turn.turn}_score", turn.score))
         report.user_properties = kept
 
     def build_report(self) -> RunReport:
         """The run's report as it stands now (gates included once evaluated)."""
         workers = getattr(self.config.option, "numprocesses", None) or 0
+        pairs = [self.state.pairs[key] for key in sorted(self.state.pairs)]
         report = self.state.run.report(
-            self.state.records, started=self.state.started, finished=time.time(), workers=workers
+            self.state.records.values(),
+            started=self.state.started,
+            finished=time.time(),
+            workers=workers,
+            pairs=pairs,
         )
         if self.state.gates:
             report.gates = list(self.state.gates)
@@ -465,11 +509,15 @@ class ResultReporter:
         if self.report is None:  # the run loop stopped early: report what is there
             self.report = self.build_report()
         else:
-            self.report.run = self.state.run.run_info(
-                self.report.questions, self.state.started, time.time(), self.report.run.workers
-            )
+            finished = time.time()  # the report was built after the run loop: only its end time moves
+            self.report.run.finished = datetime.fromtimestamp(finished, timezone.utc).isoformat()
+            self.report.run.wall_seconds = finished - self.state.started
+        try:
+            self.state.run.fastchat_files(self.report)
+        except OSError as exc:
+            self.problems.append(f"cannot write the FastChat files to {self.state.settings.export}: {exc}")
         # A report that cannot be written is a message under the table, never a lost table or exit code.
-        self.problems = write_reports(self.report, self.state.settings.reports)
+        self.problems += write_reports(self.report, self.state.settings.reports)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:
             try:

@@ -46,6 +46,7 @@ class CallInfo(_FlatRecord):
 
     cached: bool = False  # served from the cache (or the baseline report): no call was made in this run
     from_baseline: bool = False  # a judgment reused from the baseline report (the answer did not change)
+    imported: bool = False  # a judgment reused from --mtbench-import-judgments (same prompt, same judge)
     tokens: int = 0  # generated (completion) tokens
     prompt_tokens: int | None = None
     seconds: float = 0.0  # this call's share of the backend's wall time
@@ -214,6 +215,9 @@ class RunReport:
     questions: list[QuestionRecord] = field(default_factory=list)
     baseline: dict[str, Any] | None = None  # the comparison with --mtbench-baseline, when given
     judge_noise: dict[str, Any] | None = None  # the judge's own spread, with --mtbench-judge-repeats
+    models: dict[str, Any] | None = None  # several --mtbench-model: every model's summaries, by spec
+    pairwise: dict[str, Any] | None = None  # --mtbench-mode=pairwise: pair results, win rates, ratings
+    fastchat: dict[str, Any] | None = None  # --mtbench-export / --mtbench-import-judgments: what was done
     calibration: dict[str, Any] | None = None  # scores on the GPT-4-0613 scale, with --mtbench-calibration
     schema_version: int = SCHEMA_VERSION
 
@@ -232,6 +236,9 @@ class RunReport:
             "gates": [asdict(g) for g in self.gates],
             "baseline": self.baseline,
             "judge_noise": self.judge_noise,
+            "models": self.models,
+            "pairwise": self.pairwise,
+            "fastchat": self.fastchat,
             "calibration": self.calibration,
             "questions": [q.to_dict() for q in self.questions],
         }
@@ -249,6 +256,9 @@ class RunReport:
             questions=[QuestionRecord.from_dict(q) for q in data.get("questions", [])],
             baseline=data.get("baseline"),
             judge_noise=data.get("judge_noise"),
+            models=data.get("models"),
+            pairwise=data.get("pairwise"),
+            fastchat=data.get("fastchat"),
             calibration=data.get("calibration"),
             schema_version=int(data["schema_version"]),
         )

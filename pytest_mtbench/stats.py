@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from .questions import CATEGORIES
-from .records import CategorySummary, GateResult, QuestionRecord
+from .records import CallInfo, CategorySummary, GateResult, QuestionRecord
 
 OVERALL = "overall"
 
@@ -96,22 +96,28 @@ def evaluate_gates(
     return results
 
 
-def phase_totals(records: Iterable[QuestionRecord]) -> dict[str, dict[str, float | int]]:
-    """Calls, cache hits, generated tokens and backend seconds per phase, summed over all turns."""
+def phase_totals(
+    records: Iterable[QuestionRecord], pair_calls: Iterable[CallInfo] = ()
+) -> dict[str, dict[str, float | int]]:
+    """Calls, cache hits, generated tokens and backend seconds per phase, summed over all turns (and the
+    pairwise judge calls, which belong to no single record)."""
     totals: dict[str, dict[str, float | int]] = {
         phase: {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0} for phase in ("generation", "judging")
     }
-    for record in records:
-        for turn in record.turns:
-            calls = [("generation", turn.answer_call)] + [("judging", j.call) for j in turn.judgments]
-            for phase, call in calls:
-                bucket = totals[phase]
-                if call.cached:
-                    bucket["cached"] += 1
-                else:
-                    bucket["calls"] += 1
-                    bucket["tokens"] += call.tokens
-                    bucket["seconds"] += call.seconds
+    calls = [
+        (phase, call)
+        for record in records
+        for turn in record.turns
+        for phase, call in [("generation", turn.answer_call), *(("judging", j.call) for j in turn.judgments)]
+    ]
+    for phase, call in [*calls, *(("judging", call) for call in pair_calls)]:
+        bucket = totals[phase]
+        if call.cached:
+            bucket["cached"] += 1
+        else:
+            bucket["calls"] += 1
+            bucket["tokens"] += call.tokens
+            bucket["seconds"] += call.seconds
     for bucket in totals.values():
         seconds = float(bucket["seconds"])
         bucket["tokens_per_second"] = bucket["tokens"] / seconds if seconds > 0 else None  # type: ignore[assignment]

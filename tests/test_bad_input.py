@@ -126,6 +126,50 @@ ROWS: list[Row] = [
         ("--mtbench-judge-repeats=two",),
     ),
     Row(
+        "mode-unknown",
+        "--mtbench-mode=battle: not one of single, pairwise",
+        ("--mtbench-mode=battle",),
+    ),
+    Row(
+        "pairwise-one-model",
+        "--mtbench-mode=pairwise compares models: give two or more --mtbench-model, or one and "
+        "--mtbench-baseline-model=SPEC",
+        ("--mtbench-mode=pairwise",),
+    ),
+    Row(
+        "baseline-model-without-pairwise",
+        "--mtbench-baseline-model is for --mtbench-mode=pairwise; drop it or add the mode",
+        ("--mtbench-baseline-model=fake/echo",),
+    ),
+    Row(
+        "pairwise-with-repeats",
+        "--mtbench-mode=pairwise judges each pair once per order with the official verdict rule: "
+        "drop --mtbench-judge-repeats / --mtbench-judge-scoring",
+        ("--mtbench-mode=pairwise", "--mtbench-baseline-model=fake/silent", "--mtbench-judge-repeats=3"),
+    ),
+    Row(
+        "pairwise-category-threshold",
+        "--mtbench-threshold / mtbench_thresholds: 'coding' is a single-answer score; in "
+        "--mtbench-mode=pairwise the gate is win_rate=VALUE (0 to 1)",
+        ("--mtbench-mode=pairwise", "--mtbench-baseline-model=fake/silent", "--mtbench-threshold=coding=6"),
+    ),
+    Row(
+        "same-model-twice",
+        "--mtbench-model=fake/echo: the same model twice; give each model once",
+        ("--mtbench-model=fake/echo",),
+    ),
+    Row(
+        "export-is-a-file",
+        "--mtbench-export=taken: *",
+        ("--mtbench-export=taken",),
+        files={"taken": "a file, not a directory"},
+    ),
+    Row(
+        "import-missing-file",
+        "--mtbench-import-judgments=*",
+        ("--mtbench-import-judgments=no-such.jsonl",),
+    ),
+    Row(
         "judge-drift-negative",
         "--mtbench-judge-drift=-3: out of range; give an integer from 0 to 5000",
         ("--mtbench-judge-drift=-3",),

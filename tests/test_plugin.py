@@ -14,6 +14,7 @@ import pytest
 
 from conftest import strip_timing
 from pytest_mtbench.questions import CATEGORIES
+from pytest_mtbench.settings import DEFAULT_JUDGE
 
 pytest_plugins = ["pytester"]
 
@@ -157,7 +158,7 @@ def test_unscored_turn_fails_item_and_is_not_counted(run, pytester: pytest.Pytes
         (("--mtbench-model=/no/such/model",), "--mtbench-model=/no/such/model: no such file or directory*"),
         (
             ("--mtbench-model=fake/echo",),
-            "--mtbench-judge=openai/gpt-4: the OpenAI endpoint needs an API key*",
+            f"--mtbench-judge={DEFAULT_JUDGE}: the OpenAI endpoint needs an API key*",
         ),
     ],
 )

@@ -47,7 +47,7 @@ def test_the_layout_keeps_the_field_names_readers_use(full_report: Path) -> None
     data = json.loads(full_report.read_text())
     assert set(data) == {
         "kind", "schema_version", "run", "overall", "overall_detail", "categories", "gates", "baseline",
-        "judge_noise", "calibration", "questions",
+        "judge_noise", "calibration", "models", "pairwise", "fastchat", "questions",
     }  # fmt: skip
     assert {"score", "turn_1", "turn_2", "n_scored", "n_unscored", "threshold"} <= set(
         data["categories"]["coding"]

@@ -92,7 +92,9 @@ def _samples(tmp: Path) -> dict[str, Sample]:
         return str(tmp / name)
 
     return {
-        "model": Sample("fake/cli", "fake/env", ""),
+        "mode": Sample("single", "", "pairwise"),
+        "baseline_model": Sample("fake/cli-base", "", "fake/ini-base"),
+        "export": Sample(str(tmp / "export-cli"), "", str(tmp / "export-ini")),
         "model_base_url": Sample("http://cli:1/v1", "", "http://ini:1/v1"),
         "judge": Sample(DEFAULT_JUDGE, "fake/judge-5", "fake/judge-3"),
         "judge_base_url": Sample("http://cli:2/v1", "", "http://ini:2/v1"),
@@ -162,7 +164,10 @@ def test_command_line_beats_environment_beats_ini_beats_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sample = _samples(pytester.path)[option.setting]
-    model = () if option.setting == "model" else (MODEL,)
+    # what the option needs beside it to be valid: a model, and for pairwise options the mode
+    pairwise = ("--mtbench-mode=pairwise", "--mtbench-model=fake/other")
+    needs = {"baseline_model": pairwise, "mode": ("--mtbench-model=fake/other",)}
+    model = (MODEL, *needs.get(option.setting, ()))
 
     def setting(*args: str) -> Any:
         return getattr(make_settings(*model, *args), option.setting)
@@ -180,8 +185,27 @@ def test_command_line_beats_environment_beats_ini_beats_default(
     if option.ini:
         assert setting() == _parsed(option, sample.ini)  # the ini file beats the default
         _ini(pytester)
-    if option.setting != "model":
-        assert setting() == option.default
+    assert setting() == option.default
+
+
+def test_the_model_list_comes_from_one_source(
+    make_settings, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Repeatable --mtbench-model: the command line's list, else MTBENCH_MODEL, else the ini list."""
+    _ini(pytester, mtbench_model="fake/ini-a\n    fake/ini-b")
+    monkeypatch.setenv("MTBENCH_MODEL", "fake/env")
+    assert make_settings(MODEL, "--mtbench-model=fake/b").models == ("fake/echo", "fake/b")
+    assert make_settings().models == ("fake/env",)
+    monkeypatch.delenv("MTBENCH_MODEL")
+    settings = make_settings()
+    assert settings.models == ("fake/ini-a", "fake/ini-b") and settings.model == "fake/ini-a"
+    with pytest.raises(pytest.UsageError, match="the same model twice"):
+        make_settings(MODEL, MODEL)
+
+
+def test_pairwise_takes_the_baseline_model_among_the_models(make_settings) -> None:
+    settings = make_settings(MODEL, "--mtbench-mode=pairwise", "--mtbench-baseline-model=fake/base")
+    assert settings.models == ("fake/echo", "fake/base") and settings.baseline_model == "fake/base"
 
 
 @pytest.mark.parametrize("option", SWITCHES, ids=lambda option: option.setting)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
+from typing import Any
 
 from .base import (
     BackendError,
@@ -77,6 +79,22 @@ def capabilities(spec: str) -> Capabilities:
     """
     module_name = _REGISTRY[split_spec(spec)[0]][0]
     return importlib.import_module(module_name).CAPABILITIES
+
+
+def prepare(spec: str, questions: Iterable[Any]) -> Any | None:
+    """Hand the run's questions to a backend that needs them before it can answer (a replayed answer
+    file checks and indexes itself); None for the others. The result has `errors`, `item_failures`
+    and `note`."""
+    prefix, name = split_spec(spec)
+    module = importlib.import_module(_REGISTRY[prefix][0])
+    return module.prepare(name, questions) if hasattr(module, "prepare") else None
+
+
+def missing_credentials(spec: str, options: BackendOptions) -> str | None:
+    """Why calls to this backend would be refused for want of a key (None when nothing is missing)."""
+    prefix, _ = split_spec(spec)
+    module = importlib.import_module(_REGISTRY[prefix][0])
+    return module.missing_key(options) if hasattr(module, "missing_key") else None
 
 
 def preflight(spec: str, options: BackendOptions) -> None:

@@ -66,7 +66,7 @@ class JudgingMode(Protocol):
 
 
 # mode name -> module defining `create(**options) -> JudgingMode` (imported when used)
-MODES: dict[str, str] = {"single": "pytest_mtbench.modes.single"}
+MODES: dict[str, str] = {"single": "pytest_mtbench.modes.single", "pairwise": "pytest_mtbench.modes.pairwise"}
 
 
 def load_mode(name: str, **options: Any) -> JudgingMode:

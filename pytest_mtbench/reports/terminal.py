@@ -51,6 +51,64 @@ def baseline_lines(baseline: dict) -> list[str]:
     return lines
 
 
+def short(spec: str) -> str:
+    """A model's name in a column header (the last part of its spec)."""
+    return spec.rstrip("/").rsplit("/", 1)[-1][:24]
+
+
+def models_lines(models: dict) -> list[str]:
+    """Every model's score per category, one column each (several --mtbench-model)."""
+    specs = list(models)
+    names = list(models[specs[0]]["categories"])
+    width = max([len(n) for n in names] + [len("category")])
+    widths = [max(6, len(short(spec))) for spec in specs]
+    header = f"{'category':<{width}}  " + "  ".join(f"{short(s):>{w}}" for s, w in zip(specs, widths))
+    lines = ["", "score per model:", header, "-" * len(header)]
+    for name in [*names, "overall"]:
+        rows = [
+            models[s]["overall"] if name == "overall" else models[s]["categories"].get(name) for s in specs
+        ]
+        cells = "  ".join(_num(row["score"] if row else None, w) for row, w in zip(rows, widths))
+        if name == "overall":
+            lines.append("-" * len(header))
+        lines.append(f"{name:<{width}}  {cells}")
+    return lines
+
+
+def pairwise_lines(pairwise: dict) -> list[str]:
+    """Pairwise results: win/tie/loss and win rate per model and category, then the ratings."""
+    against = pairwise["baseline_model"] or "every other model"
+    lines = [
+        f"pairwise against {against}: a win needs both orders to agree; "
+        f"{pairwise['n_pairs']} pairs, {pairwise['n_unparsable']} unparsable (left out)",
+    ]
+    for spec, rows in pairwise["win_rates"].items():
+        width = max([len(r["group"]) for r in rows] + [len("category")])
+        header = (
+            f"  {'category':<{width}}  {'win':>4}  {'tie':>4}  {'loss':>4}  {'win rate':>8}  "
+            f"{'interval':>12}  {'consistent':>10}  {'longer won':>10}"
+        )
+        lines += [f"  {spec}:", header]
+        for r in rows:
+            rate = f"{r['win_rate']:.2f}" if r["win_rate"] is not None else "-"
+            interval = _interval(r["win_rate_low"], r["win_rate_high"])
+            consistent = f"{r['consistency_rate']:.0%}" if r["consistency_rate"] is not None else "-"
+            longer = f"{r['longer_answer_won_rate']:.0%}" if r["longer_answer_won_rate"] is not None else "-"
+            lines.append(
+                f"  {r['group']:<{width}}  {r['wins']:>4}  {r['ties']:>4}  {r['losses']:>4}  {rate:>8}  "
+                f"{interval:>12}  {consistent:>10}  {longer:>10}"
+            )
+    ratings = pairwise.get("ratings")
+    if ratings:
+        lines.append(
+            f"ratings (Bradley-Terry, Elo scale; interval: {ratings['confidence']:.0%}, "
+            f"{ratings['resamples']} resamples of {ratings['resample']}):"
+        )
+        for r in ratings["ratings"]:
+            lines.append(f"  {r['model']:<40} {r['rating']:7.1f}  {r['low']:7.1f} to {r['high']:7.1f}")
+    return lines
+
+
 def title(report: RunReport) -> str:
     """The table's title: what was judged, by which judge spec, and which model the endpoint served."""
     run = report.run
@@ -60,6 +118,8 @@ def title(report: RunReport) -> str:
 
 def render_table(report: RunReport) -> list[str]:
     """The score table, one string per line."""
+    if report.pairwise is not None:  # no single-answer scores: the pairwise table is the table
+        return pairwise_lines(report.pairwise) + _footer(report)
     gates = {g.name: g for g in report.gates if g.kind == "threshold"}
     categories = report.categories
     width = max([len(name) for name in categories] + [len("category"), len("overall")])
@@ -95,6 +155,37 @@ def render_table(report: RunReport) -> list[str]:
         )
     if report.calibration is not None:
         lines.extend(calibrated_lines(report.calibration))
+    if report.models:
+        lines.extend(models_lines(report.models))
+    return lines + _footer(report)
+
+
+def fastchat_lines(fastchat: dict[str, Any]) -> list[str]:
+    """What --mtbench-import-judgments reused and --mtbench-export wrote."""
+    lines = []
+    imported = fastchat.get("import")
+    if imported:
+        lines.append(
+            f"imported judgments: {imported['rows']} read, {imported['reused']} reused; not reused: "
+            f"{imported['differing']} whose prompt differs from this run's, {imported['other_judge']} by "
+            f"another judge, {imported['not_in_run']} not in this run, {imported['api_errors']} API errors"
+        )
+    exported = fastchat.get("export")
+    if exported:
+        if "single_rows" in exported:
+            rows, odd = exported["single_rows"], f"{exported['unscored_as_minus_1']} unscored, written as -1"
+        else:
+            rows, odd = exported["pair_rows"], f"{exported['unparsable_as_error']} unparsable, as error"
+        what = f"{rows} judgments ({odd})"
+        lines.append(
+            f"FastChat files in {exported['dir']}: {len(exported['answer_files'])} answer files, {what}"
+        )
+    return lines
+
+
+def _footer(report: RunReport) -> list[str]:
+    """Per phase: calls, cache hits, tokens, seconds and tokens/s; then the wall time."""
+    lines = fastchat_lines(report.fastchat) if report.fastchat else []
     for name, phase in report.run.phases.items():
         rate = phase.get("tokens_per_second")
         lines.append(
