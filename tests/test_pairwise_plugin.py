@@ -169,3 +169,56 @@ def test_export_then_import_gives_identical_scores_without_the_judge(
     a, b = json.loads(first.read_text()), json.loads(again.read_text())
     assert a["models"] == b["models"] or strip_timing(a["models"]) == strip_timing(b["models"])
     assert b["fastchat"]["import"]["reusable"] == 60 and b["fastchat"]["import"]["differing"] == 0
+
+
+def test_replaying_exported_answers_scores_them_like_generating_them(
+    server, shared_data: Path, tmp_path: Path
+) -> None:
+    first, export = tmp_path / "first.json", tmp_path / "export"
+    args = _args(server, shared_data, tmp_path, "-k", "coding or writing")
+    assert (
+        run_pytest_subprocess(
+            tmp_path, *args, f"--mtbench-report={first}", f"--mtbench-export={export}"
+        ).returncode
+        == 0
+    )
+    before = len(server.requests)
+    replayed = tmp_path / "replayed.json"
+    proc = run_pytest_subprocess(
+        tmp_path,
+        f"--mtbench-model=replay/{export / 'model_answer' / 'gamma.jsonl'}",
+        "--mtbench-judge=openai/judge",
+        f"--mtbench-judge-base-url={server.base_url}",
+        f"--mtbench-data={shared_data}",
+        f"--mtbench-cache={tmp_path / 'replay-cache'}",
+        "-k",
+        "coding or writing",
+        f"--mtbench-report={replayed}",
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert not [b for b in server.requests[before:] if b["model"] in MODELS]  # no candidate was called
+    a, b = json.loads(first.read_text()), json.loads(replayed.read_text())
+    assert b["overall"] == a["models"]["openai/gamma"]["overall"]["score"] == 8
+    generated = {
+        q["question_id"]: [t["answer"] for t in q["turns"]]
+        for q in a["questions"]
+        if q["model"] == "openai/gamma"
+    }
+    assert {q["question_id"]: [t["answer"] for t in q["turns"]] for q in b["questions"]} == generated
+
+
+def test_several_models_in_process_and_under_xdist_agree(server, shared_data: Path, tmp_path: Path) -> None:
+    reports = []
+    for workers in ("0", "2"):
+        path = tmp_path / f"r{workers}.json"
+        args = _args(
+            server, shared_data, tmp_path, "-k", "writing or math", f"--mtbench-report={path}", "-n", workers
+        )
+        args = [
+            a if not a.startswith("--mtbench-cache=") else f"--mtbench-cache={tmp_path / workers}"
+            for a in args
+        ]
+        assert run_pytest_subprocess(tmp_path, *args).returncode == 0
+        reports.append(json.loads(path.read_text()))
+    assert strip_timing(reports[0]) == strip_timing(reports[1])
+    assert len(reports[0]["questions"]) == 60 and set(reports[0]["models"]) == {f"openai/{m}" for m in MODELS}
