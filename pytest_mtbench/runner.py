@@ -10,8 +10,10 @@ in flight.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -136,6 +138,7 @@ class Completer:
     cache: ResultCache
     offline: bool = False
     progress: ProgressCallback | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # batches may run at once
 
     def resolve(
         self,
@@ -163,14 +166,16 @@ class Completer:
                     self.cache.put(kind, job.key, job.material, hit)
             if hit is not None:
                 job.value, job.cached = hit, True
-                stats.cached += 1
             else:
                 missing.append(job)
-        done[0] += len(jobs) - len(missing)
+        with self._lock:
+            stats.cached += len(jobs) - len(missing)
+            done[0] += len(jobs) - len(missing)
         if not missing:
             return
         if self.offline:
-            stats.missing += len(missing)
+            with self._lock:
+                stats.missing += len(missing)
             for job in missing:
                 job.missing = (
                     f"--mtbench-offline: {kind} not in the cache (key {job.key}, "
@@ -192,18 +197,20 @@ class Completer:
                 )
             else:
                 self.cache.put(kind, job.key, job.material, value)
-            stats.calls += 1
-            stats.tokens += int(value.get("n_tokens") or 0)
-            done[0] += 1
-            if self.progress is not None:
-                self.progress(name, done[0], total)
+            with self._lock:
+                stats.calls += 1
+                stats.tokens += int(value.get("n_tokens") or 0)
+                done[0] += 1
+                if self.progress is not None:
+                    self.progress(name, done[0], total)
 
         try:
             compute(model, missing, store)
         except BackendError as exc:
             raise BackendError(f"{name} failed: {exc}") from None
         elapsed = time.perf_counter() - began
-        stats.seconds += elapsed
+        with self._lock:
+            stats.seconds += elapsed
         for job in missing:
             if job.value is None:
                 raise BackendError(f"{backend.spec} returned no result for a {kind} request")
@@ -381,11 +388,23 @@ class BenchmarkRunner:
                 material = self.answer_material(messages, params)
                 job = Job(content_key(ANSWER_KIND, material), material, messages)
                 batches.setdefault((self.model.batch_unit(q.category), params), []).append((q, job))
-            for (_, params), pairs in batches.items():
+
+            def resolve(batch: tuple[tuple[str, SamplingParams], list[tuple[Question, Job]]]) -> None:
+                (_, params), pairs = batch
                 jobs = [job for _, job in pairs]
                 self.completer.resolve(
                     ANSWER_KIND, jobs, self.model, self.generation, chat_compute(params), progress
                 )
+
+            if self.model.capabilities.batch_scope == "all" and len(batches) > 1:
+                # Independent calls: the batches of each temperature go at once (the backend's own
+                # concurrency limit still bounds the calls in flight).
+                with ThreadPoolExecutor(len(batches), thread_name_prefix="mtbench-batch") as pool:
+                    list(pool.map(resolve, batches.items()))
+            else:
+                for batch in batches.items():
+                    resolve(batch)
+            for (_, params), pairs in batches.items():
                 for q, job in pairs:
                     if job.missing or job.value is None:
                         errors[q.question_id] = f"turn {turn + 1}: {job.missing or 'no answer'}"

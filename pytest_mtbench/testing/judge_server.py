@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -59,6 +60,13 @@ Fault = tuple[Any, ...] | None
 ScoreSource = float | int | Callable[[dict[str, Any]], float]
 
 DEFAULT_LIFETIME = 600.0
+
+
+def pair_like_reply(body: dict[str, Any]) -> str:
+    """A pairwise judge's verdict, fixed by the prompt's text: A, B or a tie ([[C]]), roughly 2:2:1."""
+    digest = hashlib.sha256(str(body["messages"][-1].get("content", "")).encode("utf-8")).digest()
+    verdict = "ABABC"[digest[0] % 5]
+    return f"Both answers address the question; one is more complete.\n\n[[{verdict}]]"
 
 
 def judge_like_reply(score: float) -> str:
@@ -188,6 +196,8 @@ class FakeOpenAIServer:
     # -- request handling (called from handler threads) --------------------------------------------------
 
     def _default_reply(self, body: dict[str, Any]) -> str:
+        if any('"[[A]]"' in str(m.get("content", "")) for m in body.get("messages", [])):
+            return pair_like_reply(body)  # a pairwise prompt asks for [[A]], [[B]] or [[C]]
         score = self._scores(body) if callable(self._scores) else self._scores
         return judge_like_reply(score)
 
