@@ -6,8 +6,11 @@ The modes themselves (which prompts to render, how to read a verdict) live in `m
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from .prompts import JudgePrompt, PromptError
 from .records import SCORED_BY_CONSTRAINED, SCORED_BY_OFFICIAL, CallInfo, Judgment, PromptSent, Score
 
 # FastChat common.py: the rating is the first "[[x]]", else the first "[x]".
@@ -78,6 +81,27 @@ class JudgeRequest:
 
     def sent(self) -> PromptSent:
         return PromptSent(self.prompt_name, self.system, self.user)
+
+
+def render_request(
+    question: Any,
+    turn: int,
+    prompt: JudgePrompt,
+    variables: dict[str, Any],
+    reference: Sequence[str] | None,
+    repeat: int = 0,
+) -> JudgeRequest:
+    """Render a judge prompt for `turn` with the mode's `variables` plus the reference answers FastChat
+    passes to reference-guided prompts (ref_answer_1; on turn 2 also ref_answer_2, empty if missing)."""
+    if reference is not None:
+        variables = {**variables, "ref_answer_1": reference[0]}
+        if turn == 2:
+            variables["ref_answer_2"] = reference[1] if len(reference) > 1 else ""
+    try:
+        system, user = prompt.render(**variables)
+    except PromptError as exc:
+        raise PromptError(f"question {question.question_id} turn {turn}: {exc}") from exc
+    return JudgeRequest(question.question_id, turn, prompt.name, system, user, repeat, question.category)
 
 
 def official_judgment(

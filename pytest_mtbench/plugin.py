@@ -101,6 +101,22 @@ def _progress_printer(config: pytest.Config, interval: float):
     return report
 
 
+def _build(config: pytest.Config, settings: Settings, builder: Any) -> Any:
+    """Build what this process runs (a benchmark run or a calibration): a problem is a usage error."""
+    from .assembly import SetupError
+
+    workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
+    try:
+        return builder(
+            settings,
+            workers=workers,
+            will_call=not (settings.offline or config.option.collectonly),
+            progress=_progress_printer(config, settings.progress_interval),
+        )
+    except SetupError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from .questions import CATEGORIES
 
@@ -110,22 +126,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if not active(config):
         return
     InterruptHandler.install(config)
-    from .assembly import SetupError, build_run
+    from .assembly import build_run
 
     settings = build_settings(config)
     if settings.calibrate is not None:
         _configure_calibration(config, settings)  # a calibration run: see the block at the end
         return
-    workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
-    try:
-        run = build_run(
-            settings,
-            workers=workers,
-            will_call=not (settings.offline or config.option.collectonly),
-            progress=_progress_printer(config, settings.progress_interval),
-        )
-    except SetupError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    run = _build(config, settings, build_run)
     settings.check_threshold_names({q.category for q in run.questions.values()})
     state = RunState(run)
     config.stash[STATE] = state
@@ -579,20 +586,10 @@ CALIBRATION = pytest.StashKey[CalibrationState]()
 
 
 def _configure_calibration(config: pytest.Config, settings: Settings) -> None:
-    from .assembly import SetupError
     from .calibration_judging import build_calibration_judging
 
     settings.check_calibrate_alone()
-    workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
-    try:
-        judging = build_calibration_judging(
-            settings,
-            workers=workers,
-            will_call=not (settings.offline or config.option.collectonly),
-            progress=_progress_printer(config, settings.progress_interval),
-        )
-    except SetupError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    judging = _build(config, settings, build_calibration_judging)
     from .questions import CATEGORIES
 
     for category in set(judging.categories()) - set(CATEGORIES):

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..judge import JudgeRequest
-from ..prompts import JudgePrompt, PromptError
+from ..judge import JudgeRequest, render_request
+from ..prompts import JudgePrompt
 from ..questions import Question
 from ..records import CallInfo, PromptSent
 from . import JudgeClient
@@ -50,27 +50,22 @@ def build_pair_request(
 ) -> JudgeRequest:
     """Render the pair prompt for `turn` (1 or 2), `answers_a` shown as Assistant A, exactly as
     FastChat's run_judge_pair does."""
-    variables: dict[str, Any] = {}
-    if reference is not None:
-        variables["ref_answer_1"] = reference[0]
-        if turn == 2:
-            variables["ref_answer_2"] = reference[1] if len(reference) > 1 else ""
     if turn == 1:
-        variables.update(question=question.turns[0], answer_a=answers_a[0], answer_b=answers_b[0])
+        variables: dict[str, Any] = {
+            "question": question.turns[0],
+            "answer_a": answers_a[0],
+            "answer_b": answers_b[0],
+        }
     else:
-        variables.update(
-            question_1=question.turns[0],
-            question_2=question.turns[1],
-            answer_a_1=answers_a[0],
-            answer_b_1=answers_b[0],
-            answer_a_2=answers_a[1],
-            answer_b_2=answers_b[1],
-        )
-    try:
-        system, user = prompt.render(**variables)
-    except PromptError as exc:
-        raise PromptError(f"question {question.question_id} turn {turn}: {exc}") from exc
-    return JudgeRequest(question.question_id, turn, prompt.name, system, user, 0, question.category)
+        variables = {
+            "question_1": question.turns[0],
+            "question_2": question.turns[1],
+            "answer_a_1": answers_a[0],
+            "answer_b_1": answers_b[0],
+            "answer_a_2": answers_a[1],
+            "answer_b_2": answers_b[1],
+        }
+    return render_request(question, turn, prompt, variables, reference)
 
 
 def read_verdict(judgment: str) -> tuple[str | None, str | None]:

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..judge import JudgeRequest, constrained_judgment, official_judgment
-from ..prompts import JudgePrompt, PromptError
+from ..judge import JudgeRequest, constrained_judgment, official_judgment, render_request
+from ..prompts import JudgePrompt
 from ..questions import Question
 from . import AnsweredQuestion, JudgeClient, JudgingOutcome
 
@@ -35,25 +35,16 @@ def build_single_request(
     repeat: int = 0,
 ) -> JudgeRequest:
     """Render the judge prompt for `turn` (1 or 2) exactly as FastChat's run_judge_single does."""
-    variables: dict[str, Any] = {}
-    if reference is not None:
-        variables["ref_answer_1"] = reference[0]
-        if turn == 2:
-            variables["ref_answer_2"] = reference[1] if len(reference) > 1 else ""
     if turn == 1:
-        variables.update(question=question.turns[0], answer=answers[0])
+        variables: dict[str, Any] = {"question": question.turns[0], "answer": answers[0]}
     else:
-        variables.update(
-            question_1=question.turns[0],
-            question_2=question.turns[1],
-            answer_1=answers[0],
-            answer_2=answers[1],
-        )
-    try:
-        system, user = prompt.render(**variables)
-    except PromptError as exc:
-        raise PromptError(f"question {question.question_id} turn {turn}: {exc}") from exc
-    return JudgeRequest(question.question_id, turn, prompt.name, system, user, repeat, question.category)
+        variables = {
+            "question_1": question.turns[0],
+            "question_2": question.turns[1],
+            "answer_1": answers[0],
+            "answer_2": answers[1],
+        }
+    return render_request(question, turn, prompt, variables, reference, repeat)
 
 
 @dataclass(frozen=True)
