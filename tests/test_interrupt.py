@@ -28,6 +28,7 @@ import pytest
 from conftest import run_pytest_subprocess
 from pytest_mtbench.backends.base import BackendOptions, Completion, SamplingParams
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer, judge_like_reply
+from pytest_mtbench.testing.soak import session_processes
 
 pytest_plugins = ["pytester"]
 
@@ -40,19 +41,6 @@ JUDGE_CALLS = 60
 def varied_score(body: dict[str, Any]) -> int:
     """A rating in 1..10 that depends on the judge prompt, so equal reports mean equal judgments."""
     return 1 + hashlib.sha256(body["messages"][-1]["content"].encode()).digest()[0] % 10
-
-
-def session_processes(sid: int) -> list[int]:
-    """Live (not zombie) processes in session `sid` (Linux /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            state = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0]
-            if os.getsid(int(entry)) == sid and state != "Z":
-                found.append(int(entry))
-    return found
 
 
 def outcome(question: dict[str, Any]) -> list[tuple[Any, ...]]:
