@@ -180,6 +180,7 @@ def test_signal_with_calls_in_flight_stops_everything_and_loses_nothing(
 
     # Exactly the results that arrived are stored; the partial report holds every question they complete.
     assert len(list((tmp_path / "cache" / "judgment").rglob("*.json"))) == ANSWERED
+    assert not list((tmp_path / "cache").rglob("*.tmp")), "a half-written cache entry was left behind"
     answered = {body["messages"][-1]["content"] for body in judge.requests[:ANSWERED]}
 
     # The rerun sends only the missing calls, and its report agrees with the partial one.
