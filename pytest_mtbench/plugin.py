@@ -244,7 +244,7 @@ class InterruptHandler:
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         # The controller collects nothing itself; `mtbench::writing::test_mtbench[writing-81]` -> 81.
-        found = (re.search(r"^mtbench::.*\[.*-(\d+)\]$", nodeid) for nodeid in ids)
+        found = (re.search(rf"^{COLLECTOR_NAME}::.*\[.*-(\d+)\]$", nodeid) for nodeid in ids)
         self.selected.update(int(match.group(1)) for match in found if match)
 
     @pytest.hookimpl(tryfirst=True)
