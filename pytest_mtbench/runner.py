@@ -76,9 +76,10 @@ class LazyBackend:
         return self._backend
 
     def batch_unit(self, category: str) -> str:
-        """Which requests may share a batch. A local model's outputs can depend on what else is in its
-        batch (sampling seeds, padding), so it batches within a category, the unit an xdist worker gets:
-        then -n 0 and -n N give the same answers. API calls are independent, so all go at once."""
+        """Which requests may share a batch. A backend whose outputs depend on what else is in its batch
+        batches within a category, the unit an xdist worker gets, so -n 0 and -n N give the same answers.
+        Local models sample each row from its own seeded generator, so their batches span categories
+        (and reach the batch size); API calls are independent, so all go at once."""
         return category if self.capabilities.batch_scope == "category" else ""
 
     @property
@@ -190,13 +191,14 @@ class Completer:
             job = missing[index]
             if job.value is not None:
                 return
-            job.value = value
             if value.get("finish_reason") in NOT_GENERATED:
                 job.missing = (value.get("extra") or {}).get("missing") or NOT_GENERATED_REASON.get(
                     value["finish_reason"], value["finish_reason"]
                 )
             else:
                 self.cache.put(kind, job.key, job.material, value)
+            # Only once stored: an interrupt during the write leaves it to be handed over again.
+            job.value = value
             with self._lock:
                 stats.calls += 1
                 stats.tokens += int(value.get("n_tokens") or 0)
@@ -396,9 +398,11 @@ class BenchmarkRunner:
                     ANSWER_KIND, jobs, self.model, self.generation, chat_compute(params), progress
                 )
 
-            if self.model.capabilities.batch_scope == "all" and len(batches) > 1:
+            caps = self.model.capabilities
+            if caps.batch_scope == "all" and not caps.local and len(batches) > 1:
                 # Independent calls: the batches of each temperature go at once (the backend's own
-                # concurrency limit still bounds the calls in flight).
+                # concurrency limit still bounds the calls in flight). A local model already uses every
+                # core for one batch; two batches at once would only fight over them.
                 with ThreadPoolExecutor(len(batches), thread_name_prefix="mtbench-batch") as pool:
                     list(pool.map(resolve, batches.items()))
             else:
