@@ -506,11 +506,20 @@ def check_can_call(flag: str, backend: LazyBackend) -> None:
 
 def backend_options(settings: Settings, workers: int = 1) -> dict[str, Any]:
     """The BackendOptions every model and judge of a run shares (base URL and chat template aside)."""
+    if settings.device.startswith("cuda"):
+        # A GPU asked for by name must exist before anything runs: one line now, not a failure mid-run.
+        from .backends.hf import device_for
+
+        try:
+            device_for(BackendOptions(device=settings.device))
+        except BackendError as exc:
+            raise SetupError(str(exc)) from None
     return {
         "concurrency": settings.concurrency,
         "timeout": settings.timeout,
         "max_retries": settings.retries,
         "batch_size": settings.batch_size,
+        "device": settings.device,
         # torch threads split between xdist workers, so they do not fight over the cores
         "num_threads": max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None,
         "cache_dir": str(default_cache_dir()),

@@ -133,6 +133,14 @@ def _choice(*choices: str) -> Parser:
     return parse
 
 
+def _device(text: str, origin: Origin) -> str:
+    # Only the form is checked here (no torch import at start-up); whether the GPU exists is checked
+    # when the local model is set up.
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise _Invalid("not one of auto, cpu, cuda, cuda:N (N a GPU index such as cuda:0)")
+
+
 def _switch(text: str, origin: Origin) -> bool:
     if text.lower() in _TRUE:
         return True
@@ -646,6 +654,16 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "--mtbench-device",
+        "Where local models run: auto (a GPU when one is visible, else the CPU), cpu, cuda (under -n N, "
+        "worker i takes GPU i modulo the visible GPUs) or cuda:N (that GPU for every worker).",
+        default="auto",
+        parse=_device,
+        ini="mtbench_device",
+        env="MTBENCH_DEVICE",
+        metavar="DEVICE",
+    ),
+    Option(
         "--mtbench-trust-remote-code",
         "Let a local model directory run its own Python code (transformers' trust_remote_code).",
         default=False,
@@ -753,6 +771,7 @@ class Settings:
     timeout: float
     retries: int
     batch_size: int
+    device: str  # local models: auto, cpu, cuda or cuda:N
     trust_remote_code: bool
     allow_pickle: bool
     progress_interval: float  # seconds between progress lines

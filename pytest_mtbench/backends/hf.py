@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,9 @@ from .base import (
     SamplingParams,
 )
 
-# Padding and seeded sampling make a row's output depend on its batch: batch within a category only.
-CAPABILITIES = Capabilities(batch_scope="category", rating_probes=True, preflight=False, local=True)
+# Each row samples from its own seeded generator, so a row's tokens do not depend on what shares its batch:
+# batches may span categories. ("all" batches still run one after another: see the runner.)
+CAPABILITIES = Capabilities(batch_scope="all", rating_probes=True, preflight=False, local=True)
 
 SMOLLM2_ALIAS = "smollm2"
 RATINGS = tuple(range(1, 11))
@@ -119,7 +121,55 @@ def _resolve(name: str, options: BackendOptions) -> tuple[Path, str | None]:
     return path.resolve(), None
 
 
+def worker_index(environ: dict[str, str] | None = None) -> int:
+    """This process's xdist worker number (`gw3` -> 3); 0 in-process."""
+    name = (os.environ if environ is None else environ).get("PYTEST_XDIST_WORKER", "")
+    digits = name.removeprefix("gw")
+    return int(digits) if digits.isdigit() else 0
+
+
+def select_device(requested: str, worker: int, device_count: int) -> str:
+    """The torch device for a --mtbench-device value, an xdist worker index and the visible GPU count.
+
+    `auto` is a GPU when one is visible, else the CPU; `cuda` and `auto` give worker i the GPU i modulo
+    the visible GPUs (so -n 8 on an 8-GPU box uses each GPU once); `cuda:N` pins every worker to GPU N.
+    A GPU that is not there is a BackendError naming the flag.
+    """
+    if requested == "cpu" or (requested == "auto" and device_count == 0):
+        return "cpu"
+    if device_count == 0:
+        raise BackendError(
+            f"--mtbench-device={requested}: no CUDA GPU is visible to torch here; "
+            "use --mtbench-device=cpu (or auto)"
+        )
+    if requested in ("auto", "cuda"):
+        return f"cuda:{worker % device_count}"
+    index = int(requested.removeprefix("cuda:"))
+    if index >= device_count:
+        raise BackendError(
+            f"--mtbench-device={requested}: only {device_count} GPU(s) visible (cuda:0 to "
+            f"cuda:{device_count - 1}); pick one of those or use --mtbench-device=cuda"
+        )
+    return requested
+
+
+def device_for(options: BackendOptions) -> str:
+    """The device this process runs a local model on (imports torch only when a GPU may be wanted)."""
+    if options.device == "cpu":
+        return "cpu"
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return select_device(options.device, worker_index(), count)
+
+
+def _dtype_name(device: str) -> str:
+    # bfloat16 on GPU (fast, the usual serving dtype); float32 on CPU, where half precision is slow and lossy.
+    return "float32" if device == "cpu" else "bfloat16"
+
+
 _IDENTITIES: dict[tuple[Any, ...], dict[str, Any]] = {}
+_GENERATE_DEFAULT_TOP_K = 50
 
 
 def _identity(directory: Path, gguf_file: str | None, options: BackendOptions) -> dict[str, Any]:
@@ -133,17 +183,22 @@ def _identity(directory: Path, gguf_file: str | None, options: BackendOptions) -
     code = sorted(directory.glob("*.py")) if options.trust_remote_code and gguf_file is None else []
     # Memoised per process on each file's size and mtime, so a rewritten weight file is hashed again.
     stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files + code)
-    key = (stamps, options.chat_template, bool(code))
+    device = device_for(options)
+    key = (stamps, options.chat_template, bool(code), device != "cpu")
     if key not in _IDENTITIES:
         override = options.chat_template
         identity: dict[str, Any] = {
             "backend": "hf",
             "model_sha256": _hash_files(files, directory),
             "chat_template_sha256": _sha256_text(override) if override else None,
-            "dtype": "float32",
+            "dtype": _dtype_name(device),
         }
         if code:
             identity["code_sha256"] = _hash_files(code, directory)
+        if device != "cpu":
+            # GPU kernels give other numbers than the CPU's; the CPU identity stays as it always was, so
+            # CPU caches keep hitting. The GPU's index is not part of it: identical GPUs, same outputs.
+            identity["device"] = "cuda"
         _IDENTITIES[key] = identity
     return dict(_IDENTITIES[key])
 
@@ -169,6 +224,7 @@ class HFBackend:
         self._identity: dict[str, Any] | None = None
         if options.num_threads:
             torch.set_num_threads(options.num_threads)
+        self.device = device_for(options)
         # Never run code from the model directory unless the user said so (transformers' default may prompt).
         load_kwargs: dict[str, Any] = {
             "local_files_only": True,
@@ -199,14 +255,15 @@ class HFBackend:
         if gguf_file is None and not options.allow_pickle:
             model_kwargs["use_safetensors"] = True  # a pickle file is never the fallback
         try:
-            # float32: CPU half-precision matmuls are slow and lossy; GGUF weights are dequantised anyway.
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, **model_kwargs)
+            # float32 on CPU: half-precision matmuls are slow and lossy there; GGUF weights are dequantised.
+            dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **model_kwargs)
         except _weight_errors() as exc:
             hint = _remote_code_hint(exc)
             if not hint and not isinstance(exc, OSError | ValueError):
                 hint = " (a truncated or corrupt weight file? download or build it again)"
             raise BackendError(f"cannot load the model {spec}: {_first_line(exc)}{hint}") from exc
-        self.model = model.eval()
+        self.model = model.to(self.device).eval()
         # transformers 5.x renamed `past_key_values` to `cache`; older releases only know the old name.
         forward_params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
@@ -284,10 +341,9 @@ class HFBackend:
             "max_new_tokens": params.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
-        if params.greedy:
-            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            gen_kwargs.update(do_sample=True, temperature=params.temperature)
+        # Sampling happens in RowSampler (one generator per row); generate itself then only takes the one
+        # token the sampler left, so it runs greedy either way.
+        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
@@ -297,12 +353,14 @@ class HFBackend:
                 limit = params.max_new_tokens
                 if self.context_window is not None:  # what the window leaves after the longest prompt
                     limit = min(limit, self.context_window - max(len(encoded[i]) for i in indices))
-                # Seeded per batch so greedy and sampled runs repeat exactly.
-                torch.manual_seed(params.seed)
+                extra: dict[str, Any] = {}
+                if not params.greedy:
+                    extra["logits_processor"] = [self._row_sampler(params, len(indices))]
                 output = self.model.generate(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device),
                     **{**gen_kwargs, "max_new_tokens": limit},
+                    **extra,
                 )
                 new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
                 for index, tokens in zip(indices, new_tokens):
@@ -319,6 +377,49 @@ class HFBackend:
                     if on_result is not None:
                         on_result(index, results[index])
         return [r for r in results if r is not None]
+
+    def _row_sampler(self, params: SamplingParams, rows: int) -> Any:
+        """A logits processor that samples each row with the warpers `generate(do_sample=True)` would use
+        (temperature, then the model's top_k / top_p / min_p) from that row's own generator, seeded with
+        the run's seed: a question's draws never depend on the batch it is in, and a question alone in
+        its batch draws exactly what `torch.manual_seed(seed)` + `generate(do_sample=True)` drew."""
+        from transformers import (
+            LogitsProcessor,
+            MinPLogitsWarper,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        torch = self._torch
+        config = self.model.generation_config
+        warpers: list[Any] = []
+        if params.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(params.temperature))
+        # generate() fills an unset top_k with its documented default, 50; so does this sampler.
+        top_k = config.top_k if config.top_k is not None else _GENERATE_DEFAULT_TOP_K
+        if top_k:
+            warpers.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+        if config.top_p is not None and config.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=1))
+        if config.min_p is not None:
+            warpers.append(MinPLogitsWarper(min_p=config.min_p, min_tokens_to_keep=1))
+        # The default generator lives on the CPU; on a GPU each row gets a CUDA generator instead.
+        rngs = [torch.Generator(device=self.device).manual_seed(params.seed) for _ in range(rows)]
+
+        class RowSampler(LogitsProcessor):
+            def __call__(self, input_ids: Any, scores: Any) -> Any:
+                for warper in warpers:
+                    scores = warper(input_ids, scores)
+                probs = torch.softmax(scores, dim=-1)
+                draws = [torch.multinomial(probs[r : r + 1], 1, generator=g) for r, g in enumerate(rngs)]
+                chosen = torch.cat(draws)[:, 0]
+                # Everything but the drawn token is ruled out, so generate's greedy step takes that token.
+                picked = torch.full_like(scores, -math.inf)
+                picked[torch.arange(rows, device=scores.device), chosen] = 0.0
+                return picked
+
+        return RowSampler()
 
     def _count_generated(self, tokens: list[int]) -> tuple[int, bool]:
         """(tokens up to and including the first EOS, whether there was one); the rest is padding."""
@@ -355,12 +456,15 @@ class HFBackend:
         pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
             # The long shared prompt runs once; only the short tails run ten times, on its KV cache.
-            head = self.model(input_ids=torch.tensor([context_ids[:prefix]]), use_cache=True)
+            head_ids = torch.tensor([context_ids[:prefix]], device=self.device)
+            head = self.model(input_ids=head_ids, use_cache=True)
             cache = getattr(head, "cache", None) or head.past_key_values
             cache.batch_repeat_interleave(len(tails))
             # Right padding: causal attention means padding after a tail never changes its log-probs.
-            tail_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails])
-            mask = torch.tensor([[1] * (prefix + len(t)) + [0] * (width - len(t)) for t in tails])
+            tail_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.device)
+            mask = torch.tensor(
+                [[1] * (prefix + len(t)) + [0] * (width - len(t)) for t in tails], device=self.device
+            )
             rest = self.model(
                 input_ids=tail_ids, attention_mask=mask, use_cache=True, **{self._cache_kwarg: cache}
             )
