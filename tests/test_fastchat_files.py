@@ -127,7 +127,7 @@ def _runner(official, model: str, judge: str, cache: Path, reuse=None) -> Benchm
         mode=SingleAnswerMode(prompts, references),
         cache=ResultCache(cache),
         settings=RunSettings(),
-        reuse=reuse,
+        reuse=() if reuse is None else (reuse,),  # judgments recorded elsewhere, in the order tried
     )
 
 
