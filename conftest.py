@@ -32,6 +32,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def official(shared_data: Path):
+    """The official questions (by id), gpt-4 reference answers and judge prompts, loaded once."""
+    from pytest_mtbench.prompts import load_judge_prompts
+    from pytest_mtbench.questions import load_questions, load_references
+
+    questions = {q.question_id: q for q in load_questions(shared_data / "question.jsonl")}
+    references = load_references(shared_data / "reference_answer" / "gpt-4.jsonl")
+    prompts = load_judge_prompts(shared_data / "judge_prompts.jsonl", official=True)
+    return questions, references, prompts
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's own settings or key must never leak into a test run (nor a test reach OpenAI).

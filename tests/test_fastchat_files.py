@@ -34,8 +34,6 @@ from pytest_mtbench.judge import JudgeRequest
 from pytest_mtbench.modes import JudgeReply
 from pytest_mtbench.modes.pairwise import PairwiseMode, make_matches
 from pytest_mtbench.modes.single import SingleAnswerMode
-from pytest_mtbench.prompts import load_judge_prompts
-from pytest_mtbench.questions import load_questions, load_references
 from pytest_mtbench.ratings import win_rates
 from pytest_mtbench.records import CallInfo
 from pytest_mtbench.runner import BenchmarkRunner, LazyBackend, RunSettings
@@ -104,14 +102,6 @@ def fastchat_show_pairwise(path: Path) -> dict[str, dict[str, int]]:
 
 
 # ---- our side ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def official(shared_data: Path):
-    questions = {q.question_id: q for q in load_questions(shared_data / "question.jsonl")}
-    references = load_references(shared_data / "reference_answer" / "gpt-4.jsonl")
-    prompts = load_judge_prompts(shared_data / "judge_prompts.jsonl", official=True)
-    return questions, references, prompts
 
 
 @pytest.fixture(autouse=True)

@@ -14,20 +14,11 @@ from pytest_mtbench.backends.replay import FINISH_MISSING_ANSWER, create, prepar
 from pytest_mtbench.cache import ResultCache
 from pytest_mtbench.fastchat import write_answer_file
 from pytest_mtbench.modes.single import SingleAnswerMode
-from pytest_mtbench.prompts import load_judge_prompts
-from pytest_mtbench.questions import Question, load_questions, load_references
+from pytest_mtbench.questions import Question
 from pytest_mtbench.runner import BenchmarkRunner, LazyBackend, RunSettings
 
 FIRST_OF_EACH_CATEGORY = (81, 91, 101, 111, 121, 131, 141, 151)
 PARAMS = SamplingParams(temperature=0.0, max_new_tokens=16)
-
-
-@pytest.fixture(scope="module")
-def official(shared_data: Path):
-    questions = {q.question_id: q for q in load_questions(shared_data / "question.jsonl")}
-    references = load_references(shared_data / "reference_answer" / "gpt-4.jsonl")
-    prompts = load_judge_prompts(shared_data / "judge_prompts.jsonl", official=True)
-    return questions, references, prompts
 
 
 @pytest.fixture(autouse=True)
