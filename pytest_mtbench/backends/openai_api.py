@@ -30,6 +30,7 @@ import difflib
 import json
 import logging
 import os
+import queue
 import random
 import re
 import socket
@@ -37,7 +38,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import date
 from email.utils import parsedate_to_datetime
@@ -315,6 +316,9 @@ def _build_client(
     return openai.OpenAI(**kwargs)
 
 
+QUEUE_POLL = 0.25  # seconds between checks for an interrupt while waiting for a batch's calls
+
+
 class OpenAIBackend:
     """A model behind an OpenAI-compatible `/chat/completions` endpoint.
 
@@ -473,22 +477,32 @@ class OpenAIBackend:
                     on_result(index, results[-1])
             return results
         pool = self._pool()
-        futures: list[Future[Completion]] = [
-            pool.submit(self._complete, c, params, abort) for c in conversations
-        ]
+        # Each finished call announces itself on a queue: waiting costs the same for any batch size
+        # (concurrent.futures.wait re-registers on every pending future each time: quadratic).
+        finished: queue.SimpleQueue[Future[Completion]] = queue.SimpleQueue()
+        futures: list[Future[Completion]] = []
+        for conversation in conversations:
+            future = pool.submit(self._complete, conversation, params, abort)
+            future.add_done_callback(finished.put)
+            futures.append(future)
         index_of = {future: index for index, future in enumerate(futures)}
-        pending: set[Future[Completion]] = set(futures)
+        remaining = len(futures)
         failed: Future[Completion] | None = None
         delivered: set[int] = set()
         try:
-            while pending and failed is None:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=index_of.__getitem__):
-                    if future.exception() is not None:
-                        failed = failed or future
-                    elif on_result is not None:
-                        on_result(index_of[future], future.result())
-                        delivered.add(index_of[future])
+            while remaining and failed is None:
+                try:
+                    future = finished.get(timeout=QUEUE_POLL)  # a timeout keeps Ctrl-C prompt
+                except queue.Empty:
+                    continue
+                remaining -= 1
+                if future.cancelled():
+                    continue
+                if future.exception() is not None:
+                    failed = future
+                elif on_result is not None:
+                    on_result(index_of[future], future.result())
+                    delivered.add(index_of[future])
         except BaseException:  # Ctrl-C / worker shutdown: leave nothing running in the background
             self._cut(abort, futures)
             if on_result is not None:
@@ -498,8 +512,8 @@ class OpenAIBackend:
         if failed is None:
             return [f.result() for f in futures]
         abort.set()
-        for future in pending:
-            future.cancel()
+        for future in futures:
+            future.cancel()  # a no-op for the calls already running or done
         index = index_of[failed]
         error = failed.exception()
         if isinstance(error, BackendError):
