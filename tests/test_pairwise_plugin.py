@@ -53,6 +53,12 @@ def _args(
     ]
 
 
+def _run_and_export(tmp_path: Path, args: list[str], report: Path, export: Path) -> None:
+    """A run that writes its JSON report and the FastChat files the next run starts from."""
+    proc = run_pytest_subprocess(tmp_path, *args, f"--mtbench-report={report}", f"--mtbench-export={export}")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+
+
 def test_several_models_get_a_column_each_and_the_first_is_gated(
     server, shared_data: Path, tmp_path: Path
 ) -> None:
@@ -149,12 +155,7 @@ def test_export_then_import_gives_identical_scores_without_the_judge(
 ) -> None:
     first, export = tmp_path / "first.json", tmp_path / "export"
     args = _args(server, shared_data, tmp_path, "-k", "coding")
-    assert (
-        run_pytest_subprocess(
-            tmp_path, *args, f"--mtbench-report={first}", f"--mtbench-export={export}"
-        ).returncode
-        == 0
-    )
+    _run_and_export(tmp_path, args, first, export)
     judgments = export / "model_judgment" / "judge_single.jsonl"
     assert len(judgments.read_text().splitlines()) == 60  # 3 models x 10 questions x 2 turns
     before = server.request_count
@@ -176,12 +177,7 @@ def test_replaying_exported_answers_scores_them_like_generating_them(
 ) -> None:
     first, export = tmp_path / "first.json", tmp_path / "export"
     args = _args(server, shared_data, tmp_path, "-k", "coding or writing")
-    assert (
-        run_pytest_subprocess(
-            tmp_path, *args, f"--mtbench-report={first}", f"--mtbench-export={export}"
-        ).returncode
-        == 0
-    )
+    _run_and_export(tmp_path, args, first, export)
     before = len(server.requests)
     replayed = tmp_path / "replayed.json"
     proc = run_pytest_subprocess(
