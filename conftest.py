@@ -9,7 +9,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy  # noqa: F401  (see below)
 import pytest
+
+# pytester's in-process runs drop, when they end, the modules first imported during them; numpy's C core
+# cannot be imported twice in one process, so it is imported here, before any such run.
 
 REPO_ROOT = Path(__file__).resolve().parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "mt_bench"
