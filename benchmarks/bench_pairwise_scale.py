@@ -8,8 +8,9 @@ Printed, measured side by side in this one run:
   - wall time of the whole run vs the latency ideal: answers go turn by turn (two waves of 800 calls)
     and the judge calls in one wave, each wave ceil(calls / 64) * LATENCY seconds;
   - the run's peak memory (max RSS of the pytest process);
-  - the controller's own overhead: wall time minus the time the backends were busy (the report's
-    per-phase seconds are per-call shares of each wave, so their sum over calls is the waves' wall time);
+  - the controller's own overhead: the time before the server saw the first call (start-up, collection,
+    preflight) and after the last call was answered (statistics, ratings, reports), from the server's
+    own request log, and the span in between vs the latency ideal;
   - the time to fit the Bradley-Terry ratings with their question bootstrap, in the same process shape.
 
     .venv/bin/python benchmarks/bench_pairwise_scale.py [--models 10] [--latency 0.5] [--concurrency 64]
@@ -25,6 +26,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,9 +34,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "mt_bench"
 
 
+class RequestClock:
+    """When the server logged its first and last chat request (it prints `request N` for each)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.first: float | None = None
+        self.last: float | None = None
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            if line.startswith("request "):
+                now = time.perf_counter()
+                self.first = self.first if self.first is not None else now
+                self.last = now
+
+
 def start_server(
     workdir: Path, latency: float, models: list[str], calls: int
-) -> tuple[subprocess.Popen, str]:
+) -> tuple[subprocess.Popen, str, RequestClock]:
     port_file = workdir / "port.txt"
     command = [
         sys.executable, "-m", "pytest_mtbench.testing.judge_server", "--port-file", str(port_file),
@@ -42,14 +61,15 @@ def start_server(
     ]  # fmt: skip
     for model in [*models, "judge"]:
         command += ["--model-id", model]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    clock = RequestClock(proc)
     deadline = time.monotonic() + 30
     while not port_file.exists() or not port_file.read_text().strip():
         if time.monotonic() > deadline:
             proc.kill()
             raise SystemExit("the loopback server did not start")
         time.sleep(0.05)
-    return proc, f"http://127.0.0.1:{port_file.read_text().strip()}/v1"
+    return proc, f"http://127.0.0.1:{port_file.read_text().strip()}/v1", clock
 
 
 def main() -> None:
@@ -64,7 +84,7 @@ def main() -> None:
     judge_calls, answer_calls = pairs * 80 * 2 * 2, args.models * 80 * 2
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        server, url = start_server(workdir, args.latency, models, judge_calls + answer_calls)
+        server, url, clock = start_server(workdir, args.latency, models, judge_calls + answer_calls)
         try:
             report_path = workdir / "report.json"
             command = [
@@ -77,7 +97,8 @@ def main() -> None:
             ]  # fmt: skip
             began = time.perf_counter()
             run = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env={**os.environ})
-            wall = time.perf_counter() - began
+            ended = time.perf_counter()
+            wall = ended - began
             peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         finally:
             server.terminate()
@@ -90,7 +111,11 @@ def main() -> None:
     phases = report["run"]["phases"]
     waves = [answer_calls // 2, answer_calls // 2, judge_calls]
     ideal = sum(math.ceil(calls / args.concurrency) * args.latency for calls in waves)
-    busy = phases["generation"]["seconds"] + phases["judging"]["seconds"]
+    if clock.first is None or clock.last is None:
+        raise SystemExit("the server logged no request")
+    before_first = clock.first - began
+    after_last = ended - (clock.last + args.latency)  # the last request is answered LATENCY later
+    span = wall - before_first - after_last
     pairwise = report["pairwise"]
     print(f"{args.models} models, {pairs} pairs, both orders, 80 questions x 2 turns; "
           f"latency {args.latency} s, concurrency {args.concurrency}; pytest exit code {run.returncode}")  # fmt: skip
@@ -98,8 +123,9 @@ def main() -> None:
           f"(expected {answer_calls} and {judge_calls}); {pairwise['n_pairs']} pair results, "
           f"{pairwise['n_unparsable']} unparsable")  # fmt: skip
     print(f"  wall time {wall:.1f} s vs latency ideal {ideal:.1f} s: {wall / ideal:.3f}x (target <= 1.1x)")
-    rest = wall - busy
-    print(f"  backends busy {busy:.1f} s; the rest (start-up, collection, statistics, reports) {rest:.1f} s")
+    print(f"  API calls from first to last answered: {span:.1f} s ({span / ideal:.3f}x the ideal)")
+    print(f"  the controller alone: {before_first:.1f} s before the first call (start-up, collection, "
+          f"preflight), {after_last:.1f} s after the last answer (statistics, ratings, reports)")  # fmt: skip
     print(f"  peak memory of the run: {peak_mb:.0f} MB (max RSS)")
 
     from pytest_mtbench.modes.pairwise import PairResult

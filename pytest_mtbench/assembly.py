@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +48,17 @@ from .records import (
     ReportError,
     RunInfo,
     RunReport,
+    TurnRecord,
     finite_or_none,
 )
-from .runner import BenchmarkRunner, CachedJudge, LazyBackend, ProgressCallback, RunSettings
+from .runner import (
+    BenchmarkRunner,
+    CachedJudge,
+    LazyBackend,
+    ProgressCallback,
+    RunSettings,
+    side_by_side,
+)
 from .stats import aggregate, evaluate_gates, phase_totals, question_scores, served_judges
 
 if TYPE_CHECKING:
@@ -90,16 +99,25 @@ class BenchmarkRun:
 
     def run_group(self, questions: Sequence[Question]) -> dict[int, GroupResult]:
         """Answer (every model) and judge a group of questions: one GroupResult per question."""
+        models = [runner.model for runner in self.runners]
         if self.pairwise is None:
-            per_model = [runner.run(questions) for runner in self.runners]
+            # API models (and an API judge) answer and are judged side by side, under the process's one
+            # concurrency limit; local models take every core each, so they go one after another.
+            backends = [*models, self.runner.judge]
+            tasks = [partial(runner.run, questions) for runner in self.runners]
+            per_model = side_by_side(tasks, backends) if _all_remote(backends) else [t() for t in tasks]
             return {q.question_id: GroupResult([m[q.question_id] for m in per_model]) for q in questions}
         from .modes.pairwise import make_matches
 
+        def generate(runner: BenchmarkRunner) -> tuple[dict[int, list[TurnRecord]], dict[int, str]]:
+            errors: dict[int, str] = {}
+            return runner.generate_answers(questions, errors), errors
+
+        tasks = [partial(generate, runner) for runner in self.runners]
+        generated = side_by_side(tasks, models) if _all_remote(models) else [t() for t in tasks]
         results = {q.question_id: GroupResult([]) for q in questions}
         answers: dict[str, dict[int, tuple[str, ...]]] = {}
-        for runner in self.runners:
-            errors: dict[int, str] = {}
-            turns = runner.generate_answers(questions, errors)
+        for runner, (turns, errors) in zip(self.runners, generated):
             answers[runner.model.spec] = {}
             for q in questions:
                 record = QuestionRecord(
@@ -360,6 +378,11 @@ class BenchmarkRun:
             if drift["changed"]:
                 mark_judge_changed(summary["comparisons"])
         report.gates.extend(regression_gates(summary["comparisons"], self.gate_options()))
+
+
+def _all_remote(backends: Iterable[LazyBackend]) -> bool:
+    """Whether none of these backends runs on this machine (then their work may overlap)."""
+    return all(not backend.capabilities.local for backend in backends)
 
 
 def _pair_from_dict(data: dict[str, Any]) -> Any:

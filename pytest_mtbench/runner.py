@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from .backends import (
     BackendError,
@@ -35,9 +36,11 @@ from .questions import Question
 from .records import CallInfo, Judgment, PromptSent, QuestionRecord, TurnRecord
 
 Message = dict[str, str]
+T = TypeVar("T")
 ProgressCallback = Callable[[str, int, int], None]  # (phase, done, total)
 
 RATING_CUE = "\nRating: [["
+SIDE_BY_SIDE_POLL = 0.25  # seconds between checks for an interrupt while tasks run side by side
 ANSWER_KIND = "answer"
 JUDGMENT_KIND = "judgment"
 RATING_KIND = "rating"
@@ -63,6 +66,7 @@ class LazyBackend:
         self.capabilities = capabilities(spec)
         self._backend: ChatBackend | None = None
         self._identity: dict[str, Any] | None = None
+        self._loading = threading.Lock()  # models of a run may reach a shared judge at once
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
@@ -71,9 +75,10 @@ class LazyBackend:
 
     @property
     def backend(self) -> ChatBackend:
-        if self._backend is None:
-            self._backend = load_backend(self.spec, self.options)
-        return self._backend
+        with self._loading:
+            if self._backend is None:
+                self._backend = load_backend(self.spec, self.options)
+            return self._backend
 
     def batch_unit(self, category: str) -> str:
         """Which requests may share a batch. A backend whose outputs depend on what else is in its batch
@@ -86,10 +91,42 @@ class LazyBackend:
     def loaded(self) -> bool:
         return self._backend is not None
 
+    def interrupt(self) -> None:
+        """Stop the calls this backend has under way in other threads (a no-op for one without any)."""
+        stop = getattr(self._backend, "interrupt", None)
+        if stop is not None:
+            stop()
+
     def close(self) -> None:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+
+
+def side_by_side(tasks: Sequence[Callable[[], T]], backends: Iterable[LazyBackend]) -> list[T]:
+    """Run independent tasks (API work) in threads of their own; their results in order.
+
+    If this thread is interrupted (Ctrl-C, SIGTERM) or a task fails, every backend's calls under way are
+    cut first, so no thread is left waiting on a slow endpoint; what arrived is already stored.
+    """
+    if len(tasks) <= 1:
+        return [task() for task in tasks]
+    pool = ThreadPoolExecutor(len(tasks), thread_name_prefix="mtbench-side")
+    try:
+        futures = [pool.submit(task) for task in tasks]
+        pending = set(futures)
+        while pending:  # short waits: an interrupt is seen at once, whatever delivered it
+            done, pending = wait(pending, timeout=SIDE_BY_SIDE_POLL, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in done if f.exception() is not None), None)
+            if failed is not None:
+                failed.result()  # raises the task's own error
+        return [future.result() for future in futures]
+    except BaseException:
+        for backend in backends:
+            backend.interrupt()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -391,23 +428,23 @@ class BenchmarkRunner:
                 job = Job(content_key(ANSWER_KIND, material), material, messages)
                 batches.setdefault((self.model.batch_unit(q.category), params), []).append((q, job))
 
-            def resolve(batch: tuple[tuple[str, SamplingParams], list[tuple[Question, Job]]]) -> None:
-                (_, params), pairs = batch
-                jobs = [job for _, job in pairs]
+            def resolve(params: SamplingParams, jobs: list[Job]) -> None:
                 self.completer.resolve(
                     ANSWER_KIND, jobs, self.model, self.generation, chat_compute(params), progress
                 )
 
+            tasks = [
+                partial(resolve, params, [job for _, job in pairs]) for (_, params), pairs in batches.items()
+            ]
             caps = self.model.capabilities
-            if caps.batch_scope == "all" and not caps.local and len(batches) > 1:
+            if caps.batch_scope == "all" and not caps.local:
                 # Independent calls: the batches of each temperature go at once (the backend's own
                 # concurrency limit still bounds the calls in flight). A local model already uses every
                 # core for one batch; two batches at once would only fight over them.
-                with ThreadPoolExecutor(len(batches), thread_name_prefix="mtbench-batch") as pool:
-                    list(pool.map(resolve, batches.items()))
+                side_by_side(tasks, [self.model])
             else:
-                for batch in batches.items():
-                    resolve(batch)
+                for task in tasks:
+                    task()
             for (_, params), pairs in batches.items():
                 for q, job in pairs:
                     if job.missing or job.value is None:

@@ -623,7 +623,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--mtbench-concurrency",
-        "Concurrent API calls per worker (judge and openai/ models).",
+        "Concurrent API calls per worker, shared by the judge and every openai/ model.",
         default=32,
         parse=_whole(1),
         ini="mtbench_concurrency",

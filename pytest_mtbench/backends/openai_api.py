@@ -319,6 +319,39 @@ def _build_client(
 QUEUE_POLL = 0.25  # seconds between checks for an interrupt while waiting for a batch's calls
 
 
+class _SharedPool:
+    """The threads that make API calls, one pool per process for every backend of the same concurrency.
+
+    --mtbench-concurrency bounds the calls in flight of a whole process (an xdist worker), however many
+    backends call at once: the models of a multi-model run generating side by side, and the judge. Each
+    backend takes the pool once and gives it back in close(); the last one out shuts it down.
+    """
+
+    _lock = threading.Lock()
+    _pools: dict[int, tuple[ThreadPoolExecutor, int]] = {}
+
+    @classmethod
+    def take(cls, size: int) -> ThreadPoolExecutor:
+        with cls._lock:
+            pool, users = cls._pools.get(size) or (
+                ThreadPoolExecutor(max_workers=size, thread_name_prefix="mtbench-openai"),
+                0,
+            )
+            cls._pools[size] = (pool, users + 1)
+            return pool
+
+    @classmethod
+    def give_back(cls, size: int) -> ThreadPoolExecutor | None:
+        """Release one use; the pool when that was the last (for the caller to shut down), else None."""
+        with cls._lock:
+            pool, users = cls._pools[size]
+            if users > 1:
+                cls._pools[size] = (pool, users - 1)
+                return None
+            del cls._pools[size]
+            return pool
+
+
 class OpenAIBackend:
     """A model behind an OpenAI-compatible `/chat/completions` endpoint.
 
@@ -348,6 +381,7 @@ class OpenAIBackend:
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
         self._sockets = _OpenSockets()
+        self._batches: set[threading.Event] = set()  # the abort event of each batch under way
 
         credentials = _credentials(options, env)
         # only the redaction list keeps the secrets; they are never printed (see _redact / __repr__)
@@ -447,9 +481,7 @@ class OpenAIBackend:
     def _pool(self) -> ThreadPoolExecutor:
         with self._executor_lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=max(1, self.options.concurrency), thread_name_prefix="mtbench-openai"
-                )
+                self._executor = _SharedPool.take(max(1, self.options.concurrency))
             return self._executor
 
     def chat(
@@ -469,6 +501,21 @@ class OpenAIBackend:
         if not conversations:
             return []
         abort = threading.Event()
+        with self._executor_lock:
+            self._batches.add(abort)
+        try:
+            return self._chat(conversations, params, on_result, abort)
+        finally:
+            with self._executor_lock:
+                self._batches.discard(abort)
+
+    def _chat(
+        self,
+        conversations: list[list[Message]],
+        params: SamplingParams,
+        on_result: ResultCallback | None,
+        abort: threading.Event,
+    ) -> list[Completion]:
         if len(conversations) == 1 or self.options.concurrency <= 1:
             results = []
             for index, conversation in enumerate(conversations):
@@ -494,6 +541,8 @@ class OpenAIBackend:
                 try:
                     future = finished.get(timeout=QUEUE_POLL)  # a timeout keeps Ctrl-C prompt
                 except queue.Empty:
+                    if abort.is_set():  # interrupted from another thread (see interrupt())
+                        raise _Aborted from None
                     continue
                 remaining -= 1
                 if future.cancelled():
@@ -543,14 +592,26 @@ class OpenAIBackend:
             if future.exception() is None:
                 on_result(index, future.result())
 
+    def interrupt(self) -> None:
+        """Stop every batch under way in any thread: nothing new starts, calls in flight are cut, and
+        each interrupted `chat` raises in its own thread after handing over what had arrived. For a
+        caller whose batches run in threads it started, when the main thread is interrupted."""
+        with self._executor_lock:
+            batches = list(self._batches)
+        for abort in batches:
+            abort.set()
+        self._sockets.cut()
+
     def close(self) -> None:
-        """Stop the worker threads and close the HTTP connections (idempotent). Calls still in flight
+        """Give back the call threads and close the HTTP connections (idempotent). Calls still in flight
         are cut first, so this never waits for a slow or hung endpoint."""
+        self.interrupt()
         with self._executor_lock:
             executor, self._executor = self._executor, None
-        self._sockets.cut()
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            last = _SharedPool.give_back(max(1, self.options.concurrency))
+            if last is not None:
+                last.shutdown(wait=True, cancel_futures=True)
         self._client.close()
 
 
