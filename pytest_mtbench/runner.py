@@ -163,6 +163,7 @@ class Job:
     reused_from: str | None = None  # "baseline" or "import": a judgment recorded elsewhere, same prompt
     seconds: float = 0.0  # this job's share of the backend call's wall time
     missing: str | None = None  # why there is no value (offline cache miss, context overflow)
+    params: SamplingParams | None = None  # how an answer is sampled (part of `material`)
 
 
 # How a backend computes the values of jobs the cache did not have: (backend, jobs, store(index, value)).
@@ -256,12 +257,16 @@ class Completer:
             job.seconds = elapsed / len(missing)
 
 
-def chat_compute(params: SamplingParams) -> Compute:
-    """Complete conversations with a ChatBackend, storing each completion as it arrives."""
+def chat_compute(params: SamplingParams | None, probe_cue: str | None = None) -> Compute:
+    """Complete conversations with a ChatBackend, storing each completion as it arrives. With `params`
+    None, each job is sampled with its own `job.params` (a backend with the mixed_sampling capability);
+    `probe_cue` goes to a backend with rating probes (see HFBackend.chat)."""
 
     def compute(model: Any, jobs: list[Job], store: Callable[[int, dict[str, Any]], None]) -> None:
+        sampling = params if params is not None else [job.params for job in jobs]
+        extra = {"probe_cue": probe_cue} if probe_cue is not None else {}
         completions = model.chat(
-            [job.messages for job in jobs], params, on_result=lambda i, c: store(i, c.as_value())
+            [job.messages for job in jobs], sampling, on_result=lambda i, c: store(i, c.as_value()), **extra
         )
         if len(completions) != len(jobs):
             raise BackendError(f"{model.spec} returned {len(completions)} replies for {len(jobs)} prompts")
@@ -309,7 +314,7 @@ class CachedJudge:
             material["repeat"] = request.repeat
         return material
 
-    def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
+    def complete(self, requests: Sequence[JudgeRequest], probes_follow: bool = False) -> list[JudgeReply]:
         jobs = []
         for request in requests:
             material = self.judgment_material(request)
@@ -338,10 +343,12 @@ class CachedJudge:
         for request, job in zip(requests, jobs):
             units.setdefault(self.judge.batch_unit(request.category), []).append(job)
         progress = ("judging", [0], len(jobs))
+        # A judge that can be probed works out each reply's rating distribution on the prompt's KV cache
+        # while generating, if probes will follow (served by rating_probabilities, cached as before).
+        probe_cue = RATING_CUE if probes_follow and self.judge.capabilities.rating_probes else None
         for unit in units.values():
-            self.completer.resolve(
-                JUDGMENT_KIND, unit, self.judge, self.stats, chat_compute(params), progress, recorded
-            )
+            compute = chat_compute(params, probe_cue=probe_cue)
+            self.completer.resolve(JUDGMENT_KIND, unit, self.judge, self.stats, compute, progress, recorded)
         return [
             JudgeReply(
                 text=None if job.missing else (job.value or {}).get("text"),
@@ -411,24 +418,28 @@ class BenchmarkRunner:
     ) -> dict[int, list[TurnRecord]]:
         """Both turns of every question; turn 2 sees turn 1's question and answer.
 
-        Questions that share a temperature (and, for local models, a category) are one batch. A
-        question whose answer cannot be had is recorded in `errors` and not judged.
+        Questions that share a temperature are one batch (for a backend that batches by category, one
+        per category); a backend that samples each row with its own parameters (mixed_sampling) takes
+        every question of a turn at once. A question whose answer cannot be had is recorded in `errors`
+        and not judged.
         """
         turns: dict[int, list[TurnRecord]] = {q.question_id: [] for q in questions}
         conversations: dict[int, list[Message]] = {q.question_id: [] for q in questions}
         progress = ("generating", [0], sum(len(q.turns) for q in questions))
+        mixed = self.model.capabilities.mixed_sampling
         for turn in range(max((len(q.turns) for q in questions), default=0)):
-            batches: dict[tuple[str, SamplingParams], list[tuple[Question, Job]]] = {}
+            batches: dict[tuple[str, SamplingParams | None], list[tuple[Question, Job]]] = {}
             for q in questions:
                 if turn >= len(q.turns) or q.question_id in errors:
                     continue
                 messages = [*conversations[q.question_id], {"role": "user", "content": q.turns[turn]}]
                 params = self.sampling_for(q)
                 material = self.answer_material(messages, params)
-                job = Job(content_key(ANSWER_KIND, material), material, messages)
-                batches.setdefault((self.model.batch_unit(q.category), params), []).append((q, job))
+                job = Job(content_key(ANSWER_KIND, material), material, messages, params=params)
+                unit = (self.model.batch_unit(q.category), None if mixed else params)
+                batches.setdefault(unit, []).append((q, job))
 
-            def resolve(params: SamplingParams, jobs: list[Job]) -> None:
+            def resolve(params: SamplingParams | None, jobs: list[Job]) -> None:
                 self.completer.resolve(
                     ANSWER_KIND, jobs, self.model, self.generation, chat_compute(params), progress
                 )
@@ -445,7 +456,7 @@ class BenchmarkRunner:
             else:
                 for task in tasks:
                     task()
-            for (_, params), pairs in batches.items():
+            for pairs in batches.values():
                 for q, job in pairs:
                     if job.missing or job.value is None:
                         errors[q.question_id] = f"turn {turn + 1}: {job.missing or 'no answer'}"
@@ -457,7 +468,7 @@ class BenchmarkRunner:
                             turn=turn + 1,
                             question=q.turns[turn],
                             answer=text,
-                            temperature=params.temperature,
+                            temperature=q.temperature,
                             answer_call=call_info(job),
                         )
                     )

@@ -64,7 +64,9 @@ def test_finish_reason_names() -> None:
     assert (FINISH_STOP, FINISH_LENGTH, FINISH_CONTEXT_OVERFLOW) == ("stop", "length", "context_overflow")
 
 
-LOCAL_MODEL = Capabilities(batch_scope="all", rating_probes=True, preflight=False, local=True)
+LOCAL_MODEL = Capabilities(
+    batch_scope="all", rating_probes=True, preflight=False, local=True, mixed_sampling=True
+)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ batches), and the same for two batch sizes.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,10 @@ from typing import Any
 import pytest
 
 from conftest import strip_timing
-from pytest_mtbench.backends.base import BackendOptions
+from pytest_mtbench.backends.base import BackendOptions, SamplingParams
 from pytest_mtbench.cache import ResultCache
 from pytest_mtbench.questions import load_questions
-from pytest_mtbench.runner import BenchmarkRunner, LazyBackend, RunSettings
+from pytest_mtbench.runner import RATING_CUE, BenchmarkRunner, LazyBackend, RunSettings
 
 pytest.importorskip("torch")
 
@@ -49,11 +50,34 @@ def test_greedy_and_sampled_answers_do_not_depend_on_the_batch_size(
     large, large_calls = _answers(chat_dir, shared_data, batch_size=16)
     assert small == large
     assert len(small) == 16 and all(len(turns) == 2 for turns in small.values())
-    # Not a vacuous pass: the answers differ between questions, and requests span categories (the greedy
-    # group holds reasoning, math, coding and extraction; the backend cuts it into batches of 3 or 16).
+    # Not a vacuous pass: the answers differ between questions, and each turn's requests go to the model
+    # at once, all eight categories and all three temperatures (the backend cuts them into batches).
     assert len({turns[0] for turns in small.values()}) > 8
-    assert max(len(c) for c in large_calls) >= 4
+    assert len(large_calls) == 2 and all(len(c) == 8 for c in large_calls)
     assert small_calls == large_calls
+
+
+def test_rows_of_different_temperatures_share_a_batch_and_decode_as_they_would_alone(
+    chat_dir: Path, shared_data: Path
+) -> None:
+    questions = [
+        q for q in load_questions(shared_data / "question.jsonl") if str(q.question_id) in FIRST_OF_EACH
+    ]
+    backend = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=16)).backend
+    conversations = [[{"role": "user", "content": q.turns[0]}] for q in questions]
+
+    def params(seed: int) -> list[SamplingParams]:
+        return [SamplingParams(q.temperature, 12, seed) for q in questions]
+
+    together = [c.text for c in backend.chat(conversations, params(0))]
+    alone = [backend.chat([c], p)[0].text for c, p in zip(conversations, params(0))]
+    assert together == alone
+    # Greedy (0.0) and sampled rows (0.1 and 0.7) shared the one batch; the sampled rows really sample.
+    assert {p.temperature for p in params(0)} == {0.0, 0.1, 0.7}
+    reseeded = [c.text for c in backend.chat(conversations, params(1))]
+    greedy = [i for i, p in enumerate(params(0)) if p.greedy]
+    assert [reseeded[i] for i in greedy] == [together[i] for i in greedy]
+    assert reseeded != together
 
 
 def test_in_process_and_xdist_agree_with_batches_across_categories(
@@ -96,3 +120,59 @@ def test_in_process_and_xdist_agree_with_batches_across_categories(
     assert scores == [t["score"] for q in second["questions"] for t in q["turns"]]
     assert len(answers) == 16 and len(set(answers)) > 8
     assert all(s is not None for s in scores)
+
+
+def test_a_local_judge_works_out_its_rating_probes_on_the_prompt_it_has_just_read(chat_dir: Path) -> None:
+    """With probes to follow, the judge's rating distributions come from the KV cache of its own
+    generation: rating_probabilities then runs nothing, and gives what reading it all again gives."""
+    backend = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=4)).backend
+    conversations = [
+        [
+            {"role": "system", "content": "You judge."},
+            {"role": "user", "content": f"Rate answer {i}: " + "x " * 20 * i},
+        ]
+        for i in range(1, 4)
+    ]
+    prompt_tokens = min(len(backend._encode(backend.render(c))) for c in conversations)
+    shapes: list[tuple[int, int]] = []
+    forward = backend.model.forward
+
+    @functools.wraps(forward)  # generate() reads forward's signature (position ids for padded rows)
+    def recording_forward(*args: Any, **kwargs: Any) -> Any:
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    backend.model.forward = recording_forward
+    replies = backend.chat(conversations, SamplingParams(0.0, 6), probe_cue=RATING_CUE)
+    generated = len(shapes)
+    probes = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
+    assert len(shapes) == generated  # served from what chat worked out: no forward pass at all
+    # Each prompt was read once (a one-row prefill each, no padding); every other one-row pass covered
+    # only a judgment and the cue: no prompt was read again for its rating.
+    one_row = [width for rows, width in shapes if rows == 1]
+    prompts_read = [width for width in one_row if width >= prompt_tokens - 1]
+    assert len(prompts_read) == 3 and len(one_row) == 6, (one_row, prompt_tokens)
+    assert max(w for w in one_row if w not in prompts_read) < prompt_tokens - 1
+    again = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
+    assert max(len(shapes) - generated, 0) >= 3  # now it read each context from scratch
+    for mine, fresh in zip(probes, again, strict=True):
+        assert mine.keys() == fresh.keys() == set(range(1, 11))
+        assert all(abs(mine[k] - fresh[k]) < 1e-5 for k in mine), (mine, fresh)
+    assert len({round(p[7], 6) for p in again}) > 1  # the distributions differ between prompts
+
+
+def test_prompts_read_one_row_at_a_time_give_what_the_padded_batch_gives(
+    chat_dir: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    questions = [
+        q for q in load_questions(shared_data / "question.jsonl") if str(q.question_id) in FIRST_OF_EACH
+    ]
+    backend = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=8)).backend
+    conversations = [[{"role": "user", "content": q.turns[0]}] for q in questions]
+    params = [SamplingParams(q.temperature, 12, 0) for q in questions]
+    lengths = {len(backend._encode(backend.render(c))) for c in conversations}
+    assert max(lengths) > 2 * min(lengths)  # one batch, mostly padding for its shorter prompts
+    read_by_row = [c.text for c in backend.chat(conversations, params)]
+    monkeypatch.setattr(backend, "_prefill_rows", lambda prompts, width: None)  # generate() prefills
+    padded = [c.text for c in backend.chat(conversations, params)]
+    assert read_by_row == padded and len(set(padded)) > 4

@@ -108,6 +108,9 @@ class Capabilities:
     rating_probes: bool = False  # implements RatingProber (probabilities over the ratings 1..10)
     preflight: bool = False  # the module has `preflight(name, options)`, a cheap up-front reachability check
     local: bool = False  # runs in this process with no network (one instance can serve model and judge)
+    # chat() takes one SamplingParams per conversation (sharing max_new_tokens), so rows of different
+    # temperatures share a batch; each row's output is what it would be with its params alone.
+    mixed_sampling: bool = False
 
 
 ResultCallback = Callable[[int, "Completion"], None]
@@ -132,7 +135,8 @@ class ChatBackend(Protocol):
         params: SamplingParams,
         on_result: ResultCallback | None = None,
     ) -> list[Completion]:
-        """Complete every conversation (all share `params`); results are in input order.
+        """Complete every conversation (all share `params`, or, for a backend with the `mixed_sampling`
+        capability, a list of one SamplingParams per conversation); results are in input order.
 
         Local backends run the list as left-padded batches; API backends run the calls concurrently.
         `on_result(index, completion)` is called (in the caller's thread) as soon as each result exists,

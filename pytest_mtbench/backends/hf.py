@@ -26,6 +26,7 @@ import hashlib
 import inspect
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ from .base import (
 
 # Each row samples from its own seeded generator, so a row's tokens do not depend on what shares its batch:
 # batches may span categories. ("all" batches still run one after another: see the runner.)
-CAPABILITIES = Capabilities(batch_scope="all", rating_probes=True, preflight=False, local=True)
+CAPABILITIES = Capabilities(
+    batch_scope="all", rating_probes=True, preflight=False, local=True, mixed_sampling=True
+)
 
 SMOLLM2_ALIAS = "smollm2"
 RATINGS = tuple(range(1, 11))
@@ -269,6 +272,8 @@ class HFBackend:
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
         self._eos_ids = self._collect_eos_ids()
         self.context_window = self._context_window()
+        # Rating distributions worked out while a judgment was generated (chat's probe_cue), by context.
+        self._probed: dict[str, dict[int, float]] = {}
 
     def _collect_eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -313,14 +318,25 @@ class HFBackend:
     def chat(
         self,
         conversations: list[list[Message]],
-        params: SamplingParams,
+        params: SamplingParams | Sequence[SamplingParams],
         on_result: ResultCallback | None = None,
+        probe_cue: str | None = None,
     ) -> list[Completion]:
         """Generate one reply per conversation, in input order, batching similar lengths together.
 
-        `on_result(index, completion)` is called as soon as each batch is done.
+        `params` is one SamplingParams for all, or one per conversation (all with the same
+        max_new_tokens): greedy and sampled rows of any temperatures then share batches, each row
+        decoded as it would be alone. `on_result(index, completion)` is called as soon as each batch is
+        done. With `probe_cue` (a judge whose ratings may be probed next), each reply's rating
+        distribution after `probe_cue` is worked out on the prompt's KV cache while it is at hand, and
+        `rating_probabilities` then serves it instead of reading the whole prompt again.
         """
         torch = self._torch
+        rows = [params] * len(conversations) if isinstance(params, SamplingParams) else list(params)
+        if len(rows) != len(conversations):
+            raise ValueError(f"{len(rows)} sampling parameters for {len(conversations)} conversations")
+        if len({p.max_new_tokens for p in rows}) > 1:
+            raise ValueError("conversations sharing a chat() call must share max_new_tokens")
         encoded = [self._encode(self.render(conversation)) for conversation in conversations]
         results: list[Completion | None] = [None] * len(encoded)
         fits: list[int] = []
@@ -337,10 +353,8 @@ class HFBackend:
         # Longest first: similar lengths share a batch (less padding) and memory peaks up front.
         order = sorted(fits, key=lambda i: -len(encoded[i]))
         batch_size = max(1, self._options.batch_size)
-        gen_kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
+        max_new_tokens = rows[0].max_new_tokens if rows else 0
+        gen_kwargs: dict[str, Any] = {"pad_token_id": self.tokenizer.pad_token_id}
         # Sampling happens in RowSampler (one generator per row); generate itself then only takes the one
         # token the sampler left, so it runs greedy either way.
         gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -350,19 +364,27 @@ class HFBackend:
                 batch = self.tokenizer.pad(
                     {"input_ids": [encoded[i] for i in indices]}, padding=True, return_tensors="pt"
                 )
-                limit = params.max_new_tokens
+                limit = max_new_tokens
                 if self.context_window is not None:  # what the window leaves after the longest prompt
                     limit = min(limit, self.context_window - max(len(encoded[i]) for i in indices))
                 extra: dict[str, Any] = {}
-                if not params.greedy:
-                    extra["logits_processor"] = [self._row_sampler(params, len(indices))]
+                batch_params = [rows[i] for i in indices]
+                if not all(p.greedy for p in batch_params):
+                    extra["logits_processor"] = [self._row_sampler(batch_params)]
+                width = batch["input_ids"].shape[1]
+                prefilled = self._prefill_rows([encoded[i] for i in indices], width)
+                if prefilled is not None:
+                    extra[self._cache_kwarg] = prefilled
                 output = self.model.generate(
                     input_ids=batch["input_ids"].to(self.device),
                     attention_mask=batch["attention_mask"].to(self.device),
                     **{**gen_kwargs, "max_new_tokens": limit},
                     **extra,
+                    return_dict_in_generate=probe_cue is not None,
                 )
-                new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+                sequences = output.sequences if probe_cue is not None else output
+                new_tokens = sequences[:, width:].tolist()
+                texts: list[str] = []
                 for index, tokens in zip(indices, new_tokens):
                     n_tokens, ended = self._count_generated(tokens)
                     text = self.tokenizer.decode(tokens[:n_tokens], skip_special_tokens=True)
@@ -374,15 +396,53 @@ class HFBackend:
                         truncated=cut_off,
                         prompt_tokens=len(encoded[index]),
                     )
-                    if on_result is not None:
+                    texts.append(text.strip())
+                if probe_cue is not None:
+                    cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+                    for row, (index, text) in enumerate(zip(indices, texts)):
+                        context = self.render(conversations[index]) + text + probe_cue
+                        prompt = _row_prompt_cache(cache, row, width - len(encoded[index]), width)
+                        start = (prompt, encoded[index]) if prompt is not None else None
+                        self._probed[context] = self._rating_distribution(context, start)
+                if on_result is not None:
+                    for index in indices:
                         on_result(index, results[index])
         return [r for r in results if r is not None]
 
-    def _row_sampler(self, params: SamplingParams, rows: int) -> Any:
-        """A logits processor that samples each row with the warpers `generate(do_sample=True)` would use
-        (temperature, then the model's top_k / top_p / min_p) from that row's own generator, seeded with
-        the run's seed: a question's draws never depend on the batch it is in, and a question alone in
-        its batch draws exactly what `torch.manual_seed(seed)` + `generate(do_sample=True)` drew."""
+    def _prefill_rows(self, prompts: list[list[int]], width: int) -> Any:
+        """The KV cache of a left-padded batch of prompts, all but each prompt's last token, read one
+        row at a time: no forward pass over padding (a batch of long prompts of mixed lengths is mostly
+        padding) and no attention matrix over the whole batch at once. generate() then starts from it
+        with each row's last token; the numbers are those of a batched prefill, to float rounding. None
+        (generate prefills as usual) for a prompt of one token or a cache kind this cannot assemble."""
+        from transformers import DynamicCache
+
+        torch = self._torch
+        if min(len(ids) for ids in prompts) < 2:
+            return None
+        rows = []
+        for ids in prompts:
+            out = self.model(input_ids=torch.tensor([ids[:-1]], device=self.device), use_cache=True)
+            layers = _dynamic_layers(getattr(out, "cache", None) or out.past_key_values)
+            if layers is None:
+                return None
+            rows.append([(layer.keys, layer.values) for layer in layers])
+        pad = torch.nn.functional.pad
+        merged = []
+        for depth in range(len(rows[0])):
+            # Left padding on the sequence axis (batch, heads, sequence, head_dim), as the batch has it.
+            keys = [pad(row[depth][0], (0, 0, width - len(ids), 0)) for row, ids in zip(rows, prompts)]
+            values = [pad(row[depth][1], (0, 0, width - len(ids), 0)) for row, ids in zip(rows, prompts)]
+            merged.append((torch.cat(keys), torch.cat(values)))
+        return DynamicCache(ddp_cache_data=merged)
+
+    def _row_sampler(self, rows: list[SamplingParams]) -> Any:
+        """A logits processor that samples each sampled row with the warpers `generate(do_sample=True)`
+        would use (its temperature, then the model's top_k / top_p / min_p) from that row's own
+        generator, seeded with its seed: a question's draws never depend on the batch it is in, and a
+        question alone in its batch draws exactly what `torch.manual_seed(seed)` +
+        `generate(do_sample=True)` drew. Greedy rows keep their scores, so generate's greedy step takes
+        their argmax, as it does in a batch with no sampler."""
         from transformers import (
             LogitsProcessor,
             MinPLogitsWarper,
@@ -394,8 +454,6 @@ class HFBackend:
         torch = self._torch
         config = self.model.generation_config
         warpers: list[Any] = []
-        if params.temperature != 1.0:
-            warpers.append(TemperatureLogitsWarper(params.temperature))
         # generate() fills an unset top_k with its documented default, 50; so does this sampler.
         top_k = config.top_k if config.top_k is not None else _GENERATE_DEFAULT_TOP_K
         if top_k:
@@ -404,20 +462,40 @@ class HFBackend:
             warpers.append(TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=1))
         if config.min_p is not None:
             warpers.append(MinPLogitsWarper(min_p=config.min_p, min_tokens_to_keep=1))
+        # Sampled rows by temperature (each group is warped as one sub-batch; every warper works per row).
+        groups: dict[float, list[int]] = {}
+        for row, p in enumerate(rows):
+            if not p.greedy:
+                groups.setdefault(p.temperature, []).append(row)
         # The default generator lives on the CPU; on a GPU each row gets a CUDA generator instead.
-        rngs = [torch.Generator(device=self.device).manual_seed(params.seed) for _ in range(rows)]
+        rngs = {
+            row: torch.Generator(device=self.device).manual_seed(rows[row].seed)
+            for members in groups.values()
+            for row in members
+        }
+        temperature = {t: TemperatureLogitsWarper(t) for t in groups if t != 1.0}
 
         class RowSampler(LogitsProcessor):
             def __call__(self, input_ids: Any, scores: Any) -> Any:
-                for warper in warpers:
-                    scores = warper(input_ids, scores)
-                probs = torch.softmax(scores, dim=-1)
-                draws = [torch.multinomial(probs[r : r + 1], 1, generator=g) for r, g in enumerate(rngs)]
-                chosen = torch.cat(draws)[:, 0]
-                # Everything but the drawn token is ruled out, so generate's greedy step takes that token.
-                picked = torch.full_like(scores, -math.inf)
-                picked[torch.arange(rows, device=scores.device), chosen] = 0.0
-                return picked
+                out = scores.clone()
+                for t, members in groups.items():
+                    index = torch.tensor(members, device=scores.device)
+                    ids, sub = input_ids[index], scores[index]
+                    for warper in [temperature[t]] if t in temperature else []:
+                        sub = warper(ids, sub)
+                    for warper in warpers:
+                        sub = warper(ids, sub)
+                    probs = torch.softmax(sub, dim=-1)
+                    draws = [
+                        torch.multinomial(probs[i : i + 1], 1, generator=rngs[row])
+                        for i, row in enumerate(members)
+                    ]
+                    chosen = torch.cat(draws)[:, 0]
+                    # All but the drawn token is ruled out, so generate's greedy step takes that token.
+                    picked = torch.full_like(sub, -math.inf)
+                    picked[torch.arange(len(members), device=scores.device), chosen] = 0.0
+                    out[index] = picked
+                return out
 
         return RowSampler()
 
@@ -434,12 +512,14 @@ class HFBackend:
         """Probability of each rating 1..10 following `<prompt><judgment><cue>`, normalised over the ten."""
         if len(conversations) != len(judgments):
             raise ValueError("rating_probabilities needs one judgment per conversation")
-        return [
-            self._rating_distribution(self.render(conversation) + judgment + cue)
-            for conversation, judgment in zip(conversations, judgments)
-        ]
+        contexts = [self.render(c) + judgment + cue for c, judgment in zip(conversations, judgments)]
+        return [self._probed.pop(context, None) or self._rating_distribution(context) for context in contexts]
 
-    def _rating_distribution(self, context: str) -> dict[int, float]:
+    def _rating_distribution(
+        self, context: str, start: tuple[Any, list[int]] | None = None
+    ) -> dict[int, float]:
+        """`start` is (KV cache, token ids) of the prompt the context begins with, when at hand: only
+        what follows the prompt is then run, on that cache (same numbers, to float rounding)."""
         torch = self._torch
         context_ids = self._encode(context)
         sequences: list[list[int]] = []
@@ -454,10 +534,13 @@ class HFBackend:
         tails = [sequence[prefix:] for sequence in sequences]
         width = max(len(t) for t in tails)
         pad = self.tokenizer.pad_token_id
+        done, past = 0, {}
+        if start is not None and context_ids[: len(start[1])] == start[1] and len(start[1]) < prefix:
+            done, past = len(start[1]), {self._cache_kwarg: start[0]}  # the prompt is in that cache
         with torch.inference_mode():
             # The long shared prompt runs once; only the short tails run ten times, on its KV cache.
-            head_ids = torch.tensor([context_ids[:prefix]], device=self.device)
-            head = self.model(input_ids=head_ids, use_cache=True)
+            head_ids = torch.tensor([context_ids[done:prefix]], device=self.device)
+            head = self.model(input_ids=head_ids, use_cache=True, **past)
             cache = getattr(head, "cache", None) or head.past_key_values
             cache.batch_repeat_interleave(len(tails))
             # Right padding: causal attention means padding after a tail never changes its log-probs.
@@ -486,6 +569,35 @@ class HFBackend:
         import gc
 
         gc.collect()
+
+
+def _dynamic_layers(cache: Any) -> list[Any] | None:
+    """The layers of a plain DynamicCache (full attention in every layer), else None."""
+    from transformers import DynamicCache
+
+    layers = getattr(cache, "layers", None)
+    if type(cache) is not DynamicCache or not layers:
+        return None
+    return None if any(type(layer).__name__ != "DynamicLayer" for layer in layers) else list(layers)
+
+
+def _row_prompt_cache(cache: Any, row: int, begin: int, end: int) -> Any:
+    """A KV cache of one row of a generated batch, positions begin..end (that row's prompt without its
+    left padding), sharing the batch's tensors; None for a cache kind this does not know how to cut (the
+    rating is then worked out from the prompt's text, as without it)."""
+    from transformers import DynamicCache
+
+    layers = _dynamic_layers(cache)
+    if layers is None:
+        return None
+    try:
+        cut = [
+            (layer.keys[row : row + 1, :, begin:end], layer.values[row : row + 1, :, begin:end])
+            for layer in layers
+        ]
+    except (AttributeError, TypeError, IndexError):
+        return None
+    return DynamicCache(ddp_cache_data=cut)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

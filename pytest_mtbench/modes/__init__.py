@@ -29,8 +29,9 @@ class JudgeReply:
 class JudgeClient(Protocol):
     """What a mode may ask of the judge (the runner implements it over the cache and the backend)."""
 
-    def complete(self, requests: Sequence[JudgeRequest]) -> list[JudgeReply]:
-        """The judge's reply to each request, in order."""
+    def complete(self, requests: Sequence[JudgeRequest], probes_follow: bool = False) -> list[JudgeReply]:
+        """The judge's reply to each request, in order. `probes_follow`: rating_probabilities may be
+        asked next for these replies (a local judge can then prepare them while it generates)."""
         ...
 
     def rating_probabilities(

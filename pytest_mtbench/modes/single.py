@@ -73,7 +73,8 @@ class SingleAnswerMode:
         outcome = JudgingOutcome()
         requests = self.requests(answered)
         unscored = []
-        for request, reply in zip(requests, client.complete(requests)):
+        replies = client.complete(requests, probes_follow=self.scoring == "constrained")
+        for request, reply in zip(requests, replies):
             if reply.missing is not None or reply.text is None:
                 outcome.errors.setdefault(request.question_id, reply.missing or "no judgment")
                 continue
