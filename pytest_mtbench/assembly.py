@@ -103,9 +103,8 @@ class BenchmarkRun:
         if self.pairwise is None:
             # API models (and an API judge) answer and are judged side by side, under the process's one
             # concurrency limit; local models take every core each, so they go one after another.
-            backends = [*models, self.runner.judge]
             tasks = [partial(runner.run, questions) for runner in self.runners]
-            per_model = side_by_side(tasks, backends) if _all_remote(backends) else [t() for t in tasks]
+            per_model = side_by_side(tasks, [*models, self.runner.judge])
             return {q.question_id: GroupResult([m[q.question_id] for m in per_model]) for q in questions}
         from .modes.pairwise import make_matches
 
@@ -113,8 +112,7 @@ class BenchmarkRun:
             errors: dict[int, str] = {}
             return runner.generate_answers(questions, errors), errors
 
-        tasks = [partial(generate, runner) for runner in self.runners]
-        generated = side_by_side(tasks, models) if _all_remote(models) else [t() for t in tasks]
+        generated = side_by_side([partial(generate, runner) for runner in self.runners], models)
         results = {q.question_id: GroupResult([]) for q in questions}
         answers: dict[str, dict[int, tuple[str, ...]]] = {}
         for runner, (turns, errors) in zip(self.runners, generated):
@@ -378,11 +376,6 @@ class BenchmarkRun:
             if drift["changed"]:
                 mark_judge_changed(summary["comparisons"])
         report.gates.extend(regression_gates(summary["comparisons"], self.gate_options()))
-
-
-def _all_remote(backends: Iterable[LazyBackend]) -> bool:
-    """Whether none of these backends runs on this machine (then their work may overlap)."""
-    return all(not backend.capabilities.local for backend in backends)
 
 
 def _pair_from_dict(data: dict[str, Any]) -> Any:

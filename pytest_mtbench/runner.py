@@ -104,12 +104,15 @@ class LazyBackend:
 
 
 def side_by_side(tasks: Sequence[Callable[[], T]], backends: Iterable[LazyBackend]) -> list[T]:
-    """Run independent tasks (API work) in threads of their own; their results in order.
+    """Run independent tasks in threads of their own when they only wait on API calls; their results
+    in order. If any of the backends is local, the tasks run one after another in this thread: a local
+    model already uses every core for one task, two at once would only fight over them.
 
     If this thread is interrupted (Ctrl-C, SIGTERM) or a task fails, every backend's calls under way are
     cut first, so no thread is left waiting on a slow endpoint; what arrived is already stored.
     """
-    if len(tasks) <= 1:
+    backends = list(backends)
+    if len(tasks) <= 1 or any(backend.capabilities.local for backend in backends):
         return [task() for task in tasks]
     pool = ThreadPoolExecutor(len(tasks), thread_name_prefix="mtbench-side")
     try:
@@ -447,11 +450,9 @@ class BenchmarkRunner:
             tasks = [
                 partial(resolve, params, [job for _, job in pairs]) for (_, params), pairs in batches.items()
             ]
-            caps = self.model.capabilities
-            if caps.batch_scope == "all" and not caps.local:
-                # Independent calls: the batches of each temperature go at once (the backend's own
-                # concurrency limit still bounds the calls in flight). A local model already uses every
-                # core for one batch; two batches at once would only fight over them.
+            if self.model.capabilities.batch_scope == "all":
+                # Independent calls: an API model's batches of each temperature go at once (its
+                # concurrency limit still bounds the calls in flight); a local model's, one by one.
                 side_by_side(tasks, [self.model])
             else:
                 for task in tasks:

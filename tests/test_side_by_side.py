@@ -80,7 +80,11 @@ def test_an_interrupt_cuts_the_calls_of_every_backend_working_side_by_side() -> 
     assert not [t for t in threading.enumerate() if t.name.startswith(("mtbench-openai", "mtbench-side"))]
 
 
-def test_a_single_task_runs_in_the_calling_thread() -> None:
+def test_a_single_task_or_a_local_backend_runs_in_the_calling_thread() -> None:
     seen: list[str] = []
     assert side_by_side([lambda: seen.append(threading.current_thread().name) or 1], []) == [1]
     assert seen == [threading.current_thread().name]
+    local = LazyBackend("fake/echo", BackendOptions())  # a local model takes every core for one task
+    tasks = [lambda i=i: seen.append(threading.current_thread().name) or i for i in range(3)]
+    assert side_by_side(tasks, [local]) == [0, 1, 2]
+    assert seen == [threading.current_thread().name] * 4

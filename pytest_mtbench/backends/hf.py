@@ -337,7 +337,8 @@ class HFBackend:
             raise ValueError(f"{len(rows)} sampling parameters for {len(conversations)} conversations")
         if len({p.max_new_tokens for p in rows}) > 1:
             raise ValueError("conversations sharing a chat() call must share max_new_tokens")
-        encoded = [self._encode(self.render(conversation)) for conversation in conversations]
+        rendered = [self.render(conversation) for conversation in conversations]
+        encoded = [self._encode(text) for text in rendered]
         results: list[Completion | None] = [None] * len(encoded)
         fits: list[int] = []
         for index, ids in enumerate(encoded):
@@ -400,7 +401,7 @@ class HFBackend:
                 if probe_cue is not None:
                     cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
                     for row, (index, text) in enumerate(zip(indices, texts)):
-                        context = self.render(conversations[index]) + text + probe_cue
+                        context = rendered[index] + text + probe_cue
                         prompt = _row_prompt_cache(cache, row, width - len(encoded[index]), width)
                         start = (prompt, encoded[index]) if prompt is not None else None
                         self._probed[context] = self._rating_distribution(context, start)
@@ -590,13 +591,10 @@ def _row_prompt_cache(cache: Any, row: int, begin: int, end: int) -> Any:
     layers = _dynamic_layers(cache)
     if layers is None:
         return None
-    try:
-        cut = [
-            (layer.keys[row : row + 1, :, begin:end], layer.values[row : row + 1, :, begin:end])
-            for layer in layers
-        ]
-    except (AttributeError, TypeError, IndexError):
-        return None
+    cut = [
+        (layer.keys[row : row + 1, :, begin:end], layer.values[row : row + 1, :, begin:end])
+        for layer in layers
+    ]
     return DynamicCache(ddp_cache_data=cut)
 
 
