@@ -31,7 +31,7 @@ from .backends import (
 from .backends.base import FINISH_CONTEXT_OVERFLOW, NOT_GENERATED
 from .cache import ResultCache, content_key
 from .judge import JUDGE_MAX_TOKENS, JUDGE_TEMPERATURE, JudgeRequest, read_rating
-from .modes import AnsweredQuestion, JudgeReply, JudgingMode
+from .modes import AnsweredQuestion, JudgeReply, JudgingMode, ProbeIf
 from .questions import Question
 from .records import CallInfo, Judgment, PromptSent, QuestionRecord, TurnRecord
 
@@ -260,14 +260,22 @@ class Completer:
             job.seconds = elapsed / len(missing)
 
 
-def chat_compute(params: SamplingParams | None, probe_cue: str | None = None) -> Compute:
+def chat_compute(
+    params: SamplingParams | None,
+    probe_cue: str | None = None,
+    probe_if: Callable[[Job, str], bool] | None = None,
+) -> Compute:
     """Complete conversations with a ChatBackend, storing each completion as it arrives. With `params`
-    None, each job is sampled with its own `job.params` (a backend with the mixed_sampling capability);
-    `probe_cue` goes to a backend with rating probes (see HFBackend.chat)."""
+    None, each job is sampled with its own `job.params` (a backend with the mixed_sampling capability).
+    `probe_cue` and `probe_if(job, text)` go to a backend with rating probes (see HFBackend.chat)."""
 
     def compute(model: Any, jobs: list[Job], store: Callable[[int, dict[str, Any]], None]) -> None:
         sampling = params if params is not None else [job.params for job in jobs]
-        extra = {"probe_cue": probe_cue} if probe_cue is not None else {}
+        extra: dict[str, Any] = {}
+        if probe_cue is not None:
+            extra["probe_cue"] = probe_cue
+            if probe_if is not None:
+                extra["probe_if"] = lambda index, text: probe_if(jobs[index], text)
         completions = model.chat(
             [job.messages for job in jobs], sampling, on_result=lambda i, c: store(i, c.as_value()), **extra
         )
@@ -317,7 +325,7 @@ class CachedJudge:
             material["repeat"] = request.repeat
         return material
 
-    def complete(self, requests: Sequence[JudgeRequest], probes_follow: bool = False) -> list[JudgeReply]:
+    def complete(self, requests: Sequence[JudgeRequest], probe_if: ProbeIf | None = None) -> list[JudgeReply]:
         jobs = []
         for request in requests:
             material = self.judgment_material(request)
@@ -346,11 +354,15 @@ class CachedJudge:
         for request, job in zip(requests, jobs):
             units.setdefault(self.judge.batch_unit(request.category), []).append(job)
         progress = ("judging", [0], len(jobs))
-        # A judge that can be probed works out each reply's rating distribution on the prompt's KV cache
-        # while generating, if probes will follow (served by rating_probabilities, cached as before).
-        probe_cue = RATING_CUE if probes_follow and self.judge.capabilities.rating_probes else None
+        # A judge that can be probed works out the rating distribution of each reply that will be probed
+        # on the prompt's KV cache while generating (served by rating_probabilities, cached as before).
+        probe_cue = RATING_CUE if probe_if is not None and self.judge.capabilities.rating_probes else None
+
+        def probe_job(job: Job, text: str) -> bool:
+            return probe_if is not None and probe_if(reused[id(job)], text)
+
         for unit in units.values():
-            compute = chat_compute(params, probe_cue=probe_cue)
+            compute = chat_compute(params, probe_cue=probe_cue, probe_if=probe_job)
             self.completer.resolve(JUDGMENT_KIND, unit, self.judge, self.stats, compute, progress, recorded)
         return [
             JudgeReply(

@@ -176,3 +176,58 @@ def test_prompts_read_one_row_at_a_time_give_what_the_padded_batch_gives(
     monkeypatch.setattr(backend, "_prefill_rows", lambda prompts, width: None)  # generate() prefills
     padded = [c.text for c in backend.chat(conversations, params)]
     assert read_by_row == padded and len(set(padded)) > 4
+
+
+@pytest.mark.parametrize(
+    ("judge_fixture", "writes_ratings"), [("judge_dir", True), ("silent_judge_dir", False)]
+)
+def test_constrained_scoring_probes_only_the_judgments_without_a_rating(
+    judge_fixture: str, writes_ratings: bool, shared_data: Path, request: pytest.FixtureRequest
+) -> None:
+    from pytest_mtbench.modes.single import SingleAnswerMode
+    from pytest_mtbench.prompts import load_judge_prompts
+    from pytest_mtbench.questions import load_references
+
+    judge_path = request.getfixturevalue(judge_fixture)
+    questions = [q for q in load_questions(shared_data / "question.jsonl") if q.question_id in (81, 121)]
+    judge = LazyBackend(f"hf/{judge_path}", BackendOptions(batch_size=4))
+    backend = judge.backend
+    worked_out: list[str] = []  # when each rating distribution was computed: in chat() or afterwards
+    phase = ["chat"]
+    distribution = backend._rating_distribution
+    chat = backend.chat
+
+    def counting_distribution(context: str, start: Any = None) -> Any:
+        worked_out.append(phase[0])
+        return distribution(context, start)
+
+    def chat_then_probe(*args: Any, **kwargs: Any) -> Any:
+        phase[0] = "chat"
+        replies = chat(*args, **kwargs)
+        phase[0] = "probe"
+        return replies
+
+    backend._rating_distribution = counting_distribution  # type: ignore[method-assign]
+    backend.chat = chat_then_probe  # type: ignore[method-assign]
+    mode = SingleAnswerMode(
+        load_judge_prompts(shared_data / "judge_prompts.jsonl", official=True),
+        load_references(shared_data / "reference_answer" / "gpt-4.jsonl"),
+        scoring="constrained",
+    )
+    runner = BenchmarkRunner(
+        LazyBackend("fake/echo", BackendOptions()),
+        judge,
+        mode,
+        ResultCache(None),
+        RunSettings(judge_max_tokens=8),
+    )
+    records = runner.run(questions)
+    judgments = [j for r in records.values() for t in r.turns for j in t.judgments]
+    assert len(judgments) == 4
+    if writes_ratings:
+        assert all(j.scored_by == "official" for j in judgments)
+        assert worked_out == []  # a judgment the official rule reads is never probed, not even in passing
+    else:
+        assert all(j.scored_by == "constrained" for j in judgments)
+        assert worked_out == ["chat"] * 4  # each worked out once, on the prompt's cache, and then served
+        assert backend._probed == {}

@@ -26,7 +26,7 @@ import hashlib
 import inspect
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +321,7 @@ class HFBackend:
         params: SamplingParams | Sequence[SamplingParams],
         on_result: ResultCallback | None = None,
         probe_cue: str | None = None,
+        probe_if: Callable[[int, str], bool] | None = None,
     ) -> list[Completion]:
         """Generate one reply per conversation, in input order, batching similar lengths together.
 
@@ -329,7 +330,8 @@ class HFBackend:
         decoded as it would be alone. `on_result(index, completion)` is called as soon as each batch is
         done. With `probe_cue` (a judge whose ratings may be probed next), each reply's rating
         distribution after `probe_cue` is worked out on the prompt's KV cache while it is at hand, and
-        `rating_probabilities` then serves it instead of reading the whole prompt again.
+        `rating_probabilities` then serves it instead of reading the whole prompt again;
+        `probe_if(index, text)` limits that to the replies that will be probed.
         """
         torch = self._torch
         rows = [params] * len(conversations) if isinstance(params, SamplingParams) else list(params)
@@ -401,6 +403,8 @@ class HFBackend:
                 if probe_cue is not None:
                     cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
                     for row, (index, text) in enumerate(zip(indices, texts)):
+                        if probe_if is not None and not probe_if(index, text):
+                            continue
                         context = rendered[index] + text + probe_cue
                         prompt = _row_prompt_cache(cache, row, width - len(encoded[index]), width)
                         start = (prompt, encoded[index]) if prompt is not None else None

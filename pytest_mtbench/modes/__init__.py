@@ -8,13 +8,16 @@ serves each request from the cache or the judge (the same path answers go throug
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..judge import JudgeRequest
 from ..questions import Question
 from ..records import CallInfo, Judgment
+
+# Whether a judge reply (request, text) will have its rating probed next.
+ProbeIf = Callable[[JudgeRequest, str], bool]
 
 
 @dataclass
@@ -29,9 +32,10 @@ class JudgeReply:
 class JudgeClient(Protocol):
     """What a mode may ask of the judge (the runner implements it over the cache and the backend)."""
 
-    def complete(self, requests: Sequence[JudgeRequest], probes_follow: bool = False) -> list[JudgeReply]:
-        """The judge's reply to each request, in order. `probes_follow`: rating_probabilities may be
-        asked next for these replies (a local judge can then prepare them while it generates)."""
+    def complete(self, requests: Sequence[JudgeRequest], probe_if: ProbeIf | None = None) -> list[JudgeReply]:
+        """The judge's reply to each request, in order. `probe_if(request, text)`: whether
+        rating_probabilities will be asked next for that reply (a local judge then works it out while
+        it generates, and only for those)."""
         ...
 
     def rating_probabilities(

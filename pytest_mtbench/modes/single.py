@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..judge import JudgeRequest, constrained_judgment, official_judgment, render_request
+from ..judge import JudgeRequest, constrained_judgment, official_judgment, read_rating, render_request
 from ..prompts import JudgePrompt
 from ..questions import Question
 from . import AnsweredQuestion, JudgeClient, JudgingOutcome
@@ -69,11 +69,17 @@ class SingleAnswerMode:
                     requests.append(build_single_request(q, item.answers, turn, prompt, reference, repeat))
         return requests
 
+    def unrated(self, request: JudgeRequest, text: str) -> bool:
+        """Whether the prompt's rating rule finds no rating in this judgment (constrained scoring then
+        asks for the judge's rating probabilities)."""
+        prompt = self.prompts[request.prompt_name]
+        return read_rating(text, prompt.scale, prompt.rating_pattern)[0] is None
+
     def judge(self, answered: Sequence[AnsweredQuestion], client: JudgeClient) -> JudgingOutcome:
         outcome = JudgingOutcome()
         requests = self.requests(answered)
         unscored = []
-        replies = client.complete(requests, probes_follow=self.scoring == "constrained")
+        replies = client.complete(requests, probe_if=self.unrated if self.scoring == "constrained" else None)
         for request, reply in zip(requests, replies):
             if reply.missing is not None or reply.text is None:
                 outcome.errors.setdefault(request.question_id, reply.missing or "no judgment")
