@@ -161,6 +161,43 @@ def test_a_local_judge_works_out_its_rating_probes_on_the_prompt_it_has_just_rea
     assert len({round(p[7], 6) for p in again}) > 1  # the distributions differ between prompts
 
 
+def test_a_rating_probe_runs_only_the_cue_on_the_cache_of_what_the_judge_wrote(
+    silent_judge_dir: Path,
+) -> None:
+    """The judgment's tokens are in generation's KV cache as well as the prompt's: a probe runs the cue
+    (and the ten ratings), never the judgment again, and gives what reading it all afresh gives."""
+    backend = LazyBackend(f"hf/{silent_judge_dir}", BackendOptions(batch_size=4)).backend
+    conversations = [
+        [
+            {"role": "system", "content": "You judge."},
+            {"role": "user", "content": f"Rate {i}: " + "x " * 20 * i},
+        ]
+        for i in range(1, 4)
+    ]
+    shapes: list[tuple[int, int]] = []
+    forward = backend.model.forward
+
+    @functools.wraps(forward)
+    def recording_forward(*args: Any, **kwargs: Any) -> Any:
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    backend.model.forward = recording_forward
+    replies = backend.chat(conversations, SamplingParams(0.0, 24), probe_cue=RATING_CUE)
+    judgment_tokens = min(len(backend._encode(r.text)) for r in replies)
+    cue_tokens = len(backend._encode(RATING_CUE))
+    assert judgment_tokens >= 3 and all(r.text for r in replies)
+    heads = [width for rows, width in shapes[-6:] if rows == 1]  # each probe: its head, then ten tails
+    assert len(heads) == 3 and [rows for rows, _ in shapes[-6:] if rows != 1] == [10, 10, 10]
+    assert max(heads) <= cue_tokens + 1 < judgment_tokens + cue_tokens, (heads, cue_tokens, judgment_tokens)
+    mine = [
+        backend._probed.pop(backend.render(c) + r.text + RATING_CUE) for c, r in zip(conversations, replies)
+    ]
+    fresh = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
+    for a, b in zip(mine, fresh, strict=True):
+        assert all(abs(a[k] - b[k]) < 1e-5 for k in range(1, 11)), (a, b)
+
+
 def test_prompts_read_one_row_at_a_time_give_what_the_padded_batch_gives(
     chat_dir: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
