@@ -118,7 +118,8 @@ def main() -> None:
     span = wall - before_first - after_last
     pairwise = report["pairwise"]
     print(f"{args.models} models, {pairs} pairs, both orders, 80 questions x 2 turns; "
-          f"latency {args.latency} s, concurrency {args.concurrency}; pytest exit code {run.returncode}")  # fmt: skip
+          f"latency {args.latency} s, concurrency {args.concurrency}; "
+          f"pytest exit code {run.returncode}")  # fmt: skip
     print(f"  calls: {phases['generation']['calls']} answers, {phases['judging']['calls']} judgments "
           f"(expected {answer_calls} and {judge_calls}); {pairwise['n_pairs']} pair results, "
           f"{pairwise['n_unparsable']} unparsable")  # fmt: skip

@@ -478,10 +478,15 @@ class OpenAIBackend:
 
     # -- batches ----------------------------------------------------------------------------------------
 
+    @property
+    def _pool_size(self) -> int:
+        """The shared pool this backend takes threads from (and gives back to): one per concurrency."""
+        return max(1, self.options.concurrency)
+
     def _pool(self) -> ThreadPoolExecutor:
         with self._executor_lock:
             if self._executor is None:
-                self._executor = _SharedPool.take(max(1, self.options.concurrency))
+                self._executor = _SharedPool.take(self._pool_size)
             return self._executor
 
     def chat(
@@ -609,7 +614,7 @@ class OpenAIBackend:
         with self._executor_lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            last = _SharedPool.give_back(max(1, self.options.concurrency))
+            last = _SharedPool.give_back(self._pool_size)
             if last is not None:
                 last.shutdown(wait=True, cancel_futures=True)
         self._client.close()
