@@ -210,9 +210,42 @@ def test_prompts_read_one_row_at_a_time_give_what_the_padded_batch_gives(
     lengths = {len(backend._encode(backend.render(c))) for c in conversations}
     assert max(lengths) > 2 * min(lengths)  # one batch, mostly padding for its shorter prompts
     read_by_row = [c.text for c in backend.chat(conversations, params)]
-    monkeypatch.setattr(backend, "_prefill_rows", lambda prompts, width: None)  # generate() prefills
+    monkeypatch.setattr(backend, "_prefill_rows", lambda prompts, width, room: None)  # generate() prefills
     padded = [c.text for c in backend.chat(conversations, params)]
     assert read_by_row == padded and len(set(padded)) > 4
+
+
+def test_a_batch_decodes_into_a_cache_allocated_once_with_room_for_every_token(
+    chat_dir: Path, shared_data: Path
+) -> None:
+    """A cache that grows by concatenation copies all its keys and values at every step (at batch 64
+    and 600-token prompts, more than the step's attention); generation gets one allocated up front,
+    exactly as long as the batch can need, and gives what generate()'s own growing cache gives."""
+    questions = [
+        q for q in load_questions(shared_data / "question.jsonl") if str(q.question_id) in FIRST_OF_EACH
+    ]
+    backend = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=8)).backend
+    conversations = [[{"role": "user", "content": q.turns[0]}] for q in questions]
+    params = [SamplingParams(q.temperature, 16, 0) for q in questions]
+    width = max(len(backend._encode(backend.render(c))) for c in conversations)
+    generate = backend.model.generate
+    caches: list[tuple[str, int, int]] = []
+
+    def recording_generate(*args: Any, **kwargs: Any) -> Any:
+        cache = kwargs[backend._cache_kwarg]
+        layer = cache.layers[0]
+        caches.append((type(cache).__name__, layer.keys.shape[2], layer.keys.data_ptr()))
+        output = generate(*args, **kwargs)
+        assert layer.keys.data_ptr() == caches[-1][2]  # written in place, never reallocated
+        return output
+
+    backend.model.generate = recording_generate  # type: ignore[method-assign]
+    replies = backend.chat(conversations, params)
+    assert [(kind, length) for kind, length, _ in caches] == [("StaticCache", width - 1 + 16)]
+    assert any(r.truncated and r.n_tokens == 16 for r in replies)  # the room was used to its end
+    backend.model.generate = generate  # type: ignore[method-assign]
+    backend._prefill_rows = lambda prompts, width, room: None  # type: ignore[method-assign]
+    assert [r.text for r in backend.chat(conversations, params)] == [r.text for r in replies]
 
 
 @pytest.mark.parametrize(

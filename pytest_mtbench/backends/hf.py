@@ -383,9 +383,12 @@ class HFBackend:
                 if not all(p.greedy for p in batch_params):
                     extra["logits_processor"] = [self._row_sampler(batch_params)]
                 width = batch["input_ids"].shape[1]
-                prefilled = self._prefill_rows([encoded[i] for i in indices], width)
+                prefilled = self._prefill_rows([encoded[i] for i in indices], width, limit)
                 if prefilled is not None:
                     extra[self._cache_kwarg] = prefilled
+                    if type(prefilled).__name__ == "StaticCache":
+                        # generate() would compile the model for a static cache on a GPU: another model.
+                        extra["disable_compile"] = True
                 output = self.model.generate(
                     input_ids=batch["input_ids"].to(self.device),
                     attention_mask=batch["attention_mask"].to(self.device),
@@ -413,7 +416,7 @@ class HFBackend:
                 if probe_cue is not None:
                     cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
                     # The cache holds every generated token but the last (never fed back).
-                    fed = cache.get_seq_length() - width if cache is not None else 0
+                    fed = int(cache.get_seq_length()) - width if cache is not None else 0
                     for row, (index, text) in enumerate(zip(indices, texts)):
                         if probe_if is not None and not probe_if(index, text):
                             continue
@@ -428,14 +431,14 @@ class HFBackend:
                         on_result(index, results[index])
         return [r for r in results if r is not None]
 
-    def _prefill_rows(self, prompts: list[list[int]], width: int) -> Any:
+    def _prefill_rows(self, prompts: list[list[int]], width: int, room: int) -> Any:
         """The KV cache of a left-padded batch of prompts, all but each prompt's last token, read one
         row at a time: no forward pass over padding (a batch of long prompts of mixed lengths is mostly
         padding) and no attention matrix over the whole batch at once. generate() then starts from it
         with each row's last token; the numbers are those of a batched prefill, to float rounding. None
-        (generate prefills as usual) for a prompt of one token or a cache kind this cannot assemble."""
-        from transformers import DynamicCache
+        (generate prefills as usual) for a prompt of one token or a cache kind this cannot assemble.
 
+        The cache has room for `room` more tokens, allocated once (see _decode_cache)."""
         torch = self._torch
         if min(len(ids) for ids in prompts) < 2:
             return None
@@ -455,7 +458,30 @@ class HFBackend:
             keys = [pad(row[depth][0], (0, 0, width - len(ids), 0)) for row, ids in zip(rows, prompts)]
             values = [pad(row[depth][1], (0, 0, width - len(ids), 0)) for row, ids in zip(rows, prompts)]
             merged.append((torch.cat(keys), torch.cat(values)))
-        return DynamicCache(ddp_cache_data=merged)
+        return self._decode_cache(merged, room)
+
+    def _decode_cache(self, merged: list[tuple[Any, Any]], room: int) -> Any:
+        """A cache holding `merged` (keys, values per layer) with room for `room` more positions.
+
+        Allocated once for the whole generation (transformers' StaticCache): a DynamicCache grows by
+        concatenation, copying every layer's keys and values at every decoding step, which at batch 64
+        and 600-token prompts costs more than the step's own attention. The static cache's rows attend
+        over its whole length with the rest masked, so the numbers are the same to float rounding. A
+        DynamicCache still, with a transformers release whose static cache has another interface."""
+        from transformers import DynamicCache
+
+        try:
+            from transformers import StaticCache
+            from transformers.cache_utils import StaticLayer
+        except ImportError:  # transformers before 5.0
+            return DynamicCache(ddp_cache_data=merged)
+        length = merged[0][0].shape[2]
+        cache = StaticCache(config=self.model.config, max_cache_len=length + room)
+        if len(cache.layers) != len(merged) or any(type(layer) is not StaticLayer for layer in cache.layers):
+            return DynamicCache(ddp_cache_data=merged)  # sliding-window or mixed layers: not assembled here
+        for layer, (keys, values) in zip(cache.layers, merged):
+            layer.update(keys, values)
+        return cache
 
     def _row_sampler(self, rows: list[SamplingParams]) -> Any:
         """A logits processor that samples each sampled row with the warpers `generate(do_sample=True)`
@@ -609,13 +635,24 @@ def _dynamic_layers(cache: Any) -> list[Any] | None:
     return None if any(type(layer).__name__ != "DynamicLayer" for layer in layers) else list(layers)
 
 
+def _position_layers(cache: Any) -> list[Any] | None:
+    """The layers of a cache whose keys and values are (batch, heads, position, head_dim) tensors from
+    position 0 (a DynamicCache, or the StaticCache of _decode_cache), else None."""
+    layers = _dynamic_layers(cache)
+    if layers is not None or type(cache).__name__ != "StaticCache" or not getattr(cache, "layers", None):
+        return layers
+    return (
+        None if any(type(layer).__name__ != "StaticLayer" for layer in cache.layers) else list(cache.layers)
+    )
+
+
 def _row_cache(cache: Any, row: int, begin: int, length: int) -> Any:
     """A KV cache of one row of a generated batch, `length` positions from `begin` (that row's tokens
     without its left padding), sharing the batch's tensors; None for a cache kind this does not know how
     to cut (the rating is then worked out from the context's text, as without it)."""
     from transformers import DynamicCache
 
-    layers = _dynamic_layers(cache)
+    layers = _position_layers(cache)
     if layers is None:
         return None
     cut = [
