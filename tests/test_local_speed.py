@@ -122,6 +122,22 @@ def test_in_process_and_xdist_agree_with_batches_across_categories(
     assert all(s is not None for s in scores)
 
 
+def _recording_passes(backend: Any) -> list[tuple[int, int, int]]:
+    """(rows, positions, positions already in the cache) of each forward pass the model runs from now."""
+    passes: list[tuple[int, int, int]] = []
+    forward = backend.model.forward
+
+    @functools.wraps(forward)  # generate() reads forward's signature (position ids for padded rows)
+    def recording_forward(*args: Any, **kwargs: Any) -> Any:
+        cache = kwargs.get(backend._cache_kwarg)
+        rows, width = kwargs["input_ids"].shape
+        passes.append((rows, width, int(cache.get_seq_length()) if cache is not None else 0))
+        return forward(*args, **kwargs)
+
+    backend.model.forward = recording_forward
+    return passes
+
+
 def test_a_local_judge_works_out_its_rating_probes_on_the_prompt_it_has_just_read(chat_dir: Path) -> None:
     """With probes to follow, the judge's rating distributions come from the KV cache of its own
     generation: rating_probabilities then runs nothing, and gives what reading it all again gives."""
@@ -133,26 +149,17 @@ def test_a_local_judge_works_out_its_rating_probes_on_the_prompt_it_has_just_rea
         ]
         for i in range(1, 4)
     ]
-    prompt_tokens = min(len(backend._encode(backend.render(c))) for c in conversations)
-    shapes: list[tuple[int, int]] = []
-    forward = backend.model.forward
-
-    @functools.wraps(forward)  # generate() reads forward's signature (position ids for padded rows)
-    def recording_forward(*args: Any, **kwargs: Any) -> Any:
-        shapes.append(tuple(kwargs["input_ids"].shape))
-        return forward(*args, **kwargs)
-
-    backend.model.forward = recording_forward
+    prompt_tokens = sorted(len(backend._encode(backend.render(c))) for c in conversations)
+    shapes = _recording_passes(backend)
     replies = backend.chat(conversations, SamplingParams(0.0, 6), probe_cue=RATING_CUE)
     generated = len(shapes)
     probes = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
     assert len(shapes) == generated  # served from what chat worked out: no forward pass at all
-    # Each prompt was read once (a one-row prefill each, no padding); every other one-row pass covered
-    # only a judgment and the cue: no prompt was read again for its rating.
-    one_row = [width for rows, width in shapes if rows == 1]
-    prompts_read = [width for width in one_row if width >= prompt_tokens - 1]
-    assert len(prompts_read) == 3 and len(one_row) == 6, (one_row, prompt_tokens)
-    assert max(w for w in one_row if w not in prompts_read) < prompt_tokens - 1
+    # Each prompt was read once, one row at a time with no padding (all but its last token); every
+    # other pass started on a cache: no prompt was read again for its rating.
+    from_scratch = sorted(width for rows, width, past in shapes if past == 0)
+    assert from_scratch == [n - 1 for n in prompt_tokens], (shapes, prompt_tokens)
+    assert all(rows in (1, 3, 10) for rows, _, _ in shapes)  # one row, the batch of 3, or the check's 10
     again = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
     assert max(len(shapes) - generated, 0) >= 3  # now it read each context from scratch
     for mine, fresh in zip(probes, again, strict=True):
@@ -174,25 +181,26 @@ def test_a_rating_probe_runs_only_the_cue_on_the_cache_of_what_the_judge_wrote(
         ]
         for i in range(1, 4)
     ]
-    shapes: list[tuple[int, int]] = []
-    forward = backend.model.forward
-
-    @functools.wraps(forward)
-    def recording_forward(*args: Any, **kwargs: Any) -> Any:
-        shapes.append(tuple(kwargs["input_ids"].shape))
-        return forward(*args, **kwargs)
-
-    backend.model.forward = recording_forward
+    passes = _recording_passes(backend)
     replies = backend.chat(conversations, SamplingParams(0.0, 24), probe_cue=RATING_CUE)
+    prompts = [len(backend._encode(backend.render(c))) for c in conversations]
     judgment_tokens = min(len(backend._encode(r.text)) for r in replies)
     cue_tokens = len(backend._encode(RATING_CUE))
     assert judgment_tokens >= 3 and all(r.text for r in replies)
-    heads = [width for rows, width in shapes[-6:] if rows == 1]  # each probe: its head, then ten tails
-    assert len(heads) == 3 and [rows for rows, _ in shapes[-6:] if rows != 1] == [10, 10, 10]
-    assert max(heads) <= cue_tokens + 1 < judgment_tokens + cue_tokens, (heads, cue_tokens, judgment_tokens)
+    # After generation (the batch of 3 rows), each probe's passes start past its prompt and judgment.
+    probing = passes[max(i for i, (rows, _, _) in enumerate(passes) if rows == 3) + 1 :]
+    assert len(probing) >= 6 and all(past >= min(prompts) + judgment_tokens for _, _, past in probing), (
+        probing
+    )
+    heads = [width for rows, width, past in probing if rows == 1 and width <= cue_tokens + 1]
+    assert len(heads) >= 3, (probing, cue_tokens)
     mine = [
         backend._probed.pop(backend.render(c) + r.text + RATING_CUE) for c, r in zip(conversations, replies)
     ]
+    # The ten continuations ran as one row (a tree mask), checked once against ten rows on a cache copy
+    # each; reading everything afresh as ten rows gives the same distributions.
+    assert backend._tree_probes is True and [rows for rows, _, _ in probing].count(10) == 1
+    backend._tree_probes = False
     fresh = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
     for a, b in zip(mine, fresh, strict=True):
         assert all(abs(a[k] - b[k]) < 1e-5 for k in range(1, 11)), (a, b)

@@ -282,6 +282,9 @@ class HFBackend:
         self.context_window = self._context_window()
         # Rating distributions worked out while a judgment was generated (chat's probe_cue), by context.
         self._probed: dict[str, dict[int, float]] = {}
+        # Whether rating probes run their ten continuations as one row (see _tail_scores_tree); None until
+        # the first probe has checked it against ten rows.
+        self._tree_probes: bool | None = None
 
     def _collect_eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -569,7 +572,6 @@ class HFBackend:
         hand: `cut(n)` is the KV cache of the first n of those ids (None for a cache kind it cannot cut).
         Only what follows the longest common start of those ids and the context is then run, on that
         cache (same numbers, to float rounding): the cue and what tokenises differently."""
-        torch = self._torch
         context_ids = self._encode(context)
         sequences: list[list[int]] = []
         splits: list[int] = []
@@ -581,20 +583,110 @@ class HFBackend:
             sequences.append(whole)
         prefix = min(splits)  # every sequence starts with context_ids[:prefix]
         tails = [sequence[prefix:] for sequence in sequences]
+        firsts = [split - prefix for split in splits]  # tail tokens before these belong to the context
+
+        def run(tree: bool) -> list[float]:
+            done, past = 0, {}  # type: tuple[int, dict[str, Any]]
+            if start is not None:
+                cut, ids = start
+                # At least one position is left to run: its logits predict each tail's first token.
+                reuse = min(_common_prefix(context_ids, ids), prefix - 1)
+                cache = cut(reuse) if reuse > 0 else None  # a fresh cache each time: runs extend it
+                if cache is not None:
+                    done, past = reuse, {self._cache_kwarg: cache}
+            return (self._tail_scores_tree if tree else self._tail_scores_rows)(
+                context_ids[done:prefix], past, prefix, tails, firsts
+            )
+
+        if self._tree_probes is None:
+            # Once per model: the one-row tree needs a model that takes a custom 4D attention mask.
+            rows = run(tree=False)
+            try:
+                scores = run(tree=True)
+            except (TypeError, ValueError, RuntimeError):
+                scores = rows
+            self._tree_probes = scores is not rows and max(abs(a - b) for a, b in zip(scores, rows)) < 1e-3
+            scores = scores if self._tree_probes else rows
+        else:
+            scores = run(tree=self._tree_probes)
+        top = max(scores)
+        weights = [math.exp(score - top) for score in scores]
+        total = sum(weights)
+        return {rating: weight / total for rating, weight in zip(RATINGS, weights)}
+
+    def _tail_scores_tree(
+        self,
+        head_ids: list[int],
+        past: dict[str, Any],
+        prefix: int,
+        tails: list[list[int]],
+        firsts: list[int],
+    ) -> list[float]:
+        """Each tail's log-probability after the context, in one row: the head (what the cache `past`
+        lacks of the context) runs, then every distinct start of a tail once, each attending to the
+        context and to its own earlier tokens only (a 4D mask), at its own position."""
+        torch = self._torch
+        with torch.inference_mode():
+            head = self.model(
+                input_ids=torch.tensor([head_ids], device=self.device),
+                use_cache=True,
+                **past,
+                **self._last_logits,
+            )
+            first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
+            nodes: dict[tuple[int, ...], int] = {}  # a tail's first j tokens, whose logits predict token j
+            for tail in tails:
+                for j in range(1, len(tail)):
+                    nodes.setdefault(tuple(tail[:j]), len(nodes))
+            if nodes:
+                order = list(nodes)
+                allowed = torch.zeros((len(order), prefix + len(order)), dtype=torch.bool, device=self.device)
+                allowed[:, :prefix] = True
+                for row, node in enumerate(order):
+                    for j in range(1, len(node) + 1):
+                        allowed[row, prefix + nodes[node[:j]]] = True
+                dtype = self.model.dtype
+                mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
+                mask = mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+                cache = getattr(head, "cache", None) or head.past_key_values
+                rest = self.model(
+                    input_ids=torch.tensor([[node[-1] for node in order]], device=self.device),
+                    position_ids=torch.tensor(
+                        [[prefix + len(node) - 1 for node in order]], device=self.device
+                    ),
+                    attention_mask=mask,
+                    use_cache=True,
+                    **{self._cache_kwarg: cache},
+                )
+                after = torch.log_softmax(rest.logits[0].float(), dim=-1)
+        return [
+            sum(
+                float(first[tail[0]] if j == 0 else after[nodes[tuple(tail[:j])], tail[j]])
+                for j in range(begin, len(tail))
+            )
+            for tail, begin in zip(tails, firsts)
+        ]
+
+    def _tail_scores_rows(
+        self,
+        head_ids: list[int],
+        past: dict[str, Any],
+        prefix: int,
+        tails: list[list[int]],
+        firsts: list[int],
+    ) -> list[float]:
+        """As _tail_scores_tree, with the tails as right-padded rows of a batch on copies of the cache:
+        any model runs it, at ten copies of the context's cache."""
+        torch = self._torch
         width = max(len(t) for t in tails)
         pad = self.tokenizer.pad_token_id
-        done, past = 0, {}
-        if start is not None:
-            cut, ids = start
-            # At least one position is left to run: its logits predict each tail's first token.
-            reuse = min(_common_prefix(context_ids, ids), prefix - 1)
-            cache = cut(reuse) if reuse > 0 else None
-            if cache is not None:
-                done, past = reuse, {self._cache_kwarg: cache}
         with torch.inference_mode():
-            # The long shared prompt runs once; only the short tails run ten times, on its KV cache.
-            head_ids = torch.tensor([context_ids[done:prefix]], device=self.device)
-            head = self.model(input_ids=head_ids, use_cache=True, **past, **self._last_logits)
+            head = self.model(
+                input_ids=torch.tensor([head_ids], device=self.device),
+                use_cache=True,
+                **past,
+                **self._last_logits,
+            )
             cache = getattr(head, "cache", None) or head.past_key_values
             cache.batch_repeat_interleave(len(tails))
             # Right padding: causal attention means padding after a tail never changes its log-probs.
@@ -608,14 +700,10 @@ class HFBackend:
             # Row r, step j predicts tail token j: step 0 from the prompt's last position, then the tails.
             logits = torch.cat([head.logits[:, -1:].expand(len(tails), -1, -1), rest.logits[:, :-1]], dim=1)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
-        scores: list[float] = []
-        for row, (tail, split) in enumerate(zip(tails, splits)):
-            first = split - prefix  # tail tokens before this index belong to the context
-            scores.append(sum(float(log_probs[row, j, tail[j]]) for j in range(first, len(tail))))
-        top = max(scores)
-        weights = [math.exp(score - top) for score in scores]
-        total = sum(weights)
-        return {rating: weight / total for rating, weight in zip(RATINGS, weights)}
+        return [
+            sum(float(log_probs[row, j, tail[j]]) for j in range(begin, len(tail)))
+            for row, (tail, begin) in enumerate(zip(tails, firsts))
+        ]
 
     def close(self) -> None:
         """Drop the model so its memory can be reclaimed."""
