@@ -11,12 +11,13 @@ cache) in this process, with timers around the local model's work, and prints wh
     row-steps spent on rows that had already finished while a longer row of their batch went on;
   - the rest (pytest, cache, statistics, reports).
 
-    .venv/bin/python benchmarks/profile_offline.py [--questions 8] [--batch-size 16] [--data DIR]
+    .venv/bin/python benchmarks/profile_offline.py [--questions 80] [--batch-size 64] [--data DIR]
 
-`--questions 8` is the quick start's selection (the first question of each category); 80 is all of
-them. To profile the code as an older commit had it, run the same script with that checkout first on
-the path: `git worktree add /tmp/old COMMIT && PYTHONPATH=/tmp/old .venv/bin/python
-benchmarks/profile_offline.py`. It only wraps methods both versions have.
+`--questions 80` (all of them) and `--batch-size 64` are the quick start's; `--questions 8` takes the
+first question of each category, `--batch-size 16` is the plugin's default. To profile the code as
+an older commit had it, run the same script with that checkout first on the path: `git worktree add
+/tmp/old COMMIT && PYTHONPATH=/tmp/old .venv/bin/python benchmarks/profile_offline.py`. It only wraps
+methods both versions have.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-QUICK_START = "81 or 91 or 101 or 111 or 121 or 131 or 141 or 151"
+FIRST_OF_EACH = "81 or 91 or 101 or 111 or 121 or 131 or 141 or 151"
 KINDS = {"answer": "answers", "judgment": "judgments", "rating": "rating probes"}
 
 
@@ -191,8 +192,10 @@ def report(profile: Profile, wall: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=8, help="8: the quick start's; 80: all")
-    parser.add_argument("--batch-size", type=int, default=None, help="--mtbench-batch-size (default: its)")
+    parser.add_argument("--questions", type=int, default=80, help="80 (all: the quick start's) or 8")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="--mtbench-batch-size (the quick start's: 64)"
+    )
     parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "mt_bench"))
     args = parser.parse_args()
 
@@ -208,9 +211,9 @@ def main() -> None:
             "--mtbench-no-cache", f"--mtbench-report={Path(tmp) / 'report.json'}",
         ]  # fmt: skip
         if args.questions == 8:
-            command += ["-k", QUICK_START]
+            command += ["-k", FIRST_OF_EACH]
         elif args.questions != 80:
-            raise SystemExit("--questions is 8 (the quick start's) or 80 (all)")
+            raise SystemExit("--questions is 80 (all, the quick start's) or 8 (the first of each category)")
         if args.batch_size:
             command.append(f"--mtbench-batch-size={args.batch_size}")
         os.chdir(tmp)
