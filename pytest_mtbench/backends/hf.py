@@ -614,6 +614,12 @@ class HFBackend:
         total = sum(weights)
         return {rating: weight / total for rating, weight in zip(RATINGS, weights)}
 
+    def _read_head(self, head_ids: list[int], past: dict[str, Any]) -> Any:
+        """The forward pass over what the cache in `past` lacks of a probe's context (logits for its
+        last position, which predicts each rating's first token)."""
+        tokens = self._torch.tensor([head_ids], device=self.device)
+        return self.model(input_ids=tokens, use_cache=True, **past, **self._last_logits)
+
     def _tail_scores_tree(
         self,
         head_ids: list[int],
@@ -627,12 +633,7 @@ class HFBackend:
         context and to its own earlier tokens only (a 4D mask), at its own position."""
         torch = self._torch
         with torch.inference_mode():
-            head = self.model(
-                input_ids=torch.tensor([head_ids], device=self.device),
-                use_cache=True,
-                **past,
-                **self._last_logits,
-            )
+            head = self._read_head(head_ids, past)
             first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
             nodes: dict[tuple[int, ...], int] = {}  # a tail's first j tokens, whose logits predict token j
             for tail in tails:
@@ -681,12 +682,7 @@ class HFBackend:
         width = max(len(t) for t in tails)
         pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
-            head = self.model(
-                input_ids=torch.tensor([head_ids], device=self.device),
-                use_cache=True,
-                **past,
-                **self._last_logits,
-            )
+            head = self._read_head(head_ids, past)
             cache = getattr(head, "cache", None) or head.past_key_values
             cache.batch_repeat_interleave(len(tails))
             # Right padding: causal attention means padding after a tail never changes its log-probs.
