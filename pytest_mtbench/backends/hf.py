@@ -450,7 +450,7 @@ class HFBackend:
             out = self.model(
                 input_ids=torch.tensor([ids[:-1]], device=self.device), use_cache=True, **self._last_logits
             )
-            layers = _dynamic_layers(getattr(out, "cache", None) or out.past_key_values)
+            layers = _position_layers(getattr(out, "cache", None) or out.past_key_values)
             if layers is None:
                 return None
             rows.append([(layer.keys, layer.values) for layer in layers])
@@ -594,19 +594,23 @@ class HFBackend:
                 cache = cut(reuse) if reuse > 0 else None  # a fresh cache each time: runs extend it
                 if cache is not None:
                     done, past = reuse, {self._cache_kwarg: cache}
-            return (self._tail_scores_tree if tree else self._tail_scores_rows)(
-                context_ids[done:prefix], past, prefix, tails, firsts
-            )
+            torch = self._torch
+            with torch.inference_mode():
+                # What the cache lacks of the context, with logits for its last position only.
+                head_ids = torch.tensor([context_ids[done:prefix]], device=self.device)
+                head = self.model(input_ids=head_ids, use_cache=True, **past, **self._last_logits)
+                score = self._tail_scores_tree if tree else self._tail_scores_rows
+                return score(head, prefix, tails, firsts)
 
         if self._tree_probes is None:
             # Once per model: the one-row tree needs a model that takes a custom 4D attention mask.
             rows = run(tree=False)
             try:
-                scores = run(tree=True)
+                tree: list[float] | None = run(tree=True)
             except (TypeError, ValueError, RuntimeError):
-                scores = rows
-            self._tree_probes = scores is not rows and max(abs(a - b) for a, b in zip(scores, rows)) < 1e-3
-            scores = scores if self._tree_probes else rows
+                tree = None
+            self._tree_probes = tree is not None and max(abs(a - b) for a, b in zip(tree, rows)) < 1e-3
+            scores = tree if tree is not None and self._tree_probes else rows
         else:
             scores = run(tree=self._tree_probes)
         top = max(scores)
@@ -614,52 +618,37 @@ class HFBackend:
         total = sum(weights)
         return {rating: weight / total for rating, weight in zip(RATINGS, weights)}
 
-    def _read_head(self, head_ids: list[int], past: dict[str, Any]) -> Any:
-        """The forward pass over what the cache in `past` lacks of a probe's context (logits for its
-        last position, which predicts each rating's first token)."""
-        tokens = self._torch.tensor([head_ids], device=self.device)
-        return self.model(input_ids=tokens, use_cache=True, **past, **self._last_logits)
-
     def _tail_scores_tree(
-        self,
-        head_ids: list[int],
-        past: dict[str, Any],
-        prefix: int,
-        tails: list[list[int]],
-        firsts: list[int],
+        self, head: Any, prefix: int, tails: list[list[int]], firsts: list[int]
     ) -> list[float]:
-        """Each tail's log-probability after the context, in one row: the head (what the cache `past`
-        lacks of the context) runs, then every distinct start of a tail once, each attending to the
-        context and to its own earlier tokens only (a 4D mask), at its own position."""
+        """Each tail's log-probability after the context, from the head's output (the context's last
+        position, on its cache) and one more row: every distinct start of a tail once, each attending
+        to the context and to its own earlier tokens only (a 4D mask), at its own position."""
         torch = self._torch
-        with torch.inference_mode():
-            head = self._read_head(head_ids, past)
-            first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
-            nodes: dict[tuple[int, ...], int] = {}  # a tail's first j tokens, whose logits predict token j
-            for tail in tails:
-                for j in range(1, len(tail)):
-                    nodes.setdefault(tuple(tail[:j]), len(nodes))
-            if nodes:
-                order = list(nodes)
-                allowed = torch.zeros((len(order), prefix + len(order)), dtype=torch.bool, device=self.device)
-                allowed[:, :prefix] = True
-                for row, node in enumerate(order):
-                    for j in range(1, len(node) + 1):
-                        allowed[row, prefix + nodes[node[:j]]] = True
-                dtype = self.model.dtype
-                mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
-                mask = mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
-                cache = getattr(head, "cache", None) or head.past_key_values
-                rest = self.model(
-                    input_ids=torch.tensor([[node[-1] for node in order]], device=self.device),
-                    position_ids=torch.tensor(
-                        [[prefix + len(node) - 1 for node in order]], device=self.device
-                    ),
-                    attention_mask=mask,
-                    use_cache=True,
-                    **{self._cache_kwarg: cache},
-                )
-                after = torch.log_softmax(rest.logits[0].float(), dim=-1)
+        first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
+        nodes: dict[tuple[int, ...], int] = {}  # a tail's first j tokens, whose logits predict token j
+        for tail in tails:
+            for j in range(1, len(tail)):
+                nodes.setdefault(tuple(tail[:j]), len(nodes))
+        if nodes:
+            order = list(nodes)
+            allowed = torch.zeros((len(order), prefix + len(order)), dtype=torch.bool, device=self.device)
+            allowed[:, :prefix] = True
+            for row, node in enumerate(order):
+                for j in range(1, len(node) + 1):
+                    allowed[row, prefix + nodes[node[:j]]] = True
+            dtype = self.model.dtype
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
+            mask = mask.masked_fill(~allowed, torch.finfo(dtype).min)[None, None]
+            cache = getattr(head, "cache", None) or head.past_key_values
+            rest = self.model(
+                input_ids=torch.tensor([[node[-1] for node in order]], device=self.device),
+                position_ids=torch.tensor([[prefix + len(node) - 1 for node in order]], device=self.device),
+                attention_mask=mask,
+                use_cache=True,
+                **{self._cache_kwarg: cache},
+            )
+            after = torch.log_softmax(rest.logits[0].float(), dim=-1)
         return [
             sum(
                 float(first[tail[0]] if j == 0 else after[nodes[tuple(tail[:j])], tail[j]])
@@ -669,33 +658,26 @@ class HFBackend:
         ]
 
     def _tail_scores_rows(
-        self,
-        head_ids: list[int],
-        past: dict[str, Any],
-        prefix: int,
-        tails: list[list[int]],
-        firsts: list[int],
+        self, head: Any, prefix: int, tails: list[list[int]], firsts: list[int]
     ) -> list[float]:
-        """As _tail_scores_tree, with the tails as right-padded rows of a batch on copies of the cache:
-        any model runs it, at ten copies of the context's cache."""
+        """As _tail_scores_tree, with the tails as right-padded rows of a batch on copies of the head's
+        cache: any model runs it, at ten copies of the context's cache."""
         torch = self._torch
         width = max(len(t) for t in tails)
         pad = self.tokenizer.pad_token_id
-        with torch.inference_mode():
-            head = self._read_head(head_ids, past)
-            cache = getattr(head, "cache", None) or head.past_key_values
-            cache.batch_repeat_interleave(len(tails))
-            # Right padding: causal attention means padding after a tail never changes its log-probs.
-            tail_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.device)
-            mask = torch.tensor(
-                [[1] * (prefix + len(t)) + [0] * (width - len(t)) for t in tails], device=self.device
-            )
-            rest = self.model(
-                input_ids=tail_ids, attention_mask=mask, use_cache=True, **{self._cache_kwarg: cache}
-            )
-            # Row r, step j predicts tail token j: step 0 from the prompt's last position, then the tails.
-            logits = torch.cat([head.logits[:, -1:].expand(len(tails), -1, -1), rest.logits[:, :-1]], dim=1)
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
+        cache = getattr(head, "cache", None) or head.past_key_values
+        cache.batch_repeat_interleave(len(tails))
+        # Right padding: causal attention means padding after a tail never changes its log-probs.
+        tail_ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.device)
+        mask = torch.tensor(
+            [[1] * (prefix + len(t)) + [0] * (width - len(t)) for t in tails], device=self.device
+        )
+        rest = self.model(
+            input_ids=tail_ids, attention_mask=mask, use_cache=True, **{self._cache_kwarg: cache}
+        )
+        # Row r, step j predicts tail token j: step 0 from the prompt's last position, then the tails.
+        logits = torch.cat([head.logits[:, -1:].expand(len(tails), -1, -1), rest.logits[:, :-1]], dim=1)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
         return [
             sum(float(log_probs[row, j, tail[j]]) for j in range(begin, len(tail)))
             for row, (tail, begin) in enumerate(zip(tails, firsts))
@@ -709,25 +691,18 @@ class HFBackend:
         gc.collect()
 
 
-def _dynamic_layers(cache: Any) -> list[Any] | None:
-    """The layers of a plain DynamicCache (full attention in every layer), else None."""
-    from transformers import DynamicCache
-
-    layers = getattr(cache, "layers", None)
-    if type(cache) is not DynamicCache or not layers:
-        return None
-    return None if any(type(layer).__name__ != "DynamicLayer" for layer in layers) else list(layers)
+# Cache kinds whose every layer holds (batch, heads, position, head_dim) keys and values from position 0
+# (full attention everywhere), by the kind of their layers: a plain DynamicCache, or _decode_cache's.
+_POSITION_CACHES = {"DynamicCache": "DynamicLayer", "StaticCache": "StaticLayer"}
 
 
 def _position_layers(cache: Any) -> list[Any] | None:
-    """The layers of a cache whose keys and values are (batch, heads, position, head_dim) tensors from
-    position 0 (a DynamicCache, or the StaticCache of _decode_cache), else None."""
-    layers = _dynamic_layers(cache)
-    if layers is not None or type(cache).__name__ != "StaticCache" or not getattr(cache, "layers", None):
-        return layers
-    return (
-        None if any(type(layer).__name__ != "StaticLayer" for layer in cache.layers) else list(cache.layers)
-    )
+    """The layers of a cache of one of _POSITION_CACHES' kinds, else None."""
+    layer_kind = _POSITION_CACHES.get(type(cache).__name__)
+    layers = getattr(cache, "layers", None)
+    if layer_kind is None or not layers or any(type(layer).__name__ != layer_kind for layer in layers):
+        return None
+    return list(layers)
 
 
 def _row_cache(cache: Any, row: int, begin: int, length: int) -> Any:
