@@ -221,6 +221,66 @@ def test_gguf_file_loads_and_generates_like_the_directory_model(gguf_path: Path,
     backend.close()
 
 
+def _converted(cache: Path) -> list[Path]:
+    return sorted((cache / "converted").glob("*")) if (cache / "converted").is_dir() else []
+
+
+def test_a_gguf_model_is_converted_once_and_then_loaded_from_its_safetensors_copy(
+    gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    options = BackendOptions(batch_size=4, cache_dir=str(tmp_path))
+    first = load_backend(str(gguf_path), options)
+    texts = [c.text for c in first.chat(CONVERSATIONS, GREEDY)]
+    first_probs = first.rating_probabilities(JUDGE_CONVERSATIONS, ["Fine.", "Good."], "\nRating: [[")
+    first_template, first_identity = first.chat_template, first.identity()
+    first.close()
+    (copy,) = _converted(tmp_path)
+    assert copy.name.startswith(first_identity["model_sha256"][:32])
+    assert (copy / "model.safetensors").is_file() and (copy / "converted-from-gguf").is_file()
+
+    def no_gguf(*args, **kwargs):
+        raise AssertionError("the .gguf file was parsed again")
+
+    monkeypatch.setattr(gguf_utils, "load_gguf_checkpoint", no_gguf)
+    again = load_backend(str(gguf_path), options)
+    # The copy is the same model: the same tokens, template, identity and rating distributions.
+    assert [c.text for c in again.chat(CONVERSATIONS, GREEDY)] == texts
+    assert again.chat_template == first_template and again.identity() == first_identity
+    assert again.rating_probabilities(JUDGE_CONVERSATIONS, ["Fine.", "Good."], "\nRating: [[") == first_probs
+    assert again.tokenizer.padding_side == "left"
+    again.close()
+
+
+def test_a_partial_converted_copy_is_never_loaded_and_is_replaced(gguf_path: Path, tmp_path: Path) -> None:
+    options = BackendOptions(batch_size=4, cache_dir=str(tmp_path))
+    load_backend(str(gguf_path), options).close()
+    (copy,) = _converted(tmp_path)
+    (copy / "converted-from-gguf").unlink()  # as if a copy had been cut short before its marker
+    (copy / "model.safetensors").write_bytes(b"not weights")
+    backend = load_backend(str(gguf_path), options)  # reads the .gguf file, not the broken copy
+    assert backend.chat(CONVERSATIONS[:1], GREEDY)[0].n_tokens > 0
+    backend.close()
+    assert (copy / "converted-from-gguf").is_file() and (copy / "model.safetensors").stat().st_size > 1000
+
+
+def test_a_gguf_model_is_not_kept_when_too_large_or_the_cache_is_not_writable(
+    gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pytest_mtbench.backends.hf as hf
+
+    monkeypatch.setattr(hf, "_CONVERTED_LIMIT", 1000)
+    load_backend(str(gguf_path), BackendOptions(cache_dir=str(tmp_path / "small"))).close()
+    assert _converted(tmp_path / "small") == []
+    monkeypatch.undo()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    backend = load_backend(str(gguf_path), BackendOptions(cache_dir=str(blocked)))
+    assert backend.chat(CONVERSATIONS[:1], GREEDY)[0].n_tokens > 0  # keeping the copy never fails a run
+    backend.close()
+
+
 def test_rating_probabilities_match_full_sequence_scoring(judge) -> None:
     import torch
 

@@ -72,6 +72,9 @@ _HASH_CHUNK = 1 << 20
 _PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 # A model_max_length above this is transformers' "not set" placeholder (1e30), not a real limit.
 _UNSET_MAX_LENGTH = 10**7
+# A dequantised .gguf model is kept in the cache dir up to this size (a 1B-parameter model in float32).
+_CONVERTED_LIMIT = 4 << 30
+_CONVERTED_MARK = "converted-from-gguf"
 
 
 def _sha256_text(text: str) -> str:
@@ -234,12 +237,16 @@ class HFBackend:
             "local_files_only": True,
             "trust_remote_code": options.trust_remote_code,
         }
-        if gguf_file is not None:
+        source = directory  # where the tokenizer and weights are read from
+        converted = self._converted_dir()
+        if converted is not None and (converted / _CONVERTED_MARK).is_file():
+            source = converted  # this .gguf file, already dequantised by an earlier run: no conversion
+        elif gguf_file is not None:
             load_kwargs["gguf_file"] = gguf_file
         else:
             _refuse_pickle(spec, directory, options)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(directory, **load_kwargs)
+            self.tokenizer = AutoTokenizer.from_pretrained(source, **load_kwargs)
         except (OSError, ValueError) as exc:
             hint = _remote_code_hint(exc)
             if not hint and gguf_file is not None:  # the tokenizer is read from the same file as the weights
@@ -256,18 +263,20 @@ class HFBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         model_kwargs = dict(load_kwargs)
-        if gguf_file is None and not options.allow_pickle:
+        if "gguf_file" not in load_kwargs and not options.allow_pickle:
             model_kwargs["use_safetensors"] = True  # a pickle file is never the fallback
         try:
             # float32 on CPU: half-precision matmuls are slow and lossy there; GGUF weights are dequantised.
             dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **model_kwargs)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **model_kwargs)
         except _weight_errors() as exc:
             hint = _remote_code_hint(exc)
             if not hint and not isinstance(exc, OSError | ValueError):
                 hint = " (a truncated or corrupt weight file? download or build it again)"
             raise BackendError(f"cannot load the model {spec}: {_first_line(exc)}{hint}") from exc
-        self.model = model.to(self.device).eval()
+        if converted is not None and source is directory:
+            _keep_converted(model, self.tokenizer, converted)
+        self.model = _aligned(model.to(self.device).eval())
         # transformers 5.x renamed `past_key_values` to `cache`; older releases only know the old name.
         forward_params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward_params else "past_key_values"
@@ -285,6 +294,20 @@ class HFBackend:
         # Whether rating probes run their ten continuations as one row (see _tail_scores_tree); None until
         # the first probe has checked it against ten rows.
         self._tree_probes: bool | None = None
+
+    def _converted_dir(self) -> Path | None:
+        """Where this .gguf model's dequantised weights and tokenizer are kept between runs (None for a
+        model directory). Reading a .gguf file costs 16 s on SmolLM2-135M, mostly parsing its metadata
+        and vocabulary in Python, where the same weights as safetensors load in 0.3 s. Keyed by the
+        file's content hash (the identity's), the dtype and the transformers release that converted it."""
+        if self._gguf_file is None:
+            return None
+        import transformers
+
+        root = Path(self._options.cache_dir) if self._options.cache_dir else _default_cache_dir()
+        model_sha256 = self.identity()["model_sha256"]
+        name = f"{model_sha256[:32]}-{_dtype_name(self.device)}-transformers-{transformers.__version__}"
+        return root / "converted" / name
 
     def _collect_eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -731,6 +754,63 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def _aligned(model: Any) -> Any:
+    """`model` with every weight in memory of its own, aligned as torch allocates it (64 bytes).
+
+    Weights mapped from a safetensors file sit at whatever offset the file gives them, and CPU matmul
+    kernels take other paths, with other float rounding, for unaligned data: the same weights read from a
+    .gguf file and from its safetensors copy gave rating probabilities that differ at 1e-8. Copied once
+    at load, the numbers depend on the weights only, not on the file they came from."""
+    for tensor in list(model.parameters()) + list(model.buffers()):  # shared (tied) weights come once
+        if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
+            tensor.data = tensor.data.clone()
+    return model
+
+
+def _default_cache_dir() -> Path:
+    from pytest_mtbench.data import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _keep_converted(model: Any, tokenizer: Any, target: Path) -> None:
+    """Save a model just dequantised from a .gguf file (and its tokenizer) as safetensors at `target`,
+    for the next run to load (see HFBackend._converted_dir). Written to a temporary directory and renamed
+    into place, the marker file last, so a crash or a concurrent worker never leaves a partial copy that
+    is used. Skipped for weights over _CONVERTED_LIMIT bytes (a large GGUF would fill the disk with
+    float32) and on any error writing: keeping the copy only saves time, so it never fails a run."""
+    import copy
+    import shutil
+    import tempfile
+
+    from safetensors.torch import save_model
+
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    if size > _CONVERTED_LIMIT:
+        return
+    staging: Path | None = None
+    try:
+        if target.is_dir():  # a copy without its marker, which was not loaded: replace it
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+        config = copy.deepcopy(model.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config  # the weights are plain tensors now, not a .gguf file's
+        config.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"))  # tied weights are written once
+        (staging / _CONVERTED_MARK).write_text("complete\n", encoding="utf-8")
+        os.rename(staging, target)
+        staging = None
+    except OSError:
+        pass  # another worker's copy won the rename, or the cache is not writable: convert next time
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _first_line(exc: BaseException) -> str:
