@@ -155,10 +155,14 @@ def test_a_local_judge_works_out_its_rating_probes_on_the_prompt_it_has_just_rea
     generated = len(shapes)
     probes = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
     assert len(shapes) == generated  # served from what chat worked out: no forward pass at all
-    # Each prompt was read once, one row at a time with no padding (all but its last token); every
-    # other pass started on a cache: no prompt was read again for its rating.
-    from_scratch = sorted(width for rows, width, past in shapes if past == 0)
-    assert from_scratch == [n - 1 for n in prompt_tokens], (shapes, prompt_tokens)
+    # Each prompt was read once (all but its last token), one row at a time with no padding, in the
+    # pieces of _prefill; every other pass started on a cache: no prompt was read again for its rating.
+    reading = shapes[: next(i for i, (rows, _, _) in enumerate(shapes) if rows == 3)]
+    assert sum(width for _, width, _ in reading) == sum(n - 1 for n in prompt_tokens), (
+        reading,
+        prompt_tokens,
+    )
+    assert [past for *_, past in shapes].count(0) == len(conversations)  # one start per prompt
     assert all(rows in (1, 3, 10) for rows, _, _ in shapes)  # one row, the batch of 3, or the check's 10
     again = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
     assert max(len(shapes) - generated, 0) >= 3  # now it read each context from scratch
@@ -166,6 +170,69 @@ def test_a_local_judge_works_out_its_rating_probes_on_the_prompt_it_has_just_rea
         assert mine.keys() == fresh.keys() == set(range(1, 11))
         assert all(abs(mine[k] - fresh[k]) < 1e-5 for k in mine), (mine, fresh)
     assert len({round(p[7], 6) for p in again}) > 1  # the distributions differ between prompts
+
+
+def _opening_conversations(size: int) -> list[list[dict[str, str]]]:
+    """Judge-like prompts: one long shared opening (over two blocks of _PREFIX_BLOCK tokens), then each
+    its own question."""
+    opening = "Please act as an impartial judge of the answer below, and explain first. " * 8
+    return [
+        [
+            {"role": "system", "content": "You judge."},
+            {"role": "user", "content": opening + f"Answer {i}: " + "y " * i},
+        ]
+        for i in range(size)
+    ]
+
+
+def test_prompts_that_open_the_same_way_read_the_opening_once_and_get_the_same_numbers(
+    chat_dir: Path,
+) -> None:
+    """The first blocks of a prompt are kept and serve the next prompt that starts with the same tokens,
+    and a prompt's texts and rating distributions are the same whether its opening was kept or read."""
+    from pytest_mtbench.backends.hf import _PREFIX_BLOCK, _PREFIX_BLOCKS
+
+    conversations = _opening_conversations(3)
+    kept = _PREFIX_BLOCK * _PREFIX_BLOCKS
+    warm = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=1)).backend
+    ids = [warm._encode(warm.render(c)) for c in conversations]
+    assert min(len(i) for i in ids) > kept + 10 and all(i[:kept] == ids[0][:kept] for i in ids)
+    shapes = _recording_passes(warm)
+    replies = warm.chat(conversations, SamplingParams(0.0, 6), probe_cue=RATING_CUE)
+    starts = [(width, past) for rows, width, past in shapes if rows == 1 and past < kept]
+    # The opening's blocks were read for the first prompt only (batch size 1: one prompt a batch).
+    assert starts == [(_PREFIX_BLOCK, b * _PREFIX_BLOCK) for b in range(_PREFIX_BLOCKS)], shapes
+    assert len(warm._prefixes) >= _PREFIX_BLOCKS
+    probes = warm.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
+    for index, conversation in enumerate(conversations):
+        cold = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=1)).backend  # nothing kept
+        alone = cold.chat([conversation], SamplingParams(0.0, 6), probe_cue=RATING_CUE)[0]
+        assert alone.text == replies[index].text
+        assert cold.rating_probabilities([conversation], [alone.text], RATING_CUE)[0] == probes[index]
+        cold.close()
+    warm.close()
+
+
+def test_kept_prompt_openings_stay_within_their_budget_and_the_used_ones_stay_longest() -> None:
+    torch = pytest.importorskip("torch")
+    from pytest_mtbench.backends.hf import _PrefixBlocks
+
+    def block() -> list[tuple[Any, Any]]:
+        return [(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))]  # 2 x 32 bytes
+
+    store = _PrefixBlocks(budget=64 * 3)
+    store.put((1,), block())
+    store.put((2,), block())
+    assert store.get((1,)) is not None  # (1,) serves another prompt
+    store.put((3,), block())
+    store.put((4,), block())  # over budget: the unused (2,) goes, not the older but used (1,)
+    assert store.get((2,)) is None and store.get((1,)) is not None and len(store) == 3
+    store.put((5,), block())
+    assert store.get((3,)) is None and store.get((4,)) is not None and store.get((5,)) is not None
+    store.put((6,), block())  # every kept block has been used: the least recently used, (1,), goes
+    assert store.get((1,)) is None and len(store) == 3 and store.get((6,)) is not None
+    store.put((8,), [(torch.zeros(1, 1, 100, 2), torch.zeros(1, 1, 100, 2))])  # larger than the budget
+    assert store.get((8,)) is None and len(store) == 3
 
 
 def test_a_rating_probe_runs_only_the_cue_on_the_cache_of_what_the_judge_wrote(
