@@ -173,8 +173,7 @@ def test_a_local_judge_works_out_its_rating_probes_on_the_prompt_it_has_just_rea
 
 
 def _opening_conversations(size: int) -> list[list[dict[str, str]]]:
-    """Judge-like prompts: one long shared opening (over two blocks of _PREFIX_BLOCK tokens), then each
-    its own question."""
+    """Judge-like prompts: one long shared opening (over _OPENING tokens), then each its own question."""
     opening = "Please act as an impartial judge of the answer below, and explain first. " * 8
     return [
         [
@@ -188,21 +187,23 @@ def _opening_conversations(size: int) -> list[list[dict[str, str]]]:
 def test_prompts_that_open_the_same_way_read_the_opening_once_and_get_the_same_numbers(
     chat_dir: Path,
 ) -> None:
-    """The first blocks of a prompt are kept and serve the next prompt that starts with the same tokens,
-    and a prompt's texts and rating distributions are the same whether its opening was kept or read."""
-    from pytest_mtbench.backends.hf import _PREFIX_BLOCK, _PREFIX_BLOCKS
+    """A prompt's opening is kept and serves the next prompt that starts with the same tokens, and a
+    prompt's texts and rating distributions are the same whether its opening was kept or read."""
+    from pytest_mtbench.backends.hf import _OPENING
 
     conversations = _opening_conversations(3)
-    kept = _PREFIX_BLOCK * _PREFIX_BLOCKS
+    kept = _OPENING
     warm = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=1)).backend
     ids = [warm._encode(warm.render(c)) for c in conversations]
     assert min(len(i) for i in ids) > kept + 10 and all(i[:kept] == ids[0][:kept] for i in ids)
     shapes = _recording_passes(warm)
     replies = warm.chat(conversations, SamplingParams(0.0, 6), probe_cue=RATING_CUE)
     starts = [(width, past) for rows, width, past in shapes if rows == 1 and past < kept]
-    # The opening's blocks were read for the first prompt only (batch size 1: one prompt a batch).
-    assert starts == [(_PREFIX_BLOCK, b * _PREFIX_BLOCK) for b in range(_PREFIX_BLOCKS)], shapes
-    assert len(warm._prefixes) >= _PREFIX_BLOCKS
+    # The opening was read for the first prompt only (batch size 1: one prompt a batch); each prompt's
+    # rest was read on its cache.
+    assert starts == [(_OPENING, 0)], shapes
+    assert [past for rows, _, past in shapes if rows == 1].count(_OPENING) == len(conversations)
+    assert len(warm._openings) == 1
     probes = warm.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
     for index, conversation in enumerate(conversations):
         cold = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=1)).backend  # nothing kept
@@ -215,21 +216,21 @@ def test_prompts_that_open_the_same_way_read_the_opening_once_and_get_the_same_n
 
 def test_kept_prompt_openings_stay_within_their_budget_and_the_used_ones_stay_longest() -> None:
     torch = pytest.importorskip("torch")
-    from pytest_mtbench.backends.hf import _PrefixBlocks
+    from pytest_mtbench.backends.hf import _Openings
 
-    def block() -> list[tuple[Any, Any]]:
+    def opening() -> list[tuple[Any, Any]]:
         return [(torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2))]  # 2 x 32 bytes
 
-    store = _PrefixBlocks(budget=64 * 3)
-    store.put((1,), block())
-    store.put((2,), block())
+    store = _Openings(budget=64 * 3)
+    store.put((1,), opening())
+    store.put((2,), opening())
     assert store.get((1,)) is not None  # (1,) serves another prompt
-    store.put((3,), block())
-    store.put((4,), block())  # over budget: the unused (2,) goes, not the older but used (1,)
+    store.put((3,), opening())
+    store.put((4,), opening())  # over budget: the unused (2,) goes, not the older but used (1,)
     assert store.get((2,)) is None and store.get((1,)) is not None and len(store) == 3
-    store.put((5,), block())
+    store.put((5,), opening())
     assert store.get((3,)) is None and store.get((4,)) is not None and store.get((5,)) is not None
-    store.put((6,), block())  # every kept block has been used: the least recently used, (1,), goes
+    store.put((6,), opening())  # every kept opening has been used: the least recently used, (1,), goes
     assert store.get((1,)) is None and len(store) == 3 and store.get((6,)) is not None
     store.put((8,), [(torch.zeros(1, 1, 100, 2), torch.zeros(1, 1, 100, 2))])  # larger than the budget
     assert store.get((8,)) is None and len(store) == 3

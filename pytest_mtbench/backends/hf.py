@@ -76,11 +76,10 @@ _UNSET_MAX_LENGTH = 10**7
 # A dequantised .gguf model is kept in the cache dir up to this size (a 1B-parameter model in float32).
 _CONVERTED_LIMIT = 4 << 30
 _CONVERTED_MARK = "converted-from-gguf"
-# Prompts are read in blocks of this many tokens for their first _PREFIX_BLOCKS blocks, which are kept
-# for prompts that open the same way (see HFBackend._prefill), up to _PREFIX_BYTES of keys and values.
-_PREFIX_BLOCK = 64
-_PREFIX_BLOCKS = 2
-_PREFIX_BYTES = 256 << 20
+# A prompt's first _OPENING tokens are read in a pass of their own and kept for prompts that open the
+# same way (see HFBackend._prefill), up to _OPENING_BYTES of keys and values.
+_OPENING = 128
+_OPENING_BYTES = 256 << 20
 
 
 def _sha256_text(text: str) -> str:
@@ -297,8 +296,8 @@ class HFBackend:
         self.context_window = self._context_window()
         # Rating distributions worked out while a judgment was generated (chat's probe_cue), by context.
         self._probed: dict[str, dict[int, float]] = {}
-        # The KV cache of prompt openings read before (see _prefill), on the model's device.
-        self._prefixes = _PrefixBlocks(_PREFIX_BYTES)
+        # The keys and values of prompt openings read before (see _prefill), on the model's device.
+        self._openings = _Openings(_OPENING_BYTES)
         # Whether rating probes run their ten continuations as one row (see _tail_scores_tree); None until
         # the first probe has checked it against ten rows.
         self._tree_probes: bool | None = None
@@ -495,45 +494,37 @@ class HFBackend:
         """Keys and values, per layer, of `ids` read as the start of a prompt; None for a cache kind
         whose layers cannot be cut by position.
 
-        The first _PREFIX_BLOCKS whole blocks of _PREFIX_BLOCK tokens are read one block at a time,
-        each on the cache of the blocks before it, then the rest in one pass. A block is kept (in
-        self._prefixes, keyed by every token up to its end) and used again by any later prompt that
-        starts with the same tokens: every judge prompt opens with its template's instructions (133-152
-        of SmolLM2's tokens, for an average judge prompt of 584), so the second and later prompts of a
-        template skip reading its first 128 tokens. Every prompt is read in these same pieces whether a
-        block was kept or not, so its numbers never depend on what was read before it, in this batch or
-        any other."""
+        A prompt longer than _OPENING tokens is read in two passes, its first _OPENING tokens, then the
+        rest on their cache. The opening's keys and values are kept (self._openings) and serve every
+        later prompt that opens with the same tokens instead of its first pass: every judge prompt opens
+        with its template's instructions (133-152 of SmolLM2's tokens, for an average judge prompt of
+        584), so all but the first prompt of a template skip 128 tokens. Every prompt is read in these
+        same two passes whether its opening was kept or not, so its numbers never depend on what was read
+        before it, in its batch or any other."""
+        if len(ids) <= _OPENING:
+            return self._read(ids, [])
+        key = tuple(ids[:_OPENING])
+        opening = self._openings.get(key)
+        if opening is None:
+            read = self._read(ids[:_OPENING], [])
+            if read is None:
+                return None
+            # Memory of its own, as a kept opening has: the rest reads the same numbers either way.
+            opening = [(keys.clone(), values.clone()) for keys, values in read]
+            self._openings.put(key, opening)
+        return self._read(ids[_OPENING:], opening)
+
+    def _read(self, ids: list[int], past: list[tuple[Any, Any]]) -> list[tuple[Any, Any]] | None:
+        """Per layer, the keys and values of `past` (per layer, of the positions before) then `ids`."""
         from transformers import DynamicCache
 
         torch = self._torch
-        blocks = min(_PREFIX_BLOCKS, len(ids) // _PREFIX_BLOCK)
-        spans = [(i * _PREFIX_BLOCK, (i + 1) * _PREFIX_BLOCK) for i in range(blocks)]
-        if blocks * _PREFIX_BLOCK < len(ids):
-            spans.append((blocks * _PREFIX_BLOCK, len(ids)))
-        parts: list[list[tuple[Any, Any]]] = []  # per span, per layer: its positions' keys and values
-        for begin, end in spans:
-            key = tuple(ids[:end]) if end <= blocks * _PREFIX_BLOCK else None
-            part = self._prefixes.get(key) if key is not None else None
-            if part is None:
-                past = (
-                    {self._cache_kwarg: DynamicCache(ddp_cache_data=_joined(torch, parts))} if parts else {}
-                )
-                out = self.model(
-                    input_ids=torch.tensor([ids[begin:end]], device=self.device),
-                    use_cache=True,
-                    **past,
-                    **self._last_logits,
-                )
-                layers = _position_layers(getattr(out, "cache", None) or out.past_key_values)
-                if layers is None:
-                    return None
-                part = [(layer.keys[:, :, begin:], layer.values[:, :, begin:]) for layer in layers]
-                if key is not None:
-                    # Its own memory, as a kept block has: the next block reads the same numbers either way.
-                    part = [(keys.clone(), values.clone()) for keys, values in part]
-                    self._prefixes.put(key, part)
-            parts.append(part)
-        return _joined(torch, parts)
+        cache = {self._cache_kwarg: DynamicCache(ddp_cache_data=past)} if past else {}
+        out = self.model(
+            input_ids=torch.tensor([ids], device=self.device), use_cache=True, **cache, **self._last_logits
+        )
+        layers = _position_layers(getattr(out, "cache", None) or out.past_key_values)
+        return None if layers is None else [(layer.keys, layer.values) for layer in layers]
 
     def _decode_cache(self, merged: list[tuple[Any, Any]], room: int) -> Any:
         """A cache holding `merged` (keys, values per layer) with room for `room` more positions.
@@ -763,53 +754,40 @@ class HFBackend:
         gc.collect()
 
 
-def _joined(torch: Any, parts: list[list[tuple[Any, Any]]]) -> list[tuple[Any, Any]]:
-    """Per layer, the keys and values of consecutive spans of positions as one span."""
-    if len(parts) == 1:
-        return parts[0]
-    return [
-        (
-            torch.cat([part[depth][0] for part in parts], dim=2),
-            torch.cat([part[depth][1] for part in parts], dim=2),
-        )
-        for depth in range(len(parts[0]))
-    ]
+class _Openings:
+    """Prompt openings' keys and values (per layer) by their tokens, within a budget of bytes.
 
-
-class _PrefixBlocks:
-    """Blocks of a prompt's KV cache by the tokens up to their end, within a budget of bytes.
-
-    Kept blocks that were used again go last when room is needed: a template's opening serves every
-    prompt of it, while most blocks (a prompt's own question) are never asked for again."""
+    Openings that were used again go last when room is needed: a template's opening serves every
+    prompt of it, while most openings (a prompt's own question) are never asked for again."""
 
     def __init__(self, budget: int) -> None:
         self._budget = budget
         self._size = 0
-        self._blocks: OrderedDict[tuple[int, ...], tuple[list[tuple[Any, Any]], int, bool]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], tuple[list[tuple[Any, Any]], int, bool]] = OrderedDict()
 
     def get(self, key: tuple[int, ...]) -> list[tuple[Any, Any]] | None:
-        entry = self._blocks.get(key)
+        entry = self._entries.get(key)
         if entry is None:
             return None
-        self._blocks[key] = (entry[0], entry[1], True)
-        self._blocks.move_to_end(key)
+        self._entries[key] = (entry[0], entry[1], True)
+        self._entries.move_to_end(key)
         return entry[0]
 
     def put(self, key: tuple[int, ...], part: list[tuple[Any, Any]]) -> None:
         size = sum(keys.numel() * keys.element_size() * 2 for keys, _ in part)
-        if size > self._budget or key in self._blocks:
+        if size > self._budget or key in self._entries:
             return
         while self._size + size > self._budget:
-            # The least recently used block never used again, else the least recently used of all.
+            # The least recently used opening never used again, else the least recently used of all.
             victim = next(
-                (k for k, (_, _, used) in self._blocks.items() if not used), next(iter(self._blocks))
+                (k for k, (_, _, used) in self._entries.items() if not used), next(iter(self._entries))
             )
-            self._size -= self._blocks.pop(victim)[1]
-        self._blocks[key] = (part, size, False)
+            self._size -= self._entries.pop(victim)[1]
+        self._entries[key] = (part, size, False)
         self._size += size
 
     def __len__(self) -> int:
-        return len(self._blocks)
+        return len(self._entries)
 
 
 # Cache kinds whose every layer holds (batch, heads, position, head_dim) keys and values from position 0
