@@ -868,6 +868,8 @@ def _keep_converted(model: Any, tokenizer: Any, target: Path) -> None:
         return
     staging: Path | None = None
     try:
+        if (target / _CONVERTED_MARK).is_file():
+            return  # another worker's copy, complete: it may be loading from it now
         if target.is_dir():  # a copy without its marker, which was not loaded: replace it
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -882,7 +884,7 @@ def _keep_converted(model: Any, tokenizer: Any, target: Path) -> None:
         (staging / _CONVERTED_MARK).write_text("complete\n", encoding="utf-8")
         os.rename(staging, target)
         staging = None
-    except OSError:
+    except (OSError, ValueError, RuntimeError):
         pass  # another worker's copy won the rename, or the cache is not writable: convert next time
     finally:
         if staging is not None:
