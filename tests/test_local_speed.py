@@ -192,13 +192,12 @@ def test_prompts_that_open_the_same_way_read_the_opening_once_and_get_the_same_n
     from pytest_mtbench.backends.hf import _OPENING
 
     conversations = _opening_conversations(3)
-    kept = _OPENING
     warm = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=1)).backend
     ids = [warm._encode(warm.render(c)) for c in conversations]
-    assert min(len(i) for i in ids) > kept + 10 and all(i[:kept] == ids[0][:kept] for i in ids)
+    assert min(len(i) for i in ids) > _OPENING + 10 and all(i[:_OPENING] == ids[0][:_OPENING] for i in ids)
     shapes = _recording_passes(warm)
     replies = warm.chat(conversations, SamplingParams(0.0, 6), probe_cue=RATING_CUE)
-    starts = [(width, past) for rows, width, past in shapes if rows == 1 and past < kept]
+    starts = [(width, past) for rows, width, past in shapes if rows == 1 and past < _OPENING]
     # The opening was read for the first prompt only (batch size 1: one prompt a batch); each prompt's
     # rest was read on its cache.
     assert starts == [(_OPENING, 0)], shapes

@@ -311,7 +311,9 @@ class HFBackend:
             return None
         import transformers
 
-        root = Path(self._options.cache_dir) if self._options.cache_dir else _default_cache_dir()
+        from pytest_mtbench.data import default_cache_dir
+
+        root = Path(self._options.cache_dir) if self._options.cache_dir else default_cache_dir()
         model_sha256 = self.identity()["model_sha256"]
         name = f"{model_sha256[:32]}-{_dtype_name(self.device)}-transformers-{transformers.__version__}"
         return root / "converted" / name
@@ -843,12 +845,6 @@ def _aligned(model: Any) -> Any:
         if tensor.device.type == "cpu" and tensor.data_ptr() % 64:
             tensor.data = tensor.data.clone()
     return model
-
-
-def _default_cache_dir() -> Path:
-    from pytest_mtbench.data import default_cache_dir
-
-    return default_cache_dir()
 
 
 def _keep_converted(model: Any, tokenizer: Any, target: Path) -> None:
