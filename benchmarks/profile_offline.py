@@ -6,7 +6,8 @@ cache) in this process, with timers around the local model's work, and prints wh
   - loading the model (tokenizer and weights);
   - per kind of request (answers, judgments, rating probes): chat templates and tokenisation, prefill
     forward passes, decode forward passes, generate()'s own work between them (logits processors,
-    sampling, stopping checks), detokenisation;
+    sampling, stopping checks: "generate()'s own work" names the decoding loop's, whether or not it is
+    generate()), detokenisation;
   - padding waste: in prefill, the share of positions that were left padding; in decode, the share of
     row-steps spent on rows that had already finished while a longer row of their batch went on;
   - the rest (pytest, cache, statistics, reports).
@@ -137,8 +138,24 @@ def wrap_backend(backend: Any, profile: Profile) -> None:
         return marked
 
     model.forward = split_forward
-    model.generate = inside("generate", profile.timed("generate (all)", model.generate))
-    backend._rating_distribution = inside("probe", profile.timed("probe", backend._rating_distribution))
+    if hasattr(backend, "_decode"):  # the decoding loop (and generate() under it, when it is used)
+        backend._decode = inside("generate", profile.timed("generate (all)", backend._decode))
+        backend._generate = inside("generate", profile.timed("generate (all)", backend._generate))
+    else:  # versions that decoded with generate() itself
+        model.generate = inside("generate", profile.timed("generate (all)", model.generate))
+    probe = profile.timed("probe", backend._rating_distribution)
+
+    @functools.wraps(probe)
+    def located_probe(*args: Any, **kwargs: Any) -> Any:
+        # Rows that end early are probed from inside the decoding loop: not the loop's own work.
+        began, within = time.perf_counter(), getattr(profile.local, "where", None) == "generate"
+        try:
+            return inside("probe", probe)(*args, **kwargs)
+        finally:
+            if within:
+                profile.seconds[profile.kind, "probe in generate"] += time.perf_counter() - began
+
+    backend._rating_distribution = located_probe
     backend.render = profile.timed("chat template", backend.render)
     backend._encode = profile.timed("tokenise", backend._encode)
     tokenizer.pad = profile.timed("tokenise", tokenizer.pad)
@@ -165,7 +182,9 @@ def report(profile: Profile, wall: float) -> None:
             continue
         accounted += total
         prefill, decode, probe = s[kind, "prefill"], s[kind, "decode"], s[kind, "probe"]
-        generate_own = s[kind, "generate (all)"] - s[kind, "forward in generate"]
+        generate_own = (
+            s[kind, "generate (all)"] - s[kind, "forward in generate"] - s[kind, "probe in generate"]
+        )
         text = s[kind, "chat template"] + s[kind, "tokenise"] + s[kind, "detokenise"]
         other = total - prefill - decode - generate_own - text - probe
         print(f"{label}: {total:.1f} s ({100 * total / wall:.0f}% of the wall time)")

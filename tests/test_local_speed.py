@@ -290,37 +290,94 @@ def test_prompts_read_one_row_at_a_time_give_what_the_padded_batch_gives(
     assert read_by_row == padded and len(set(padded)) > 4
 
 
-def test_a_batch_decodes_into_a_cache_allocated_once_with_room_for_every_token(
+def test_a_batch_decodes_into_memory_allocated_once_and_reused_by_the_next_batch(
     chat_dir: Path, shared_data: Path
 ) -> None:
     """A cache that grows by concatenation copies all its keys and values at every step (at batch 64
-    and 600-token prompts, more than the step's attention); generation gets one allocated up front,
-    exactly as long as the batch can need, and gives what generate()'s own growing cache gives."""
+    and 600-token prompts, more than the step's attention), and memory taken afresh for every batch
+    costs a page fault per page: each batch's cache is laid out in memory the backend allocated once,
+    as long as the batch can need, written in place, and attended to as far as it is written. The
+    texts are those of a batched read into a cache that grows."""
+    questions = [
+        q for q in load_questions(shared_data / "question.jsonl") if str(q.question_id) in FIRST_OF_EACH
+    ]
+    backend = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=4)).backend
+    conversations = [[{"role": "user", "content": q.turns[0]}] for q in questions]
+    params = [SamplingParams(q.temperature, 16, 0) for q in questions]
+    widths = sorted((len(backend._encode(backend.render(c))) for c in conversations), reverse=True)
+    steps: list[tuple[str, int, int, int, int]] = []  # layer kind, capacity, attended, memory, rows
+    forward = backend.model.forward
+
+    @functools.wraps(forward)
+    def recording_forward(*args: Any, **kwargs: Any) -> Any:
+        cache = kwargs.get(backend._cache_kwarg)
+        rows = kwargs["input_ids"].shape[0]
+        if cache is not None and kwargs["input_ids"].shape[1] == 1 and rows > 1:  # a decoding step
+            layer = cache.layers[0]
+            steps.append((type(layer).__name__, layer.room[0].shape[2], layer.keys.shape[2], 0, rows))
+            out = forward(*args, **kwargs)
+            steps[-1] = (*steps[-1][:3], layer.room[0].data_ptr(), rows)
+            assert layer.keys.shape[2] == steps[-1][2] + 1  # one position written, in place
+            return out
+        return forward(*args, **kwargs)
+
+    backend.model.forward = recording_forward
+    replies = backend.chat(conversations, params)
+    # Two batches of four (longest prompts first): each decodes into room for its longest prompt and
+    # 16 tokens, attending to the positions written so far, in the memory the first batch took.
+    first = [s for s in steps if s[1] == widths[0] - 1 + 16]
+    second = [s for s in steps if s[1] == widths[4] - 1 + 16]
+    assert len(first) + len(second) == len(steps) and first and second
+    assert {s[0] for s in steps} == {"_SlabLayer"}
+    assert [s[2] for s in first] == list(range(widths[0] - 1, widths[0] - 1 + len(first)))
+    assert len({s[3] for s in steps}) == 1  # never reallocated, and reused by the second batch
+    assert any(r.truncated and r.n_tokens == 16 for r in replies)  # the room was used to its end
+    backend.model.forward = forward
+    backend._prefill_rows = lambda prompts, width, room: None  # type: ignore[method-assign]
+    assert [r.text for r in backend.chat(conversations, params)] == [r.text for r in replies]
+
+
+def test_rows_that_end_leave_the_batch_and_the_rest_decode_as_they_would_alone(
+    chat_dir: Path, shared_data: Path
+) -> None:
+    """Once enough rows of a batch have written EOS, they leave it (their keys and values are dropped
+    and the rest moved up) instead of running to the longest row's end; no row's tokens change."""
     questions = [
         q for q in load_questions(shared_data / "question.jsonl") if str(q.question_id) in FIRST_OF_EACH
     ]
     backend = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=8)).backend
     conversations = [[{"role": "user", "content": q.turns[0]}] for q in questions]
-    params = [SamplingParams(q.temperature, 16, 0) for q in questions]
-    width = max(len(backend._encode(backend.render(c))) for c in conversations)
-    generate = backend.model.generate
-    caches: list[tuple[str, int, int]] = []
+    params = [SamplingParams(q.temperature, 24, 0) for q in questions]
+    # The random model never writes its EOS: make EOS a token that some rows write early and some never.
+    backend._eos_ids = set()
+    free = [backend._encode(r.text) for r in backend.chat(conversations, params)]
+    counts: dict[int, int] = {}
+    for tokens in free:
+        for token in set(tokens[1:6]):
+            counts[token] = counts.get(token, 0) + 1
+    stop = next(t for t, n in sorted(counts.items(), key=lambda kv: -kv[1]) if 1 <= n <= 4)
+    backend._eos_ids = {stop}
+    rows_per_step: list[int] = []
+    forward = backend.model.forward
 
-    def recording_generate(*args: Any, **kwargs: Any) -> Any:
-        cache = kwargs[backend._cache_kwarg]
-        layer = cache.layers[0]
-        caches.append((type(cache).__name__, layer.keys.shape[2], layer.keys.data_ptr()))
-        output = generate(*args, **kwargs)
-        assert layer.keys.data_ptr() == caches[-1][2]  # written in place, never reallocated
-        return output
+    @functools.wraps(forward)
+    def recording_forward(*args: Any, **kwargs: Any) -> Any:
+        if kwargs["input_ids"].shape[1] == 1:
+            rows_per_step.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
 
-    backend.model.generate = recording_generate  # type: ignore[method-assign]
-    replies = backend.chat(conversations, params)
-    assert [(kind, length) for kind, length, _ in caches] == [("StaticCache", width - 1 + 16)]
-    assert any(r.truncated and r.n_tokens == 16 for r in replies)  # the room was used to its end
-    backend.model.generate = generate  # type: ignore[method-assign]
-    backend._prefill_rows = lambda prompts, width, room: None  # type: ignore[method-assign]
-    assert [r.text for r in backend.chat(conversations, params)] == [r.text for r in replies]
+    backend.model.forward = recording_forward
+    together = backend.chat(conversations, params)
+    backend.model.forward = forward
+    ended = [r for r in together if not r.truncated]
+    assert 1 <= len(ended) <= 4 and all(r.n_tokens < 24 for r in ended)
+    # The batch shrank as rows ended, and never grew back.
+    assert rows_per_step[0] == 8 and min(rows_per_step) == 8 - len(ended)
+    assert rows_per_step == sorted(rows_per_step, reverse=True)
+    alone = [backend.chat([c], p)[0] for c, p in zip(conversations, params)]
+    assert [(r.text, r.n_tokens, r.finish_reason) for r in together] == [
+        (r.text, r.n_tokens, r.finish_reason) for r in alone
+    ]
 
 
 @pytest.mark.parametrize(
@@ -376,3 +433,31 @@ def test_constrained_scoring_probes_only_the_judgments_without_a_rating(
         assert all(j.scored_by == "constrained" for j in judgments)
         assert worked_out == ["chat"] * 4  # each worked out once, on the prompt's cache, and then served
         assert backend._probed == {}
+
+
+def test_a_generation_config_with_logits_processors_decodes_through_generate(
+    chat_dir: Path, tmp_path: Path
+) -> None:
+    """A model whose generation config asks for a repetition penalty (Qwen2.5's does) gets it: its
+    batches go through generate(), which applies it, and give what generate() gives them alone."""
+    import shutil
+
+    torch = pytest.importorskip("torch")
+    model_dir = tmp_path / "penalised"
+    shutil.copytree(chat_dir, model_dir)
+    config_file = model_dir / "generation_config.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    config_file.write_text(json.dumps({**config, "repetition_penalty": 1.8}))
+    conversations = [[{"role": "user", "content": f"Question {i}: " + "why " * (3 * i)}] for i in range(1, 5)]
+    plain = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=4)).backend
+    penalised = LazyBackend(f"hf/{model_dir}", BackendOptions(batch_size=4)).backend
+    assert plain._config_processors == [] and penalised._config_processors == ["repetition_penalty"]
+    replies = [r.text for r in penalised.chat(conversations, SamplingParams(0.0, 12))]
+    assert replies != [r.text for r in plain.chat(conversations, SamplingParams(0.0, 12))]
+    for conversation, reply in zip(conversations, replies):
+        ids = torch.tensor([penalised._encode(penalised.render(conversation))])
+        with torch.inference_mode():
+            out = penalised.model.generate(input_ids=ids, do_sample=False, max_new_tokens=12)
+        tokens = out[0, ids.shape[1] :].tolist()
+        n_tokens, _ = penalised._count_generated(tokens)
+        assert penalised.tokenizer.decode(tokens[:n_tokens], skip_special_tokens=True).strip() == reply

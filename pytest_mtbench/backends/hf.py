@@ -1,6 +1,6 @@
 """Local transformers models: a model directory, a `.gguf` file, or the `smollm2` alias.
 
-Runs conversations as left-padded, length-sorted batches through `model.generate`, and can read a
+Runs conversations as left-padded, length-sorted batches (HFBackend._decode), and can read a
 judge's own probabilities over the ratings 1..10 (RatingProber). torch and transformers are imported
 only in `create`, so importing this module is cheap.
 
@@ -298,6 +298,12 @@ class HFBackend:
         self._probed: dict[str, dict[int, float]] = {}
         # The keys and values of prompt openings read before (see _prefill), on the model's device.
         self._openings = _Openings(_OPENING_BYTES)
+        # Per layer, the shape of the model's keys and values (see _kv_layout), and the memory every
+        # batch's cache is laid out in (see _slab).
+        self._layout = self._kv_layout()
+        self._pool: Any = None
+        # Logits processors the model's generation config asks generate() for (see _generate).
+        self._config_processors = _config_processors(self.model.generation_config)
         # Whether rating probes run their ten continuations as one row (see _tail_scores_tree); None until
         # the first probe has checked it against ten rows.
         self._tree_probes: bool | None = None
@@ -400,101 +406,239 @@ class HFBackend:
         order = sorted(fits, key=lambda i: -len(encoded[i]))
         batch_size = max(1, self._options.batch_size)
         max_new_tokens = rows[0].max_new_tokens if rows else 0
-        gen_kwargs: dict[str, Any] = {"pad_token_id": self.tokenizer.pad_token_id}
-        # Sampling happens in RowSampler (one generator per row); generate itself then only takes the one
-        # token the sampler left, so it runs greedy either way.
-        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
-                batch = self.tokenizer.pad(
-                    {"input_ids": [encoded[i] for i in indices]}, padding=True, return_tensors="pt"
-                )
+                prompts = [encoded[i] for i in indices]
+                width = max(len(ids) for ids in prompts)
                 limit = max_new_tokens
                 if self.context_window is not None:  # what the window leaves after the longest prompt
-                    limit = min(limit, self.context_window - max(len(encoded[i]) for i in indices))
-                extra: dict[str, Any] = {}
-                batch_params = [rows[i] for i in indices]
-                if not all(p.greedy for p in batch_params):
-                    extra["logits_processor"] = [self._row_sampler(batch_params)]
-                width = batch["input_ids"].shape[1]
-                prefilled = self._prefill_rows([encoded[i] for i in indices], width, limit)
-                if prefilled is not None:
-                    extra[self._cache_kwarg] = prefilled
-                    if type(prefilled).__name__ == "StaticCache":
-                        # generate() would compile the model for a static cache on a GPU: another model.
-                        extra["disable_compile"] = True
-                output = self.model.generate(
-                    input_ids=batch["input_ids"].to(self.device),
-                    attention_mask=batch["attention_mask"].to(self.device),
-                    **{**gen_kwargs, "max_new_tokens": limit},
-                    **extra,
-                    return_dict_in_generate=probe_cue is not None,
-                )
-                sequences = output.sequences if probe_cue is not None else output
-                new_tokens = sequences[:, width:].tolist()
-                texts: list[str] = []
-                counts: list[int] = []
-                for index, tokens in zip(indices, new_tokens):
-                    n_tokens, ended = self._count_generated(tokens)
-                    counts.append(n_tokens)
-                    text = self.tokenizer.decode(tokens[:n_tokens], skip_special_tokens=True)
-                    cut_off = not ended and n_tokens >= limit
-                    results[index] = Completion(
-                        text=text.strip(),
-                        n_tokens=n_tokens,
-                        finish_reason=FINISH_LENGTH if cut_off else FINISH_STOP,
-                        truncated=cut_off,
-                        prompt_tokens=len(encoded[index]),
-                    )
-                    texts.append(text.strip())
-                if probe_cue is not None:
-                    cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
-                    # The cache holds every generated token but the last (never fed back).
+                    limit = min(limit, self.context_window - width)
+
+                def leave(
+                    rows_leaving: list[tuple[int, int]],
+                    tokens: list[list[int]],
+                    cache: Any,
+                    indices: list[int] = indices,
+                    width: int = width,
+                    limit: int = limit,
+                ) -> None:
+                    """Completions of the batch rows leaving generation, (batch row, cache row) each, and
+                    their rating distributions while their keys and values are still in `cache`."""
+                    # The cache holds each row's prompt and every generated token but the last.
                     fed = int(cache.get_seq_length()) - width if cache is not None else 0
-                    for row, (index, text) in enumerate(zip(indices, texts)):
-                        if probe_if is not None and not probe_if(index, text):
+                    for row, cache_row in rows_leaving:
+                        index = indices[row]
+                        n_tokens, ended = self._count_generated(tokens[row])
+                        text = self.tokenizer.decode(tokens[row][:n_tokens], skip_special_tokens=True).strip()
+                        cut_off = not ended and n_tokens >= limit
+                        results[index] = Completion(
+                            text=text,
+                            n_tokens=n_tokens,
+                            finish_reason=FINISH_LENGTH if cut_off else FINISH_STOP,
+                            truncated=cut_off,
+                            prompt_tokens=len(encoded[index]),
+                        )
+                        if probe_cue is None or (probe_if is not None and not probe_if(index, text)):
                             continue
                         context = rendered[index] + text + probe_cue
-                        begin = width - len(encoded[index])
                         # This row's tokens so far (its prompt, then its reply) and their KV cache.
-                        known = encoded[index] + new_tokens[row][: min(counts[row], fed)]
-                        cut = functools.partial(_row_cache, cache, row, begin)
+                        known = encoded[index] + tokens[row][: min(n_tokens, fed)]
+                        begin = width - len(encoded[index])
+                        cut = functools.partial(_row_cache, cache, cache_row, begin)
                         self._probed[context] = self._rating_distribution(context, (cut, known))
+
+                cache = self._prefill_rows(prompts, width, limit)
+                sampler = self._row_sampler([rows[i] for i in indices])
+                decode = self._generate if self._config_processors else self._decode
+                decode(prompts, width, limit, cache, sampler, leave)
                 if on_result is not None:
                     for index in indices:
                         on_result(index, results[index])
         return [r for r in results if r is not None]
 
+    def _decode(
+        self,
+        prompts: list[list[int]],
+        width: int,
+        limit: int,
+        cache: Any,
+        sampler: Callable[[Any, list[int]], Any],
+        leave: Callable[[list[tuple[int, int]], list[list[int]], Any], None],
+    ) -> None:
+        """Up to `limit` new tokens for each of `prompts` (a batch `width` tokens wide, left-padded),
+        one forward pass a step, from `cache` (_prefill_rows': every prompt but its last token) or, when
+        that is None, from a batched read of the whole prompts.
+
+        A row ends at EOS. Rows that ended leave the batch as soon as that saves more than it costs (the
+        remaining rows' keys and values are moved up in place): at batch 64, a tenth of the row-steps went
+        to rows that had ended while a longer one went on. `leave(rows, tokens, cache)` hears of each row
+        (batch row, row in `cache`) just before it leaves, and of all that remain at the end. Each row's
+        numbers are its own: rows never attend to each other, and `sampler(scores, batch rows)` draws
+        each sampled row's token from that row's own generator."""
+        torch = self._torch
+        pad = self.tokenizer.pad_token_id
+        count = len(prompts)
+        live = list(range(count))  # the batch row of each row of the cache
+        tokens: list[list[int]] = [[] for _ in range(count)]
+        ended = [False] * count
+        mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device
+        )
+        if cache is None:
+            feed = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.device)
+            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+            past: dict[str, Any] = {}
+        else:
+            feed = torch.tensor([[ids[-1]] for ids in prompts], device=self.device)
+            positions = torch.tensor([[len(ids) - 1] for ids in prompts], device=self.device)
+            past = {self._cache_kwarg: cache}
+        for step in range(limit):
+            out = self.model(
+                input_ids=feed,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **past,
+                **self._last_logits,
+            )
+            cache = getattr(out, "cache", None) or out.past_key_values
+            past = {self._cache_kwarg: cache}
+            chosen = sampler(out.logits[:, -1, :].float(), live).tolist()
+            for token, row in zip(chosen, live):
+                if not ended[row]:
+                    tokens[row].append(token)
+                    ended[row] = token in self._eos_ids
+            going = [i for i, row in enumerate(live) if not ended[row]]
+            if not going or step == limit - 1:
+                break
+            done = len(live) - len(going)
+            # Moving a row up costs about what a step costs it; an ended row costs a step per step left.
+            layers = _slab_layers(cache)
+            if done and layers and done * (limit - step - 1) > 2 * len(going):
+                leave([(row, i) for i, row in enumerate(live) if ended[row]], tokens, cache)
+                for layer in layers:
+                    layer.keep(going)
+                live, chosen = [live[i] for i in going], [chosen[i] for i in going]
+                keep = torch.tensor(going, device=self.device)
+                mask, positions = mask[keep], positions[keep]
+            # Rows that ended read padding until they leave, as generate() has them do.
+            feed = torch.tensor(
+                [[pad if ended[row] else token] for token, row in zip(chosen, live)], device=self.device
+            )
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+            positions = positions[:, -1:] + 1
+        leave([(row, i) for i, row in enumerate(live)], tokens, cache)
+
+    def _generate(
+        self,
+        prompts: list[list[int]],
+        width: int,
+        limit: int,
+        cache: Any,
+        sampler: Callable[[Any, list[int]], Any],
+        leave: Callable[[list[tuple[int, int]], list[list[int]], Any], None],
+    ) -> None:
+        """_decode through generate() itself, for a model whose generation config asks for logits
+        processors (a repetition penalty, say: see _config_processors), which generate() applies before
+        `sampler` picks each token. Every row stays to the end."""
+        from transformers import LogitsProcessor
+
+        torch = self._torch
+        pad = self.tokenizer.pad_token_id
+        everyone = list(range(len(prompts)))
+
+        class Pick(LogitsProcessor):
+            def __call__(self, input_ids: Any, scores: Any) -> Any:
+                # All but the picked token is ruled out, so generate's greedy step takes that token.
+                picked = torch.full_like(scores, -math.inf)
+                picked[torch.arange(len(everyone), device=scores.device), sampler(scores, everyone)] = 0.0
+                return picked
+
+        output = self.model.generate(
+            input_ids=torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.device),
+            attention_mask=torch.tensor(
+                [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device
+            ),
+            logits_processor=[Pick()],
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=pad,
+            max_new_tokens=limit,
+            return_dict_in_generate=True,
+            **({self._cache_kwarg: cache} if cache is not None else {}),
+        )
+        cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+        leave([(row, row) for row in everyone], output.sequences[:, width:].tolist(), cache)
+
+    def _kv_layout(self) -> list[tuple[int, int, int]] | None:
+        """Per layer, (heads, key size, value size) of the model's keys and values, from one token; None
+        for a model whose cache layers are not all full attention by position (sliding windows, linear
+        attention) or keep another dtype than its weights, or a transformers release before cache
+        layers: _prefill_rows then leaves its batches to a batched read."""
+        torch = self._torch
+        if _slab_layer_class() is None:
+            return None
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([[0]], device=self.device), use_cache=True)
+        layers = _position_layers(getattr(out, "cache", None) or out.past_key_values)
+        if layers is None or any(layer.keys.dtype != self.model.dtype for layer in layers):
+            return None
+        return [(layer.keys.shape[1], layer.keys.shape[-1], layer.values.shape[-1]) for layer in layers]
+
+    def _slab(self, rows: int, capacity: int) -> list[tuple[Any, Any]]:
+        """Per layer, key and value tensors (rows, heads, capacity, size) for a batch, laid out in memory
+        this backend allocated once and reuses for every batch (grown when a batch needs more): memory
+        taken afresh costs a page fault per page when first written, and a batch-64 cache allocated per
+        batch measured 0.2 s a layer here, more than the writes themselves."""
+        torch = self._torch
+        shapes = [
+            (rows, heads, capacity, size) for heads, keys, values in self._layout for size in (keys, values)
+        ]
+        align = 16  # elements: every tensor starts 64 bytes aligned, as torch allocates them
+        spans = [-(-math.prod(shape) // align) * align for shape in shapes]
+        if self._pool is None or self._pool.numel() < sum(spans):
+            self._pool = None  # released before the larger one is taken
+            self._pool = torch.empty(sum(spans), dtype=self.model.dtype, device=self.device)
+        tensors, offset = [], 0
+        for shape, span in zip(shapes, spans):
+            tensors.append(self._pool[offset : offset + math.prod(shape)].view(shape))
+            offset += span
+        return list(zip(tensors[::2], tensors[1::2]))
+
     def _prefill_rows(self, prompts: list[list[int]], width: int, room: int) -> Any:
         """The KV cache of a left-padded batch of prompts, all but each prompt's last token, read one
         row at a time: no forward pass over padding (a batch of long prompts of mixed lengths is mostly
-        padding) and no attention matrix over the whole batch at once. generate() then starts from it
-        with each row's last token; the numbers are those of a batched prefill, to float rounding. None
-        (generate prefills as usual) for a prompt of one token or a cache kind this cannot assemble.
-
-        The cache has room for `room` more tokens, allocated once (see _decode_cache)."""
-        torch = self._torch
-        if min(len(ids) for ids in prompts) < 2:
+        padding) and no attention matrix over the whole batch at once. Each row is read straight into
+        its place in the batch's cache (see _slab), which has room for `room` more tokens; decoding
+        writes them in place and attends to the positions written so far only. The numbers are those of
+        a batched read, to float rounding. None (decoding then reads the batch itself) for a prompt of
+        one token or a model whose cache this cannot lay out."""
+        if min(len(ids) for ids in prompts) < 2 or self._layout is None:
             return None
-        rows = []
-        for ids in prompts:
-            layers = self._prefill(ids[:-1])
-            if layers is None:
-                return None
-            rows.append(layers)
-        pad = torch.nn.functional.pad
-        merged = []
-        for depth in range(len(rows[0])):
-            # Left padding on the sequence axis (batch, heads, sequence, head_dim), as the batch has it.
-            keys = [pad(row[depth][0], (0, 0, width - len(ids), 0)) for row, ids in zip(rows, prompts)]
-            values = [pad(row[depth][1], (0, 0, width - len(ids), 0)) for row, ids in zip(rows, prompts)]
-            merged.append((torch.cat(keys), torch.cat(values)))
-        return self._decode_cache(merged, room)
+        from transformers import DynamicCache
 
-    def _prefill(self, ids: list[int]) -> list[tuple[Any, Any]] | None:
-        """Keys and values, per layer, of `ids` read as the start of a prompt; None for a cache kind
-        whose layers cannot be cut by position.
+        slab_layer = _slab_layer_class()
+        storage = self._slab(len(prompts), width - 1 + room)
+        for row, ids in enumerate(prompts):
+            begin = width - len(ids)
+            for keys, values in storage:  # padding, masked out: zeros, never what a last batch left
+                keys[row, :, :begin].zero_()
+                values[row, :, :begin].zero_()
+            reading = DynamicCache()
+            reading.layers = [
+                slab_layer(keys[row : row + 1, :, begin:], values[row : row + 1, :, begin:], 0)
+                for keys, values in storage
+            ]
+            self._prefill(ids[:-1], reading)
+        cache = DynamicCache()
+        cache.layers = [slab_layer(keys, values, width - 1) for keys, values in storage]
+        return cache
+
+    def _prefill(self, ids: list[int], cache: Any) -> None:
+        """Reads `ids` as the start of a prompt into `cache` (an empty one-row cache of slab layers).
 
         A prompt longer than _OPENING tokens is read in two passes, its first _OPENING tokens, then the
         rest on their cache. The opening's keys and values are kept (self._openings) and serve every
@@ -504,62 +648,36 @@ class HFBackend:
         same two passes whether its opening was kept or not, so its numbers never depend on what was read
         before it, in its batch or any other."""
         if len(ids) <= _OPENING:
-            return self._read(ids, [])
+            self._read(ids, cache)
+            return
         key = tuple(ids[:_OPENING])
         opening = self._openings.get(key)
         if opening is None:
-            read = self._read(ids[:_OPENING], [])
-            if read is None:
-                return None
-            # Memory of its own, as a kept opening has: the rest reads the same numbers either way.
-            opening = [(keys.clone(), values.clone()) for keys, values in read]
-            self._openings.put(key, opening)
-        return self._read(ids[_OPENING:], opening)
+            self._read(ids[:_OPENING], cache)
+            self._openings.put(key, [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers])
+        else:
+            for layer, (keys, values) in zip(cache.layers, opening):
+                layer.update(keys, values)
+        self._read(ids[_OPENING:], cache)
 
-    def _read(self, ids: list[int], past: list[tuple[Any, Any]]) -> list[tuple[Any, Any]] | None:
-        """Per layer, the keys and values of `past` (per layer, of the positions before) then `ids`."""
-        from transformers import DynamicCache
-
+    def _read(self, ids: list[int], cache: Any) -> None:
+        """Adds the keys and values of `ids` (positions after those in `cache`) to `cache`."""
         torch = self._torch
-        cache = {self._cache_kwarg: DynamicCache(ddp_cache_data=past)} if past else {}
-        out = self.model(
-            input_ids=torch.tensor([ids], device=self.device), use_cache=True, **cache, **self._last_logits
+        self.model(
+            input_ids=torch.tensor([ids], device=self.device),
+            use_cache=True,
+            **{self._cache_kwarg: cache},
+            **self._last_logits,
         )
-        layers = _position_layers(getattr(out, "cache", None) or out.past_key_values)
-        return None if layers is None else [(layer.keys, layer.values) for layer in layers]
 
-    def _decode_cache(self, merged: list[tuple[Any, Any]], room: int) -> Any:
-        """A cache holding `merged` (keys, values per layer) with room for `room` more positions.
-
-        Allocated once for the whole generation (transformers' StaticCache): a DynamicCache grows by
-        concatenation, copying every layer's keys and values at every decoding step, which at batch 64
-        and 600-token prompts costs more than the step's own attention. The static cache's rows attend
-        over its whole length with the rest masked, so the numbers are the same to float rounding. A
-        DynamicCache still, with a transformers release whose static cache has another interface."""
-        from transformers import DynamicCache
-
-        try:
-            from transformers import StaticCache
-            from transformers.cache_utils import StaticLayer
-        except ImportError:  # transformers before 5.0
-            return DynamicCache(ddp_cache_data=merged)
-        length = merged[0][0].shape[2]
-        cache = StaticCache(config=self.model.config, max_cache_len=length + room)
-        if len(cache.layers) != len(merged) or any(type(layer) is not StaticLayer for layer in cache.layers):
-            return DynamicCache(ddp_cache_data=merged)  # sliding-window or mixed layers: not assembled here
-        for layer, (keys, values) in zip(cache.layers, merged):
-            layer.update(keys, values)
-        return cache
-
-    def _row_sampler(self, rows: list[SamplingParams]) -> Any:
-        """A logits processor that samples each sampled row with the warpers `generate(do_sample=True)`
-        would use (its temperature, then the model's top_k / top_p / min_p) from that row's own
-        generator, seeded with its seed: a question's draws never depend on the batch it is in, and a
-        question alone in its batch draws exactly what `torch.manual_seed(seed)` +
-        `generate(do_sample=True)` drew. Greedy rows keep their scores, so generate's greedy step takes
-        their argmax, as it does in a batch with no sampler."""
+    def _row_sampler(self, rows: list[SamplingParams]) -> Callable[[Any, list[int]], Any]:
+        """`sampler(scores, batch rows)`: the next token of each row of `scores` (the last position's
+        logits, in float32), the row of `rows` each stands for given by `batch rows`. Greedy rows take the
+        argmax. Each sampled row is warped as `generate(do_sample=True)` would warp it (its temperature,
+        then the model's top_k / top_p / min_p) and draws from its own generator, seeded with its seed: a
+        question's draws never depend on the batch it is in, and a question alone in its batch draws
+        exactly what `torch.manual_seed(seed)` + `generate(do_sample=True)` drew."""
         from transformers import (
-            LogitsProcessor,
             MinPLogitsWarper,
             TemperatureLogitsWarper,
             TopKLogitsWarper,
@@ -577,42 +695,37 @@ class HFBackend:
             warpers.append(TopPLogitsWarper(top_p=config.top_p, min_tokens_to_keep=1))
         if config.min_p is not None:
             warpers.append(MinPLogitsWarper(min_p=config.min_p, min_tokens_to_keep=1))
-        # Sampled rows by temperature (each group is warped as one sub-batch; every warper works per row).
-        groups: dict[float, list[int]] = {}
-        for row, p in enumerate(rows):
-            if not p.greedy:
-                groups.setdefault(p.temperature, []).append(row)
         # The default generator lives on the CPU; on a GPU each row gets a CUDA generator instead.
         rngs = {
-            row: torch.Generator(device=self.device).manual_seed(rows[row].seed)
-            for members in groups.values()
-            for row in members
+            row: torch.Generator(device=self.device).manual_seed(p.seed)
+            for row, p in enumerate(rows)
+            if not p.greedy
         }
-        temperature = {t: TemperatureLogitsWarper(t) for t in groups if t != 1.0}
+        temperature = {p.temperature: TemperatureLogitsWarper(p.temperature) for p in rows if not p.greedy}
 
-        class RowSampler(LogitsProcessor):
-            def __call__(self, input_ids: Any, scores: Any) -> Any:
-                out = scores.clone()
-                for t, members in groups.items():
-                    index = torch.tensor(members, device=scores.device)
-                    ids, sub = input_ids[index], scores[index]
-                    for warper in [temperature[t]] if t in temperature else []:
-                        sub = warper(ids, sub)
-                    for warper in warpers:
-                        sub = warper(ids, sub)
-                    probs = torch.softmax(sub, dim=-1)
-                    draws = [
-                        torch.multinomial(probs[i : i + 1], 1, generator=rngs[row])
-                        for i, row in enumerate(members)
-                    ]
-                    chosen = torch.cat(draws)[:, 0]
-                    # All but the drawn token is ruled out, so generate's greedy step takes that token.
-                    picked = torch.full_like(sub, -math.inf)
-                    picked[torch.arange(len(members), device=scores.device), chosen] = 0.0
-                    out[index] = picked
-                return out
+        def sampler(scores: Any, present: list[int]) -> Any:
+            chosen = scores.argmax(-1)
+            # Sampled rows by temperature (each group is warped as one sub-batch; every warper works per row).
+            groups: dict[float, list[int]] = {}
+            for i, row in enumerate(present):
+                if row in rngs:
+                    groups.setdefault(rows[row].temperature, []).append(i)
+            for t, members in groups.items():
+                index = torch.tensor(members, device=scores.device)
+                sub = scores[index]
+                for warper in [temperature[t]] if t != 1.0 else []:
+                    sub = warper(None, sub)
+                for warper in warpers:
+                    sub = warper(None, sub)
+                probs = torch.softmax(sub, dim=-1)
+                draws = [
+                    torch.multinomial(probs[j : j + 1], 1, generator=rngs[present[i]])
+                    for j, i in enumerate(members)
+                ]
+                chosen[index] = torch.cat(draws)[:, 0]
+            return chosen
 
-        return RowSampler()
+        return sampler
 
     def _count_generated(self, tokens: list[int]) -> tuple[int, bool]:
         """(tokens up to and including the first EOS, whether there was one); the rest is padding."""
@@ -749,8 +862,9 @@ class HFBackend:
         ]
 
     def close(self) -> None:
-        """Drop the model so its memory can be reclaimed."""
+        """Drop the model and its batches' cache memory so they can be reclaimed."""
         self.model = None
+        self._pool = None
         import gc
 
         gc.collect()
@@ -792,18 +906,103 @@ class _Openings:
         return len(self._entries)
 
 
-# Cache kinds whose every layer holds (batch, heads, position, head_dim) keys and values from position 0
-# (full attention everywhere), by the kind of their layers: a plain DynamicCache, or _decode_cache's.
-_POSITION_CACHES = {"DynamicCache": "DynamicLayer", "StaticCache": "StaticLayer"}
+# Generation config settings for which generate() adds a logits processor in greedy decoding, with the
+# value that means "none" (None means none for every one of them too).
+_CONFIG_PROCESSORS = {
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "bad_words_ids": None,
+    "sequence_bias": None,
+    "min_length": 0,
+    "min_new_tokens": 0,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "exponential_decay_length_penalty": None,
+    "remove_invalid_values": False,
+    "guidance_scale": 1.0,
+}
+
+
+def _config_processors(config: Any) -> list[str]:
+    """The settings of a generation config for which generate() would process logits before a token
+    is picked (HFBackend._decode applies none of them; HFBackend._generate leaves them to generate())."""
+    return [
+        name
+        for name, none in _CONFIG_PROCESSORS.items()
+        if getattr(config, name, None) not in (None, none, [], {})
+    ]
+
+
+# The kinds of cache layer that hold (batch, heads, position, head_dim) keys and values from position 0
+# (full attention): a plain DynamicCache's, and _prefill_rows' (see _slab_layer_class).
+_POSITION_LAYERS = ("DynamicLayer", "_SlabLayer")
 
 
 def _position_layers(cache: Any) -> list[Any] | None:
-    """The layers of a cache of one of _POSITION_CACHES' kinds, else None."""
-    layer_kind = _POSITION_CACHES.get(type(cache).__name__)
+    """The layers of a DynamicCache whose every layer is of one of _POSITION_LAYERS' kinds, else None."""
     layers = getattr(cache, "layers", None)
-    if layer_kind is None or not layers or any(type(layer).__name__ != layer_kind for layer in layers):
+    if type(cache).__name__ != "DynamicCache" or not layers:
+        return None
+    if any(type(layer).__name__ not in _POSITION_LAYERS for layer in layers):
         return None
     return list(layers)
+
+
+def _slab_layers(cache: Any) -> list[Any] | None:
+    """The layers of a cache _prefill_rows assembled (rows can leave it), else None."""
+    layers = _position_layers(cache)
+    return layers if layers and all(type(layer).__name__ == "_SlabLayer" for layer in layers) else None
+
+
+@functools.cache
+def _slab_layer_class() -> type | None:
+    """transformers' DynamicLayer, over memory allocated up front; None before transformers 5 (whose
+    caches have no layer objects)."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+
+    class _SlabLayer(DynamicLayer):  # type: ignore[misc, valid-type]
+        """Keys and values that are the first `length` positions of tensors allocated up front (rows,
+        heads, capacity, size). An update writes in place, where a DynamicLayer concatenates (copying
+        the whole layer at every decoding step), and attention reads the positions written so far
+        only, where a static cache's rows attend to its whole capacity with the rest masked."""
+
+        def __init__(self, keys: Any, values: Any, length: int) -> None:
+            super().__init__()
+            self.room = (keys, values)
+            self.dtype, self.device = keys.dtype, keys.device
+            self.is_initialized = True
+            self._fill(length)
+
+        def _fill(self, length: int) -> None:
+            self.keys = self.room[0][:, :, :length]
+            self.values = self.room[1][:, :, :length]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            start = self.keys.shape[-2]
+            end = start + key_states.shape[-2]
+            if end > self.room[0].shape[-2]:
+                raise ValueError(f"{end} positions in a cache allocated for {self.room[0].shape[-2]}")
+            self.room[0][:, :, start:end].copy_(key_states)
+            self.room[1][:, :, start:end].copy_(value_states)
+            self._fill(end)
+            return self.keys, self.values
+
+        def keep(self, rows: list[int]) -> None:
+            """Only `rows` (ascending) stay, moved up in place to be the first len(rows) rows."""
+            length = self.keys.shape[-2]
+            for room in self.room:
+                for target, source in enumerate(rows):
+                    if target != source:
+                        room[target, :, :length].copy_(room[source, :, :length])
+            self.room = (self.room[0][: len(rows)], self.room[1][: len(rows)])
+            self._fill(length)
+
+    return _SlabLayer
 
 
 def _row_cache(cache: Any, row: int, begin: int, length: int) -> Any:
