@@ -482,11 +482,9 @@ class HFBackend:
         live = list(range(count))  # the batch row of each row of the cache
         tokens: list[list[int]] = [[] for _ in range(count)]
         ended = [False] * count
-        mask = torch.tensor(
-            [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device
-        )
+        padded, mask = self._left_padded(prompts, width)
         if cache is None:
-            feed = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.device)
+            feed = padded
             positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
             past: dict[str, Any] = {}
         else:
@@ -555,11 +553,10 @@ class HFBackend:
                 picked[torch.arange(len(everyone), device=scores.device), sampler(scores, everyone)] = 0.0
                 return picked
 
+        padded, mask = self._left_padded(prompts, width)
         output = self.model.generate(
-            input_ids=torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.device),
-            attention_mask=torch.tensor(
-                [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device
-            ),
+            input_ids=padded,
+            attention_mask=mask,
             logits_processor=[Pick()],
             do_sample=False,
             temperature=None,
@@ -572,6 +569,14 @@ class HFBackend:
         )
         cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
         leave([(row, row) for row in everyone], output.sequences[:, width:].tolist(), cache)
+
+    def _left_padded(self, prompts: list[list[int]], width: int) -> tuple[Any, Any]:
+        """The batch's token ids, left-padded to `width`, and its attention mask (0 on the padding)."""
+        torch = self._torch
+        pad = self.tokenizer.pad_token_id
+        ids = [[pad] * (width - len(prompt)) + prompt for prompt in prompts]
+        mask = [[0] * (width - len(prompt)) + [1] * len(prompt) for prompt in prompts]
+        return torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device)
 
     def _kv_layout(self) -> list[tuple[int, int, int]] | None:
         """Per layer, (heads, key size, value size) of the model's keys and values, from one token; None
