@@ -491,6 +491,8 @@ class HFBackend:
             feed = torch.tensor([[ids[-1]] for ids in prompts], device=self.device)
             positions = torch.tensor([[len(ids) - 1] for ids in prompts], device=self.device)
             past = {self._cache_kwarg: cache}
+        # Rows can leave only a cache _prefill_rows laid out; the model keeps extending that same cache.
+        layers = _slab_layers(cache)
         for step in range(limit):
             out = self.model(
                 input_ids=feed,
@@ -512,7 +514,6 @@ class HFBackend:
                 break
             done = len(live) - len(going)
             # Moving a row up costs about what a step costs it; an ended row costs a step per step left.
-            layers = _slab_layers(cache)
             if done and layers and done * (limit - step - 1) > 2 * len(going):
                 leave([(row, i) for i, row in enumerate(live) if ended[row]], tokens, cache)
                 for layer in layers:
