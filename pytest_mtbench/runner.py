@@ -167,6 +167,7 @@ class Job:
     seconds: float = 0.0  # this job's share of the backend call's wall time
     missing: str | None = None  # why there is no value (offline cache miss, context overflow)
     params: SamplingParams | None = None  # how an answer is sampled (part of `material`)
+    continued: bool = False  # an answer whose conversation goes on to another turn
 
 
 # How a backend computes the values of jobs the cache did not have: (backend, jobs, store(index, value)).
@@ -264,10 +265,12 @@ def chat_compute(
     params: SamplingParams | None,
     probe_cue: str | None = None,
     probe_if: Callable[[Job, str], bool] | None = None,
+    follow_up: Callable[[Job], bool] | None = None,
 ) -> Compute:
     """Complete conversations with a ChatBackend, storing each completion as it arrives. With `params`
     None, each job is sampled with its own `job.params` (a backend with the mixed_sampling capability).
-    `probe_cue` and `probe_if(job, text)` go to a backend with rating probes (see HFBackend.chat)."""
+    `probe_cue` and `probe_if(job, text)` go to a backend with rating probes, `follow_up(job)` to one
+    with follow_ups (see HFBackend.chat)."""
 
     def compute(model: Any, jobs: list[Job], store: Callable[[int, dict[str, Any]], None]) -> None:
         sampling = params if params is not None else [job.params for job in jobs]
@@ -276,6 +279,8 @@ def chat_compute(
             extra["probe_cue"] = probe_cue
             if probe_if is not None:
                 extra["probe_if"] = lambda index, text: probe_if(jobs[index], text)
+        if follow_up is not None:
+            extra["follow_up"] = lambda index: follow_up(jobs[index])
         completions = model.chat(
             [job.messages for job in jobs], sampling, on_result=lambda i, c: store(i, c.as_value()), **extra
         )
@@ -442,6 +447,8 @@ class BenchmarkRunner:
         conversations: dict[int, list[Message]] = {q.question_id: [] for q in questions}
         progress = ("generating", [0], sum(len(q.turns) for q in questions))
         mixed = self.model.capabilities.mixed_sampling
+        # A backend with follow_ups starts each turn 2 from what it read and wrote for turn 1.
+        follow_up = (lambda job: job.continued) if self.model.capabilities.follow_ups else None
         for turn in range(max((len(q.turns) for q in questions), default=0)):
             batches: dict[tuple[str, SamplingParams | None], list[tuple[Question, Job]]] = {}
             for q in questions:
@@ -450,13 +457,24 @@ class BenchmarkRunner:
                 messages = [*conversations[q.question_id], {"role": "user", "content": q.turns[turn]}]
                 params = self.sampling_for(q)
                 material = self.answer_material(messages, params)
-                job = Job(content_key(ANSWER_KIND, material), material, messages, params=params)
+                job = Job(
+                    content_key(ANSWER_KIND, material),
+                    material,
+                    messages,
+                    params=params,
+                    continued=turn + 1 < len(q.turns),
+                )
                 unit = (self.model.batch_unit(q.category), None if mixed else params)
                 batches.setdefault(unit, []).append((q, job))
 
             def resolve(params: SamplingParams | None, jobs: list[Job]) -> None:
                 self.completer.resolve(
-                    ANSWER_KIND, jobs, self.model, self.generation, chat_compute(params), progress
+                    ANSWER_KIND,
+                    jobs,
+                    self.model,
+                    self.generation,
+                    chat_compute(params, follow_up=follow_up),
+                    progress,
                 )
 
             tasks = [

@@ -33,9 +33,9 @@ def _answers(model: Path, shared_data: Path, batch_size: int) -> tuple[dict[int,
     calls: list[set[str]] = []
     chat = backend.backend.chat
 
-    def recording_chat(conversations: list[Any], params: Any, on_result: Any = None) -> Any:
+    def recording_chat(conversations: list[Any], params: Any, on_result: Any = None, **extra: Any) -> Any:
         calls.append({category_of[c[0]["content"]] for c in conversations})
-        return chat(conversations, params, on_result)
+        return chat(conversations, params, on_result, **extra)
 
     backend.backend.chat = recording_chat  # type: ignore[method-assign]
     runner = BenchmarkRunner(backend, backend, None, ResultCache(None), RunSettings(max_new_tokens=10))  # type: ignore[arg-type]
@@ -461,3 +461,110 @@ def test_a_generation_config_with_logits_processors_decodes_through_generate(
         tokens = out[0, ids.shape[1] :].tolist()
         n_tokens, _ = penalised._count_generated(tokens)
         assert penalised.tokenizer.decode(tokens[:n_tokens], skip_special_tokens=True).strip() == reply
+
+
+def _two_turns(questions: list[Any], replies: list[Any]) -> list[list[dict[str, str]]]:
+    return [
+        [
+            {"role": "user", "content": q.turns[0]},
+            {"role": "assistant", "content": reply.text},
+            {"role": "user", "content": q.turns[1]},
+        ]
+        for q, reply in zip(questions, replies)
+    ]
+
+
+@pytest.mark.parametrize("model", ["judge", "chat"])
+def test_turn_two_is_read_from_where_turn_one_ended_and_decodes_as_reading_it_all_would(
+    model: str, judge_dir: Path, chat_dir: Path, shared_data: Path
+) -> None:
+    """A conversation that chat() is told will go on keeps its prompt's and reply's keys and values;
+    the next turn's prompt is then read from where they end. Its greedy and sampled replies are those
+    of a backend that reads the whole prompt.
+
+    The trained judge writes text ("Rating: [[7]]") that tokenises again as it was written, so all of
+    its reply is reused; the random chat model writes bytes that do not (so only its prompt and the
+    reply's first tokens are), and replies that differ from row to row."""
+    questions = [
+        q for q in load_questions(shared_data / "question.jsonl") if str(q.question_id) in FIRST_OF_EACH
+    ]
+    params = [SamplingParams(q.temperature, 12, 0) for q in questions]
+    first = [[{"role": "user", "content": q.turns[0]}] for q in questions]
+    path = judge_dir if model == "judge" else chat_dir
+    warm = LazyBackend(f"hf/{path}", BackendOptions(batch_size=16)).backend
+    kept = [i for i in range(len(questions)) if i % 4 != 3]  # two conversations are not said to go on
+    replies = warm.chat(first, params, follow_up=lambda index: index in kept)
+    assert len(warm._follow_ups) == len(kept)
+    second = _two_turns(questions, replies)
+    turn_one = [len(warm._encode(warm.render(c))) for c in first]
+    turn_two = [len(warm._encode(warm.render(c))) for c in second]
+    passes = _recording_passes(warm)
+    continued = warm.chat(second, params)
+    reading = passes[: next(i for i, (rows, _, _) in enumerate(passes) if rows > 1)]
+    # The two not kept were read from their start (one pass each, or two with the opening); the six
+    # kept were read on the keys and values of their turn 1, from past its prompt at least.
+    assert [past for _, _, past in reading].count(0) == len(questions) - len(kept)
+    afresh = sum(turn_two[i] - 1 for i in range(len(questions)) if i not in kept)
+    read_on_turn_one = sum(width for _, width, _ in reading) - afresh
+    after_prompt = sum(turn_two[i] - 1 - turn_one[i] for i in kept)
+    assert read_on_turn_one <= after_prompt
+    if model == "judge":
+        # ... and past its whole reply but the EOS that ended it (decoding read padding in its place).
+        assert [replies[i].text for i in kept] == ["Rating: [[7]]"] * len(kept)
+        assert [replies[i].finish_reason for i in kept] == ["stop"] * len(kept)
+        assert read_on_turn_one == after_prompt - sum(replies[i].n_tokens - 1 for i in kept)
+    assert len(warm._follow_ups) == 0  # each served its one next turn
+    warm.close()
+
+    cold = LazyBackend(f"hf/{path}", BackendOptions(batch_size=16)).backend
+    read_all = cold.chat(second, params)
+    assert [c.text for c in continued] == [c.text for c in read_all]
+    assert [c.n_tokens for c in continued] == [c.n_tokens for c in read_all]
+    assert {p.temperature for p in params} == {0.0, 0.1, 0.7}  # greedy and sampled rows alike
+    if model == "chat":
+        assert len({c.text for c in read_all}) > 4
+    cold.close()
+
+
+def test_a_turn_two_whose_turn_one_came_from_the_cache_gets_the_answer_of_an_unbroken_run(
+    chat_dir: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """A run that stopped between the turns resumes with turn 1 from the result cache and reads turn
+    2's prompts in full; its answers are those of the run that went on from turn 1's keys and values."""
+    import shutil
+
+    questions = [q for q in load_questions(shared_data / "question.jsonl") if q.question_id % 10 in (1, 2)]
+
+    def run(cache_dir: Path) -> tuple[dict[int, list[str]], int, int]:
+        model = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=6))
+        backend = model.backend
+        taken: list[bool] = []
+        take = backend._follow_ups.take
+
+        def counting_take(ids: list[int]) -> Any:
+            found = take(ids)
+            taken.append(found is not None)
+            return found
+
+        backend._follow_ups.take = counting_take  # type: ignore[method-assign]
+        runner = BenchmarkRunner(model, model, None, ResultCache(cache_dir), RunSettings(max_new_tokens=10))  # type: ignore[arg-type]
+        turns = runner.generate_answers(questions, {})
+        model.close()
+        answers = {qid: [t.answer for t in ts] for qid, ts in turns.items()}
+        return answers, taken.count(True), runner.generation.cached
+
+    unbroken, continued, cached = run(tmp_path / "unbroken")
+    assert continued == len(questions) and cached == 0  # every turn 2 went on from its turn 1
+    shutil.copytree(tmp_path / "unbroken", tmp_path / "resumed")
+    second_turns = [
+        path
+        for path in (tmp_path / "resumed").rglob("*.json")
+        if len(json.loads(path.read_text())["material"]["messages"]) == 3
+    ]
+    assert len(second_turns) == len(questions)
+    for path in second_turns:
+        path.unlink()
+    resumed, continued, cached = run(tmp_path / "resumed")
+    assert continued == 0 and cached == len(questions)  # turn 1 from the cache, turn 2 read in full
+    assert resumed == unbroken
+    assert len({turns[1] for turns in unbroken.values()}) > 8

@@ -111,6 +111,9 @@ class Capabilities:
     # chat() takes one SamplingParams per conversation (sharing max_new_tokens), so rows of different
     # temperatures share a batch; each row's output is what it would be with its params alone.
     mixed_sampling: bool = False
+    # chat() takes `follow_up(index)`: which conversations will be continued, so that the next turn's
+    # prompt can start from what the backend already read and wrote for this one.
+    follow_ups: bool = False
 
 
 ResultCallback = Callable[[int, "Completion"], None]

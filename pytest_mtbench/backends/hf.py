@@ -48,7 +48,12 @@ from .base import (
 # Each row samples from its own seeded generator, so a row's tokens do not depend on what shares its batch:
 # batches may span categories. ("all" batches still run one after another: see the runner.)
 CAPABILITIES = Capabilities(
-    batch_scope="all", rating_probes=True, preflight=False, local=True, mixed_sampling=True
+    batch_scope="all",
+    rating_probes=True,
+    preflight=False,
+    local=True,
+    mixed_sampling=True,
+    follow_ups=True,
 )
 
 SMOLLM2_ALIAS = "smollm2"
@@ -80,6 +85,9 @@ _CONVERTED_MARK = "converted-from-gguf"
 # same way (see HFBackend._prefill), up to _OPENING_BYTES of keys and values.
 _OPENING = 128
 _OPENING_BYTES = 256 << 20
+# The keys and values of replies to be followed by another turn (see HFBackend.chat's follow_up) are
+# kept up to this many bytes: 80 SmolLM2-135M turn-1 replies of 128 tokens take about 0.9 GB.
+_FOLLOW_UP_BYTES = 2 << 30
 
 
 def _sha256_text(text: str) -> str:
@@ -298,6 +306,9 @@ class HFBackend:
         self._probed: dict[str, dict[int, float]] = {}
         # The keys and values of prompt openings read before (see _prefill), on the model's device.
         self._openings = _Openings(_OPENING_BYTES)
+        # The keys and values of conversations to be continued, as far as they were read and written
+        # (see chat's follow_up), on the model's device.
+        self._follow_ups = _FollowUps(_FOLLOW_UP_BYTES)
         # Per layer, the shape of the model's keys and values (see _kv_layout), and the memory every
         # batch's cache is laid out in (see _slab).
         self._layout = self._kv_layout()
@@ -371,6 +382,7 @@ class HFBackend:
         on_result: ResultCallback | None = None,
         probe_cue: str | None = None,
         probe_if: Callable[[int, str], bool] | None = None,
+        follow_up: Callable[[int], bool] | None = None,
     ) -> list[Completion]:
         """Generate one reply per conversation, in input order, batching similar lengths together.
 
@@ -381,6 +393,14 @@ class HFBackend:
         distribution after `probe_cue` is worked out on the prompt's KV cache while it is at hand, and
         `rating_probabilities` then serves it instead of reading the whole prompt again;
         `probe_if(index, text)` limits that to the replies that will be probed.
+
+        `follow_up(index)` says which conversations will be continued (their reply, then another user
+        turn): the keys and values of such a conversation's prompt and reply are kept, and the next
+        prompt that starts with those tokens (the next turn's) is read from where they end instead of
+        from its start. Turn 2's prompt holds turn 1's question and answer, so this is most of its
+        reading. The numbers are those of reading it all, to float rounding (a reply's keys and values
+        were worked out one token at a time, as it was written); a turn 2 whose turn 1 came from the
+        result cache is read in full.
         """
         torch = self._torch
         rows = [params] * len(conversations) if isinstance(params, SamplingParams) else list(params)
@@ -439,12 +459,17 @@ class HFBackend:
                             truncated=cut_off,
                             prompt_tokens=len(encoded[index]),
                         )
+                        # This row's tokens so far (its prompt, then its reply) and their KV cache. Not
+                        # the EOS that ended it: _decode reads padding in its place.
+                        known = encoded[index] + tokens[row][: min(n_tokens - ended, fed)]
+                        begin = width - len(encoded[index])
+                        if follow_up is not None and follow_up(index) and self._layout is not None:
+                            kept = _row_cache(cache, cache_row, begin, len(known), copy=True)
+                            if kept is not None:
+                                self._follow_ups.put(encoded[index], known, kept)
                         if probe_cue is None or (probe_if is not None and not probe_if(index, text)):
                             continue
                         context = rendered[index] + text + probe_cue
-                        # This row's tokens so far (its prompt, then its reply) and their KV cache.
-                        known = encoded[index] + tokens[row][: min(n_tokens, fed)]
-                        begin = width - len(encoded[index])
                         cut = functools.partial(_row_cache, cache, cache_row, begin)
                         self._probed[context] = self._rating_distribution(context, (cut, known))
 
@@ -639,7 +664,15 @@ class HFBackend:
                 slab_layer(keys[row : row + 1, :, begin:], values[row : row + 1, :, begin:], 0)
                 for keys, values in storage
             ]
-            self._prefill(ids[:-1], reading)
+            earlier = self._follow_ups.take(ids[:-1])  # the previous turn's, kept by chat's follow_up
+            if earlier is None:
+                self._prefill(ids[:-1], reading)
+                continue
+            done, part = earlier
+            for layer, (kept_keys, kept_values) in zip(reading.layers, part):
+                layer.update(kept_keys[:, :, :done], kept_values[:, :, :done])
+            if done < len(ids) - 1:
+                self._read(ids[done:-1], reading)
         cache = DynamicCache()
         cache.layers = [slab_layer(keys, values, width - 1) for keys, values in storage]
         return cache
@@ -872,6 +905,7 @@ class HFBackend:
         """Drop the model and its batches' cache memory so they can be reclaimed."""
         self.model = None
         self._pool = None
+        self._follow_ups = _FollowUps(_FOLLOW_UP_BYTES)
         import gc
 
         gc.collect()
@@ -908,6 +942,45 @@ class _Openings:
             self._size -= self._entries.pop(victim)[1]
         self._entries[key] = (part, size, False)
         self._size += size
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_Part = list[tuple[Any, Any]]  # keys and values, per layer
+
+
+class _FollowUps:
+    """The keys and values (per layer) of conversations that will be continued, by the prompt they
+    answered, within a budget of bytes (the oldest go first). Each serves one later prompt, the next
+    turn's, which starts with that prompt and as much of the reply as tokenises the same way again."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._size = 0
+        # prompt -> (its tokens and the reply's, their keys and values per layer, bytes)
+        self._entries: OrderedDict[tuple[int, ...], tuple[list[int], _Part, int]] = OrderedDict()
+
+    def put(self, prompt: list[int], known: list[int], part: _Part) -> None:
+        """Keeps `part`, the keys and values of `known` (`prompt`, then the reply's tokens read)."""
+        size = sum(keys.numel() * keys.element_size() * 2 for keys, _ in part)
+        if size > self._budget:
+            return
+        self._entries.pop(tuple(prompt), None)
+        while self._entries and self._size + size > self._budget:
+            self._size -= self._entries.popitem(last=False)[1][2]
+        self._entries[tuple(prompt)] = (known, part, size)
+        self._size += size
+
+    def take(self, ids: list[int]) -> tuple[int, _Part] | None:
+        """(n, keys and values) of the kept conversation whose prompt `ids` continues, whose first n
+        positions are those of ids[:n], and forgets it; None when `ids` continues none."""
+        for prompt in self._entries:
+            if len(prompt) < len(ids) and tuple(ids[: len(prompt)]) == prompt:
+                known, part, size = self._entries.pop(prompt)
+                self._size -= size
+                return min(_common_prefix(known, ids), len(ids)), part
+        return None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -1012,10 +1085,11 @@ def _slab_layer_class() -> type | None:
     return _SlabLayer
 
 
-def _row_cache(cache: Any, row: int, begin: int, length: int) -> Any:
+def _row_cache(cache: Any, row: int, begin: int, length: int, copy: bool = False) -> Any:
     """A KV cache of one row of a generated batch, `length` positions from `begin` (that row's tokens
     without its left padding), sharing the batch's tensors; None for a cache kind this does not know how
-    to cut (the rating is then worked out from the context's text, as without it)."""
+    to cut (the rating is then worked out from the context's text, as without it). With `copy`, the
+    row's keys and values per layer, copied out of the batch's memory (which the next batch reuses)."""
     from transformers import DynamicCache
 
     layers = _position_layers(cache)
@@ -1028,6 +1102,8 @@ def _row_cache(cache: Any, row: int, begin: int, length: int) -> Any:
         )
         for layer in layers
     ]
+    if copy:
+        return [(keys.clone(), values.clone()) for keys, values in cut]
     return DynamicCache(ddp_cache_data=cut)
 
 
