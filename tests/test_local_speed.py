@@ -568,3 +568,53 @@ def test_a_turn_two_whose_turn_one_came_from_the_cache_gets_the_answer_of_an_unb
     assert continued == 0 and cached == len(questions)  # turn 1 from the cache, turn 2 read in full
     assert resumed == unbroken
     assert len({turns[1] for turns in unbroken.values()}) > 8
+
+
+def test_batches_are_as_few_as_the_batch_size_allows_and_cut_where_the_least_padding_is_attended() -> None:
+    import itertools
+    import random
+
+    from pytest_mtbench.backends.hf import _batches
+
+    def attended(lengths: list[int], spans: list[tuple[int, int]], new: int) -> int:
+        return sum((end - start) * (lengths[start] + new // 2) for start, end in spans)
+
+    rng = random.Random(7)
+    for _ in range(200):
+        count, size, new = rng.randint(1, 12), rng.randint(1, 5), rng.choice([0, 8, 128])
+        lengths = sorted((rng.randint(1, 600) for _ in range(count)), reverse=True)
+        spans = _batches(lengths, size, new)
+        # Contiguous, in order, covering every prompt once, none over the batch size, as few as possible.
+        assert spans[0][0] == 0 and spans[-1][1] == count
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(0 < end - start <= size for start, end in spans)
+        fewest = -(-count // size)
+        assert len(spans) == fewest
+        # No other cut into that many batches attends to fewer positions (every cut, tried).
+        best = min(
+            attended(lengths, list(zip((0, *cuts), (*cuts, count))), new)
+            for cuts in itertools.combinations(range(1, count), fewest - 1)
+            if all(0 < b - a <= size for a, b in zip((0, *cuts), (*cuts, count)))
+        )
+        assert attended(lengths, spans, new) == best
+    # Like MT-Bench's turn 1 for SmolLM2 at batch 64: two long prompts and 78 short ones. The long ones
+    # go in the batch of 16, not in the first 64 (whose 64 rows would then all attend to 402 positions).
+    lengths = [402, 300, *[110] * 62, *[52] * 16]
+    assert _batches(lengths, 64, 128) == [(0, 16), (16, 80)]
+    assert _batches([], 4, 0) == [] and _batches([9, 9], 4, 0) == [(0, 2)]
+
+
+def test_a_long_prompt_gets_a_batch_of_its_own_rather_than_padding_the_short_ones(chat_dir: Path) -> None:
+    backend = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=4)).backend
+    conversations = [[{"role": "user", "content": "word " * 200}]] + [
+        [{"role": "user", "content": f"Short {i}."}] for i in range(4)
+    ]
+    passes = _recording_passes(backend)
+    together = [c.text for c in backend.chat(conversations, SamplingParams(0.0, 5))]
+    # Decoding steps (more than one row, or one row on a cache): the long prompt alone, then the four
+    # short ones, never the long one with three short ones and the fourth alone.
+    batch_rows = [rows for rows, width, _ in passes if width == 1]
+    assert batch_rows[0] == 1 and 4 in batch_rows and 3 not in batch_rows and 2 not in batch_rows
+    alone = [backend.chat([c], SamplingParams(0.0, 5))[0].text for c in conversations]
+    assert together == alone
+    backend.close()

@@ -426,9 +426,10 @@ class HFBackend:
         order = sorted(fits, key=lambda i: -len(encoded[i]))
         batch_size = max(1, self._options.batch_size)
         max_new_tokens = rows[0].max_new_tokens if rows else 0
+        lengths = [len(encoded[i]) for i in order]
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                indices = order[start : start + batch_size]
+            for start, end in _batches(lengths, batch_size, max_new_tokens):
+                indices = order[start:end]
                 prompts = [encoded[i] for i in indices]
                 width = max(len(ids) for ids in prompts)
                 limit = max_new_tokens
@@ -1105,6 +1106,38 @@ def _row_cache(cache: Any, row: int, begin: int, length: int, copy: bool = False
     if copy:
         return [(keys.clone(), values.clone()) for keys, values in cut]
     return DynamicCache(ddp_cache_data=cut)
+
+
+def _batches(lengths: list[int], batch_size: int, new_tokens: int) -> list[tuple[int, int]]:
+    """(start, end) of each batch of prompts of these lengths (longest first): as few batches as
+    batches of `batch_size` make, cut where the positions their decoding attends to are fewest.
+
+    Every row of a batch attends to as many positions as its longest prompt has, plus those written
+    (about `new_tokens` / 2 on average), padding included; decoding a step reads them all. Cutting 80
+    prompts into the first 64 and the last 16 puts a few long prompts' padding on 64 rows: for
+    SmolLM2's 80 turn-1 prompts at batch 64, the 16 longest then the 64 others attend to 42% fewer
+    positions than the 64 longest then the 16 others (30% fewer for turn 2)."""
+    count = len(lengths)
+    if count <= batch_size:
+        return [(0, count)] if count else []
+    batches = -(-count // batch_size)
+    inf = float("inf")
+    # best[j][i]: the fewest positions for the first i prompts in j batches; cut[j][i]: where its last begins
+    best = [[inf] * (count + 1) for _ in range(batches + 1)]
+    cut = [[0] * (count + 1) for _ in range(batches + 1)]
+    best[0][0] = 0
+    for j in range(1, batches + 1):
+        # The first i prompts in j batches leave the rest to fill the other batches: few i are possible.
+        for i in range(max(j, count - (batches - j) * batch_size), min(count, j * batch_size) + 1):
+            for start in range(max(0, i - batch_size), i):
+                cost = best[j - 1][start] + (i - start) * (lengths[start] + new_tokens // 2)
+                if cost < best[j][i]:
+                    best[j][i], cut[j][i] = cost, start
+    spans, end = [], count
+    for j in range(batches, 0, -1):
+        spans.append((cut[j][end], end))
+        end = cut[j][end]
+    return spans[::-1]
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
