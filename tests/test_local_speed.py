@@ -618,3 +618,26 @@ def test_a_long_prompt_gets_a_batch_of_its_own_rather_than_padding_the_short_one
     alone = [backend.chat([c], SamplingParams(0.0, 5))[0].text for c in conversations]
     assert together == alone
     backend.close()
+
+
+def test_kept_turns_serve_the_prompt_that_continues_them_once_and_stay_within_their_budget() -> None:
+    torch = pytest.importorskip("torch")
+    from pytest_mtbench.backends.hf import _FollowUps
+
+    def part(positions: int) -> list[tuple[Any, Any]]:
+        return [(torch.zeros(1, 1, positions, 2), torch.zeros(1, 1, positions, 2))]  # 16 bytes a position
+
+    store = _FollowUps(budget=16 * 12)
+    store.put([1, 2], [1, 2, 7, 8], part(4))  # prompt [1, 2], then the reply 7, 8
+    store.put([3], [3, 9], part(2))
+    assert store.take([5, 1, 2, 7]) is None  # continues no kept prompt
+    assert store.take([1, 2]) is None  # the prompt itself is not a continuation
+    # The next turn re-tokenised the reply's end differently: only the first 3 positions serve.
+    done, kept = store.take([1, 2, 7, 6, 4])  # type: ignore[misc]
+    assert done == 3 and kept[0][0].shape[2] == 4
+    assert store.take([1, 2, 7, 6, 4]) is None and len(store) == 1  # served once
+    store.put([4], [4] * 5, part(5))
+    store.put([5], [5] * 6, part(6))  # over budget: the oldest, [3], goes
+    assert len(store) == 2 and store.take([3, 9, 1]) is None
+    store.put([6], [6] * 20, part(20))  # larger than the whole budget: not kept, nothing dropped
+    assert len(store) == 2 and store.take([4, 4, 4, 4, 4, 4])[0] == 5  # type: ignore[index]

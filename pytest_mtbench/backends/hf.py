@@ -86,7 +86,8 @@ _CONVERTED_MARK = "converted-from-gguf"
 _OPENING = 128
 _OPENING_BYTES = 256 << 20
 # The keys and values of replies to be followed by another turn (see HFBackend.chat's follow_up) are
-# kept up to this many bytes: 80 SmolLM2-135M turn-1 replies of 128 tokens take about 0.9 GB.
+# kept in host memory up to this many bytes (the oldest go first): 80 SmolLM2-135M turn-1 prompts and
+# replies of 128 tokens take about 0.9 GB.
 _FOLLOW_UP_BYTES = 2 << 30
 
 
@@ -307,7 +308,7 @@ class HFBackend:
         # The keys and values of prompt openings read before (see _prefill), on the model's device.
         self._openings = _Openings(_OPENING_BYTES)
         # The keys and values of conversations to be continued, as far as they were read and written
-        # (see chat's follow_up), on the model's device.
+        # (see chat's follow_up), in host memory.
         self._follow_ups = _FollowUps(_FOLLOW_UP_BYTES)
         # Per layer, the shape of the model's keys and values (see _kv_layout), and the memory every
         # batch's cache is laid out in (see _slab).
@@ -1090,7 +1091,8 @@ def _row_cache(cache: Any, row: int, begin: int, length: int, copy: bool = False
     """A KV cache of one row of a generated batch, `length` positions from `begin` (that row's tokens
     without its left padding), sharing the batch's tensors; None for a cache kind this does not know how
     to cut (the rating is then worked out from the context's text, as without it). With `copy`, the
-    row's keys and values per layer, copied out of the batch's memory (which the next batch reuses)."""
+    row's keys and values per layer, copied out of the batch's memory (which the next batch reuses)
+    into the host's (a GPU's memory is the batches')."""
     from transformers import DynamicCache
 
     layers = _position_layers(cache)
@@ -1104,7 +1106,7 @@ def _row_cache(cache: Any, row: int, begin: int, length: int, copy: bool = False
         for layer in layers
     ]
     if copy:
-        return [(keys.clone(), values.clone()) for keys, values in cut]
+        return [(keys.to("cpu", copy=True), values.to("cpu", copy=True)) for keys, values in cut]
     return DynamicCache(ddp_cache_data=cut)
 
 
