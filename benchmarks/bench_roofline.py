@@ -10,6 +10,12 @@ In one run, with one loaded model (default: the quick start's SmolLM2-135M, `smo
 
 and prints (b) / (a). Target: at least 0.5.
 
+The roofline is measured twice, before and after the plugin's run, so that both sides see the same
+machine (runs on a shared machine vary by 10 to 20%, and one batch size measured 179 tokens/s in a
+sweep where the next measured 234). Each batch size's roofline is the mean of its two measurements,
+and the best of those means is the roofline. The ratio to the single best measurement of either sweep
+is printed too: it is the plugin against the machine at its luckiest moment.
+
     .venv/bin/python benchmarks/bench_roofline.py [--model smollm2] [--questions 80] [--max-new-tokens 128]
         [--batch-size 64] [--data DIR]
 
@@ -84,11 +90,15 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; device {backend.device}")
 
     decode_throughput(backend, 1, 16, 4)  # warm-up: first calls pay for allocation
-    roofline: dict[int, float] = {}
-    for batch in BATCH_SIZES:
-        roofline[batch] = decode_throughput(backend, batch, args.prompt_tokens, args.steps)
-        print(f"  forward passes, batch {batch:3d}: {roofline[batch]:8.1f} tokens/s")
-    best = max(roofline, key=lambda b: roofline[b])
+
+    def sweep(when: str) -> dict[int, float]:
+        measured: dict[int, float] = {}
+        for batch in BATCH_SIZES:
+            measured[batch] = decode_throughput(backend, batch, args.prompt_tokens, args.steps)
+            print(f"  forward passes {when}, batch {batch:3d}: {measured[batch]:8.1f} tokens/s", flush=True)
+        return measured
+
+    before = sweep("before")
 
     questions = pick(load_questions(args.data / "question.jsonl"), args.questions)
     model = LazyBackend(f"hf/{args.model}", options)
@@ -107,8 +117,13 @@ def main() -> None:
         f"in {stats.seconds:.1f} s in the backend ({wall:.1f} s wall): {plugin:.1f} tokens/s "
         f"(batch size {args.batch_size})"
     )
-    print(f"roofline: {roofline[best]:.1f} tokens/s at batch {best}")
+    after = sweep("after")
+    roofline = {batch: (before[batch] + after[batch]) / 2 for batch in BATCH_SIZES}
+    best = max(roofline, key=lambda b: roofline[b])
+    luckiest = max(max(before.values()), max(after.values()))
+    print(f"roofline: {roofline[best]:.1f} tokens/s at batch {best} (mean of the sweeps before and after)")
     print(f"ratio plugin / roofline: {plugin / roofline[best]:.2f} (target >= 0.5)")
+    print(f"ratio plugin / the best single measurement ({luckiest:.1f} tokens/s): {plugin / luckiest:.2f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if errors:
         print(f"errors: {errors}")
