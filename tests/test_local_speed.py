@@ -122,8 +122,10 @@ def test_in_process_and_xdist_agree_with_batches_across_categories(
     assert all(s is not None for s in scores)
 
 
-def _recording_passes(backend: Any) -> list[tuple[int, int, int]]:
-    """(rows, positions, positions already in the cache) of each forward pass the model runs from now."""
+def _recording_passes(backend: Any, read: list[int] | None = None) -> list[tuple[int, int, int]]:
+    """(rows, positions, positions already in the cache) of each forward pass the model runs from now;
+    and in `read`, the tokens each pass read that were not padding (the tiny models' padding token is
+    theirs alone)."""
     passes: list[tuple[int, int, int]] = []
     forward = backend.model.forward
 
@@ -132,6 +134,8 @@ def _recording_passes(backend: Any) -> list[tuple[int, int, int]]:
         cache = kwargs.get(backend._cache_kwarg)
         rows, width = kwargs["input_ids"].shape
         passes.append((rows, width, int(cache.get_seq_length()) if cache is not None else 0))
+        if read is not None:
+            read.append(int((kwargs["input_ids"] != backend.tokenizer.pad_token_id).sum()))
         return forward(*args, **kwargs)
 
     backend.model.forward = recording_forward
@@ -155,15 +159,13 @@ def test_a_local_judge_works_out_its_rating_probes_on_the_prompt_it_has_just_rea
     generated = len(shapes)
     probes = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
     assert len(shapes) == generated  # served from what chat worked out: no forward pass at all
-    # Each prompt was read once (all but its last token), one row at a time with no padding, in the
-    # pieces of _prefill; every other pass started on a cache: no prompt was read again for its rating.
-    reading = shapes[: next(i for i, (rows, _, _) in enumerate(shapes) if rows == 3)]
-    assert sum(width for _, width, _ in reading) == sum(n - 1 for n in prompt_tokens), (
-        reading,
-        prompt_tokens,
-    )
-    assert [past for *_, past in shapes].count(0) == len(conversations)  # one start per prompt
-    assert all(rows in (1, 3, 10) for rows, _, _ in shapes)  # one row, the batch of 3, or the check's 10
+    # Each prompt was read once (all but its last token): the long one in the two pieces of _prefill,
+    # the two short ones together, as wide as the longer; every other pass started on a cache: no prompt
+    # was read again for its rating.
+    assert prompt_tokens == [65, 105, 145]
+    assert shapes[:3] == [(1, 128, 0), (1, 16, 128), (2, 104, 0)]
+    assert [past for *_, past in shapes].count(0) == 2
+    assert all(rows in (1, 3, 10) for rows, _, _ in shapes[3:])  # one row, the batch of 3, or the check's 10
     again = backend.rating_probabilities(conversations, [r.text for r in replies], RATING_CUE)
     assert max(len(shapes) - generated, 0) >= 3  # now it read each context from scratch
     for mine, fresh in zip(probes, again, strict=True):
@@ -273,7 +275,7 @@ def test_a_rating_probe_runs_only_the_cue_on_the_cache_of_what_the_judge_wrote(
         assert all(abs(a[k] - b[k]) < 1e-5 for k in range(1, 11)), (a, b)
 
 
-def test_prompts_read_one_row_at_a_time_give_what_the_padded_batch_gives(
+def test_prompts_read_into_the_batch_cache_give_what_the_padded_batch_gives(
     chat_dir: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     questions = [
@@ -498,14 +500,14 @@ def test_turn_two_is_read_from_where_turn_one_ended_and_decodes_as_reading_it_al
     second = _two_turns(questions, replies)
     turn_one = [len(warm._encode(warm.render(c))) for c in first]
     turn_two = [len(warm._encode(warm.render(c))) for c in second]
-    passes = _recording_passes(warm)
+    read: list[int] = []
+    passes = _recording_passes(warm, read)
     continued = warm.chat(second, params)
-    reading = passes[: next(i for i, (rows, _, _) in enumerate(passes) if rows > 1)]
-    # The two not kept were read from their start (one pass each, or two with the opening); the six
-    # kept were read on the keys and values of their turn 1, from past its prompt at least.
-    assert [past for _, _, past in reading].count(0) == len(questions) - len(kept)
+    reading = next(i for i, (rows, width, _) in enumerate(passes) if (rows, width) == (len(questions), 1))
+    # The two not kept were read from their start; the six kept were read on the keys and values of
+    # their turn 1, from past its prompt at least.
     afresh = sum(turn_two[i] - 1 for i in range(len(questions)) if i not in kept)
-    read_on_turn_one = sum(width for _, width, _ in reading) - afresh
+    read_on_turn_one = sum(read[:reading]) - afresh
     after_prompt = sum(turn_two[i] - 1 - turn_one[i] for i in kept)
     assert read_on_turn_one <= after_prompt
     if model == "judge":
@@ -688,3 +690,14 @@ def test_a_sampled_question_alone_draws_what_generate_draws_after_manual_seed(ch
         texts.append(ours.text)
     assert texts[0] != texts[1]  # the seeds draw differently: the rows really sample
     backend.close()
+
+
+def test_short_reads_go_together_when_they_pad_little_and_up_to_a_pass_size() -> None:
+    from pytest_mtbench.backends.hf import _READ_TOGETHER, _reading_groups
+
+    # 100 and 95 pad 5 positions; 40 would pad 60 more (over a quarter): a group of its own, with 38.
+    assert _reading_groups([(4, 10), (0, 100), (2, 40), (1, 95), (3, 38)]) == [{0, 1}, {2, 3}, {4}]
+    per_pass = _READ_TOGETHER // 100
+    groups = _reading_groups([(row, 100) for row in range(2 * per_pass + 1)])
+    assert [len(g) for g in groups] == [per_pass, per_pass, 1]
+    assert _reading_groups([]) == [] and _reading_groups([(7, 1)]) == [{7}]
