@@ -645,35 +645,6 @@ def test_kept_turns_serve_the_prompt_that_continues_them_once_and_stay_within_th
     assert len(store) == 2 and store.take([4, 4, 4, 4, 4, 4])[0] == 5  # type: ignore[index]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_sampled_rows_draw_what_torch_multinomial_draws_with_their_generators(
-    chat_dir: Path, threads: int
-) -> None:
-    """The sampler draws each row's noise on its own thread; its tokens, step after step, are those
-    of torch.multinomial with the same generators (the draws generate(do_sample=True) makes)."""
-    torch = pytest.importorskip("torch")
-    backend = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=4)).backend
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        logits = torch.randn(12, 5000, generator=torch.Generator().manual_seed(3)) * 3
-        logits[:6, 50:] = -float("inf")  # top-k-like rows: most of the vocabulary ruled out
-        probs = torch.softmax(logits, dim=-1)
-        ours = [torch.Generator().manual_seed(100 + row) for row in range(12)]
-        theirs = [torch.Generator().manual_seed(100 + row) for row in range(12)]
-        for _ in range(4):  # the generators go on from where each step left them
-            drawn = backend._draw(probs, ours).tolist()
-            expected = [
-                torch.multinomial(probs[row : row + 1], 1, generator=g).item() for row, g in enumerate(theirs)
-            ]
-            assert drawn == expected
-        assert len(set(drawn)) > 6 and all(token < 50 for token in drawn[:6])
-        assert (backend._noise_threads is not None) == (threads > 1)
-    finally:
-        torch.set_num_threads(before)
-        backend.close()
-
-
 def test_a_sampled_question_alone_draws_what_generate_draws_after_manual_seed(chat_dir: Path) -> None:
     torch = pytest.importorskip("torch")
     backend = LazyBackend(f"hf/{chat_dir}", BackendOptions(batch_size=4)).backend

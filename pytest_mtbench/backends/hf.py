@@ -29,7 +29,6 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -318,9 +317,6 @@ class HFBackend:
         # batch's cache is laid out in (see _slab).
         self._layout = self._kv_layout()
         self._pool: Any = None
-        # Threads that draw sampled rows' noise side by side on the CPU (see _draw), from the first step
-        # with two sampled rows.
-        self._noise_threads: ThreadPoolExecutor | None = None
         # Logits processors the model's generation config asks generate() for (see _generate).
         self._config_processors = _config_processors(self.model.generation_config)
         # Whether rating probes run their ten continuations as one row (see _tail_scores_tree); None until
@@ -818,35 +814,14 @@ class HFBackend:
                 for warper in warpers:
                     sub = warper(None, sub)
                 probs = torch.softmax(sub, dim=-1)
-                chosen[index] = self._draw(probs, [rngs[present[i]] for i in members])
+                draws = [
+                    torch.multinomial(probs[j : j + 1], 1, generator=rngs[present[i]])
+                    for j, i in enumerate(members)
+                ]
+                chosen[index] = torch.cat(draws)[:, 0]
             return chosen
 
         return sampler
-
-    def _draw(self, probs: Any, generators: list[Any]) -> Any:
-        """One token per row of `probs`, drawn with that row's generator: what
-        `torch.multinomial(probs[row], 1, generator=generator)` draws, and how it draws it (for one
-        sample: the argmax of p / q, with q drawn from Exp(1) with the generator, one number for each
-        token of the vocabulary). Drawing q is the cost, 1 ms a row for SmolLM2's 49,152 tokens, on one
-        core; on the CPU the rows' q are drawn side by side on torch's threads (each generator in one
-        thread, so every row's numbers are unchanged), and the rest runs as one batch. Elsewhere,
-        torch.multinomial row by row. tests/test_local_speed.py checks the draws are multinomial's."""
-        torch = self._torch
-        if self.device != "cpu":
-            rows = [torch.multinomial(probs[j : j + 1], 1, generator=g) for j, g in enumerate(generators)]
-            return torch.cat(rows)[:, 0]
-
-        def noise(generator: Any) -> Any:
-            return torch.empty(probs.shape[-1], dtype=probs.dtype).exponential_(1, generator=generator)
-
-        threads = torch.get_num_threads()
-        if len(generators) > 1 and threads > 1:
-            if self._noise_threads is None:
-                self._noise_threads = ThreadPoolExecutor(threads, thread_name_prefix="mtbench-noise")
-            q = list(self._noise_threads.map(noise, generators))
-        else:
-            q = [noise(generator) for generator in generators]
-        return (probs / torch.stack(q)).argmax(-1)
 
     def _count_generated(self, tokens: list[int]) -> tuple[int, bool]:
         """(tokens up to and including the first EOS, whether there was one); the rest is padding."""
@@ -986,9 +961,6 @@ class HFBackend:
         """Drop the model and its batches' cache memory so they can be reclaimed."""
         self.model = None
         self._pool = None
-        if self._noise_threads is not None:
-            self._noise_threads.shutdown()
-            self._noise_threads = None
         self._follow_ups = _FollowUps(_FOLLOW_UP_BYTES)
         import gc
 
