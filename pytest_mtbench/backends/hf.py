@@ -646,11 +646,13 @@ class HFBackend:
         return list(zip(tensors[::2], tensors[1::2]))
 
     def _prefill_rows(self, prompts: list[list[int]], width: int, room: int) -> Any:
-        """The KV cache of a left-padded batch of prompts, all but each prompt's last token, read one
-        row at a time: no forward pass over padding (a batch of long prompts of mixed lengths is mostly
-        padding) and no attention matrix over the whole batch at once. Each row is read straight into
-        its place in the batch's cache (see _slab), which has room for `room` more tokens; decoding
-        writes them in place and attends to the positions written so far only. The numbers are those of
+        """The KV cache of a left-padded batch of prompts, all but each prompt's last token. A prompt
+        that continues a kept turn (see chat's follow_up) starts from that turn's keys and values. What
+        is left to read is read in place, into each row's part of the batch's cache (see _slab), which
+        has room for `room` more tokens: a rest of more than _OPENING tokens in passes of its own (see
+        _prefill), shorter rests several rows a pass with little padding (see _read_rows), never the
+        whole batch at once (a batch of long prompts of mixed lengths is mostly padding). Decoding
+        writes in place too and attends to the positions written so far only. The numbers are those of
         a batched read, to float rounding. None (decoding then reads the batch itself) for a prompt of
         one token or a model whose cache this cannot lay out."""
         if min(len(ids) for ids in prompts) < 2 or self._layout is None:
