@@ -65,7 +65,7 @@ def test_finish_reason_names() -> None:
 
 
 LOCAL_MODEL = Capabilities(
-    batch_scope="all", rating_probes=True, preflight=False, local=True, mixed_sampling=True
+    batch_scope="all", rating_probes=True, preflight=False, local=True, mixed_sampling=True, follow_ups=True
 )
 
 
