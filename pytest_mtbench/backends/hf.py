@@ -469,9 +469,10 @@ class HFBackend:
                         known = encoded[index] + tokens[row][: min(n_tokens - int(ended), fed)]
                         begin = width - len(encoded[index])
                         if follow_up is not None and follow_up(index) and self._layout is not None:
-                            kept = _row_cache(cache, cache_row, begin, len(known), copy=True)
-                            if kept is not None:
-                                self._follow_ups.put(encoded[index], known, kept)
+                            kept = _row_slices(cache, cache_row, begin, len(known))
+                            if kept is not None:  # copied out: the next batch reuses the batch's memory
+                                host = [(k.to("cpu", copy=True), v.to("cpu", copy=True)) for k, v in kept]
+                                self._follow_ups.put(encoded[index], known, host)
                         if probe_cue is None or (probe_if is not None and not probe_if(index, text)):
                             continue
                         context = rendered[index] + text + probe_cue
@@ -709,16 +710,16 @@ class HFBackend:
         from transformers import DynamicCache
 
         torch = self._torch
-        pad = self.tokenizer.pad_token_id
         rests = [prompts[row][done:-1] for row, done in rows]
         longest = max(len(rest) for rest in rests)
         first = min(width - len(prompts[row]) for row, _ in rows)  # the earliest position any reads
-        ids = [[pad] * (longest - len(rest)) + rest for rest in rests]
+        ids, _ = self._left_padded(rests, longest)
+        # Each row attends to its whole prompt but the last token, kept or read now, from position `first`.
+        _, mask = self._left_padded([prompts[row][:-1] for row, _ in rows], width - 1 - first)
         positions = [
             [0] * (longest - len(rest)) + list(range(done, done + len(rest)))
             for rest, (_, done) in zip(rests, rows)
         ]
-        mask = [[0] * (width - len(prompts[row]) - first) + [1] * (len(prompts[row]) - 1) for row, _ in rows]
         reading_layer = _reading_layer_class()
         index = torch.tensor([row for row, _ in rows], device=self.device)
         spans = [(row, len(rest)) for (row, _), rest in zip(rows, rests)]
@@ -727,8 +728,8 @@ class HFBackend:
             reading_layer(keys, values, index, spans, first, width - 1 - longest) for keys, values in storage
         ]
         self.model(
-            input_ids=torch.tensor(ids, device=self.device),
-            attention_mask=torch.tensor(mask, device=self.device),
+            input_ids=ids,
+            attention_mask=mask,
             position_ids=torch.tensor(positions, device=self.device),
             use_cache=True,
             **{self._cache_kwarg: cache},
@@ -1203,27 +1204,30 @@ def _reading_groups(reads: list[tuple[int, int]]) -> list[set[int]]:
     return groups
 
 
-def _row_cache(cache: Any, row: int, begin: int, length: int, copy: bool = False) -> Any:
-    """A KV cache of one row of a generated batch, `length` positions from `begin` (that row's tokens
-    without its left padding), sharing the batch's tensors; None for a cache kind this does not know how
-    to cut (the rating is then worked out from the context's text, as without it). With `copy`, the
-    row's keys and values per layer, copied out of the batch's memory (which the next batch reuses)
-    into the host's (a GPU's memory is the batches')."""
-    from transformers import DynamicCache
-
+def _row_slices(cache: Any, row: int, begin: int, length: int) -> _Part | None:
+    """Per layer, the keys and values of one row of a generated batch, `length` positions from `begin`
+    (that row's tokens without its left padding), as views of the batch's tensors; None for a cache kind
+    this does not know how to cut."""
     layers = _position_layers(cache)
     if layers is None:
         return None
-    cut = [
+    return [
         (
             layer.keys[row : row + 1, :, begin : begin + length],
             layer.values[row : row + 1, :, begin : begin + length],
         )
         for layer in layers
     ]
-    if copy:
-        return [(keys.to("cpu", copy=True), values.to("cpu", copy=True)) for keys, values in cut]
-    return DynamicCache(ddp_cache_data=cut)
+
+
+def _row_cache(cache: Any, row: int, begin: int, length: int) -> Any:
+    """A KV cache of one row of a generated batch (see _row_slices), sharing the batch's tensors; None
+    for a cache kind this does not know how to cut (the rating is then worked out from the context's
+    text, as without it)."""
+    from transformers import DynamicCache
+
+    cut = _row_slices(cache, row, begin, length)
+    return None if cut is None else DynamicCache(ddp_cache_data=cut)
 
 
 def _batches(lengths: list[int], batch_size: int, new_tokens: int) -> list[tuple[int, int]]:
