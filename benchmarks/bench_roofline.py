@@ -84,8 +84,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64, help="decode steps timed per batch size")
     args = parser.parse_args()
 
-    cache_dir = str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-mtbench")
-    options = BackendOptions(batch_size=args.batch_size, cache_dir=cache_dir)
+    options = BackendOptions(batch_size=args.batch_size)  # the model in the plugin's own cache directory
     backend = create(args.model, options)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; device {backend.device}")
 

@@ -18,7 +18,6 @@ and prints each run's seconds, whether all runs wrote the same answers, and the 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=40)
     args = parser.parse_args()
 
-    cache_dir = str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytest-mtbench")
-    options = BackendOptions(batch_size=64, cache_dir=cache_dir)
+    options = BackendOptions(batch_size=64)  # the model in the plugin's own cache directory
     backend = hf.create("smollm2", options)
     questions = pick(load_questions(args.data / "question.jsonl"), args.questions)
     model = LazyBackend("hf/smollm2", options)
