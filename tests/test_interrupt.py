@@ -28,7 +28,7 @@ import pytest
 from conftest import run_pytest_subprocess
 from pytest_mtbench.backends.base import BackendOptions, Completion, SamplingParams
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer, judge_like_reply
-from pytest_mtbench.testing.soak import session_processes
+from pytest_mtbench.testing.soak import python_sigint, session_processes, signal_disposition
 
 pytest_plugins = ["pytester"]
 
@@ -139,16 +139,17 @@ def run_args(
 def test_signal_with_calls_in_flight_stops_everything_and_loses_nothing(
     signum: int, workers: str, judge: FakeOpenAIServer, shared_data: Path, tmp_path: Path
 ) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
-        + run_args(judge, shared_data, tmp_path, "partial.json", workers),
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # the signal reaches the controller only, never its workers directly
-    )
+    with python_sigint():  # started as from a terminal, even when this test run's SIGINT is ignored
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+            + run_args(judge, shared_data, tmp_path, "partial.json", workers),
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # the signal reaches the controller only, never its workers directly
+        )
     try:
         # Every call not answered is hung: in-process 32 (the concurrency); under -n 2 each worker sends
         # its category's 20 at once, so 40 minus the answered ones.
@@ -161,6 +162,9 @@ def test_signal_with_calls_in_flight_stops_everything_and_loses_nothing(
         time.sleep(0.3)
         workers_seen = [pid for pid in session_processes(proc.pid) if pid != proc.pid]
         assert len(workers_seen) == int(workers)
+        # A run started with the signal ignored (inherited) leaves it so, by design.
+        disposition = signal_disposition(proc.pid, signum)
+        assert disposition == "caught", f"the run's {signal.Signals(signum).name} is {disposition}"
         sent = time.monotonic()
         os.kill(proc.pid, signum)
         stdout, stderr = proc.communicate(timeout=HANG)  # an orphan holding the pipes would block this

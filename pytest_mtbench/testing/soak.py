@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,31 @@ def _status(pid: int) -> dict[str, str]:
     except OSError:
         return {}
     return {name: value.strip() for name, _, value in (line.partition(":") for line in lines)}
+
+
+@contextlib.contextmanager
+def python_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler in this process for the duration, as a terminal starts a program.
+
+    A background job of a shell without job control (`pytest ... &` in a script) starts with SIGINT
+    ignored, and its children inherit that; a test of Ctrl-C sets up what Ctrl-C reaches. A process this
+    one starts meanwhile begins with SIGINT at its default, which Python turns into its own handler.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def signal_disposition(pid: int, signum: int) -> str:
+    """What process `pid`'s main thread does with signal `signum`: blocked, ignored, caught or default."""
+    status = _status(pid)
+    bit = 1 << (signum - 1)
+    for mask, disposition in (("SigBlk", "blocked"), ("SigIgn", "ignored"), ("SigCgt", "caught")):
+        if int(status.get(mask, "0"), 16) & bit:
+            return disposition
+    return "default"
 
 
 def _socket_count() -> int:
