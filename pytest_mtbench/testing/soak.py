@@ -10,6 +10,8 @@ memory (peak, and resident size as the calls progressed). The judge leaves about
 a rating, so the unscored path is exercised too. Linux only (it reads /proc).
 
 Used by benchmarks/bench_soak.py (2,000 calls) and tests/test_soak.py (a smaller one).
+The process helpers (`session_processes`, `signal_disposition`, `python_sigint`) also serve the tests
+of interruption (tests/test_interrupt.py, tests/test_side_by_side.py).
 """
 
 from __future__ import annotations
