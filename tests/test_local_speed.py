@@ -667,8 +667,8 @@ def test_short_reads_go_together_when_they_pad_little_and_up_to_a_pass_size() ->
     from pytest_mtbench.backends.hf import _READ_TOGETHER, _reading_groups
 
     # 100 and 95 pad 5 positions; 40 would pad 60 more (over a quarter): a group of its own, with 38.
-    assert _reading_groups([(4, 10), (0, 100), (2, 40), (1, 95), (3, 38)]) == [{0, 1}, {2, 3}, {4}]
+    assert _reading_groups([(4, 10), (0, 100), (2, 40), (1, 95), (3, 38)]) == [[0, 1], [2, 3], [4]]
     per_pass = _READ_TOGETHER // 100
     groups = _reading_groups([(row, 100) for row in range(2 * per_pass + 1)])
     assert [len(g) for g in groups] == [per_pass, per_pass, 1]
-    assert _reading_groups([]) == [] and _reading_groups([(7, 1)]) == [{7}]
+    assert _reading_groups([]) == [] and _reading_groups([(7, 1)]) == [[7]]

@@ -30,7 +30,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .base import (
     FINISH_CONTEXT_OVERFLOW,
@@ -688,8 +688,8 @@ class HFBackend:
                 self._read(ids[done:-1], reading)
             else:
                 self._prefill(ids[:-1], reading)
-        for group in _reading_groups([(row, len(prompts[row]) - 1 - done) for row, done in short]):
-            self._read_rows([(row, done) for row, done in short if row in group], prompts, width, storage)
+        for group in _reading_groups([((row, done), len(prompts[row]) - 1 - done) for row, done in short]):
+            self._read_rows(sorted(group), prompts, width, storage)
         cache = DynamicCache()
         cache.layers = [slab_layer(keys, values, width - 1) for keys, values in storage]
         return cache
@@ -970,6 +970,13 @@ class HFBackend:
         gc.collect()
 
 
+_Part = list[tuple[Any, Any]]  # keys and values, per layer
+
+
+def _part_bytes(part: _Part) -> int:
+    return sum(keys.numel() * keys.element_size() * 2 for keys, _ in part)
+
+
 class _Openings:
     """Prompt openings' keys and values (per layer) by their tokens, within a budget of bytes.
 
@@ -979,9 +986,9 @@ class _Openings:
     def __init__(self, budget: int) -> None:
         self._budget = budget
         self._size = 0
-        self._entries: OrderedDict[tuple[int, ...], tuple[list[tuple[Any, Any]], int, bool]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, ...], tuple[_Part, int, bool]] = OrderedDict()
 
-    def get(self, key: tuple[int, ...]) -> list[tuple[Any, Any]] | None:
+    def get(self, key: tuple[int, ...]) -> _Part | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -989,8 +996,8 @@ class _Openings:
         self._entries.move_to_end(key)
         return entry[0]
 
-    def put(self, key: tuple[int, ...], part: list[tuple[Any, Any]]) -> None:
-        size = sum(keys.numel() * keys.element_size() * 2 for keys, _ in part)
+    def put(self, key: tuple[int, ...], part: _Part) -> None:
+        size = _part_bytes(part)
         if size > self._budget or key in self._entries:
             return
         while self._size + size > self._budget:
@@ -1006,9 +1013,6 @@ class _Openings:
         return len(self._entries)
 
 
-_Part = list[tuple[Any, Any]]  # keys and values, per layer
-
-
 class _FollowUps:
     """The keys and values (per layer) of conversations that will be continued, by the prompt they
     answered, within a budget of bytes (the oldest go first). Each serves one later prompt, the next
@@ -1022,7 +1026,7 @@ class _FollowUps:
 
     def put(self, prompt: list[int], known: list[int], part: _Part) -> None:
         """Keeps `part`, the keys and values of `known` (`prompt`, then the reply's tokens read)."""
-        size = sum(keys.numel() * keys.element_size() * 2 for keys, _ in part)
+        size = _part_bytes(part)
         if size > self._budget:
             return
         self._entries.pop(tuple(prompt), None)
@@ -1183,21 +1187,24 @@ def _reading_layer_class() -> type | None:
     return _ReadingLayer
 
 
-def _reading_groups(reads: list[tuple[int, int]]) -> list[set[int]]:
-    """The rows of `reads` ((row, tokens to read) each) read together, longest first: rows whose reads
-    are within a quarter of the longest of their group in padding, up to _READ_TOGETHER tokens a pass."""
-    groups: list[set[int]] = []
-    group: set[int] = set()
+T = TypeVar("T")
+
+
+def _reading_groups(reads: list[tuple[T, int]]) -> list[list[T]]:
+    """The reads of `reads` ((read, tokens to read) each) done together, longest first: reads within a
+    quarter of the longest of their group in padding, up to _READ_TOGETHER tokens a pass."""
+    groups: list[list[T]] = []
+    group: list[T] = []
     longest = total = 0
-    for row, n in sorted(reads, key=lambda read: -read[1]):
+    for read, n in sorted(reads, key=lambda item: -item[1]):
         if group and (
             (len(group) + 1) * longest > 1.25 * (total + n) or (len(group) + 1) * longest > _READ_TOGETHER
         ):
             groups.append(group)
-            group, total = set(), 0
+            group, total = [], 0
         if not group:
             longest = n
-        group.add(row)
+        group.append(read)
         total += n
     if group:
         groups.append(group)
