@@ -13,6 +13,16 @@ Replies carry what real endpoints report: `model` (`served_model`, default the r
 `reject_unknown_models=True` (404 "model not found" for a chat naming a model not in `model_ids`) and
 `unauthorized=True` (401 to every request, echoing the presented token, as some proxies do).
 
+Switches for reasoning ("thinking") models: `reasoning` says where a reply's reasoning goes: None (none,
+the default), "reasoning_content" (a message field, as older vLLM and the DeepSeek API), "reasoning" (a
+message field, as newer vLLM and OpenRouter) or "inline" (content becomes "<think>\\n" + reasoning +
+"\\n</think>\\n\\n" + reply). `reasoning_text` is that text (or a function of the request body). With
+reasoning, `usage` counts it in completion_tokens and, unless `reasoning_tokens_reported=False` (as vLLM),
+reports it as `completion_tokens_details.reasoning_tokens`. `reasoning_model=True` imitates OpenAI's
+reasoning models (o-series, GPT-5): a chat request carrying `max_tokens` is answered 400
+"unsupported_parameter", one with a `temperature` other than 1 400 "unsupported_value" (both still counted
+in `request_count` and `requests`); use `max_completion_tokens` and leave temperature out.
+
 Use it as a context manager::
 
     with FakeOpenAIServer(scores=8, latency=0.2) as server:
@@ -36,6 +46,9 @@ A fault plan is consumed one entry per chat request; each entry is `None` (answe
 * `("length",)`: answer normally but with `finish_reason: "length"` (cut off at max_tokens)
 * `("null-content",)`: a 200 whose message content is null; `("empty-content",)`: content "";
   `("empty-content", " \n")`: content of only whitespace (any text given)
+* `("reasoning-length",)`: a 200 whose content is null, the reasoning text in the reasoning field
+  ("reasoning_content" unless `reasoning` is "reasoning") and `finish_reason: "length"`, as vLLM returns
+  when the token budget ran out while the model was still thinking
 
 Besides the chat counters, `http_requests` lists (method, path) of every request received and
 `request_headers` its headers (names lower-cased), so a test can assert that no chat request was made.
@@ -60,6 +73,8 @@ Fault = tuple[Any, ...] | None
 ScoreSource = float | int | Callable[[dict[str, Any]], float]
 
 DEFAULT_LIFETIME = 600.0
+DEFAULT_REASONING_TEXT = "The user wants a rating. I weigh accuracy and depth before I answer."
+REASONING_PLACEMENTS = ("reasoning_content", "reasoning", "inline")  # besides None: no reasoning
 
 
 def pair_like_reply(body: dict[str, Any]) -> str:
@@ -104,7 +119,14 @@ class FakeOpenAIServer:
         models_endpoint: bool = True,
         reject_unknown_models: bool = False,
         unauthorized: bool = False,
+        reasoning: str | None = None,
+        reasoning_text: str | Callable[[dict[str, Any]], str] = DEFAULT_REASONING_TEXT,
+        reasoning_tokens_reported: bool = True,
+        reasoning_model: bool = False,
+        owned_by: str | None = None,
     ) -> None:
+        if reasoning is not None and reasoning not in REASONING_PLACEMENTS:
+            raise ValueError(f"reasoning must be None or one of {REASONING_PLACEMENTS}, not {reasoning!r}")
         self._reply = reply or self._default_reply
         self._scores = scores
         self.latency = latency
@@ -119,6 +141,12 @@ class FakeOpenAIServer:
         self.models_endpoint = models_endpoint
         self.reject_unknown_models = reject_unknown_models
         self.unauthorized = unauthorized
+        self.reasoning = reasoning  # where a reply's reasoning goes; None -> no reasoning
+        self._reasoning_text = reasoning_text
+        self.reasoning_tokens_reported = reasoning_tokens_reported  # False -> no completion_tokens_details
+        self.reasoning_model = reasoning_model  # reject max_tokens and temperature != 1, as OpenAI's o-series
+        # The model list's `owned_by`: vLLM's own word by default; OpenAI's ("system") for a reasoning model.
+        self.owned_by = owned_by if owned_by is not None else ("system" if reasoning_model else "vllm")
 
         self._lock = threading.Lock()
         self.request_count = 0  # chat requests received, faults and rejections included
@@ -227,16 +255,58 @@ class FakeOpenAIServer:
         with self._lock:
             self.in_flight -= 1
 
+    def _reasoning_for(self, body: dict[str, Any]) -> str:
+        text = self._reasoning_text
+        return text(body) if callable(text) else text
+
+    def _unsupported_parameter(self, body: dict[str, Any]) -> tuple[str, str, str] | None:
+        """With `reasoning_model`, what OpenAI's reasoning models refuse in `body`: (message, param, code)."""
+        if not self.reasoning_model:
+            return None
+        if "max_tokens" in body:
+            message = (
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead."
+            )
+            return message, "max_tokens", "unsupported_parameter"
+        temperature = body.get("temperature")
+        if temperature is not None and temperature != 1:
+            shown = float(temperature) if isinstance(temperature, int | float) else temperature
+            message = (
+                f"Unsupported value: 'temperature' does not support {shown} with this model. "
+                "Only the default (1) value is supported."
+            )
+            return message, "temperature", "unsupported_value"
+        return None
+
     def _completion_body(self, body: dict[str, Any], number: int, fault: Fault = None) -> dict[str, Any]:
         kind = str(fault[0]) if fault else ""
         content: str | None = self._reply(body)
-        if kind == "null-content":
+        if kind in ("null-content", "reasoning-length"):
             content = None
         elif kind == "empty-content":
             content = str(fault[1]) if len(fault) > 1 else ""  # type: ignore[arg-type]
-        finish_reason = "length" if kind == "length" else self.finish_reason
+        finish_reason = "length" if kind in ("length", "reasoning-length") else self.finish_reason
         prompt_words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = len((content or "").split())
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        reasoning_tokens: int | None = None
+        if self.reasoning is not None or kind == "reasoning-length":
+            thought = self._reasoning_for(body)
+            reasoning_tokens = len(thought.split())
+            completion_tokens += reasoning_tokens
+            if self.reasoning == "inline" and kind != "reasoning-length":
+                if content is not None:
+                    message["content"] = f"<think>\n{thought}\n</think>\n\n{content}"
+            else:  # cut off while thinking, a server's reasoning parser puts it all in a field
+                message["reasoning" if self.reasoning == "reasoning" else "reasoning_content"] = thought
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_words,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_words + completion_tokens,
+        }
+        if reasoning_tokens is not None and self.reasoning_tokens_reported:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
         return {
             "id": f"chatcmpl-fake-{number}",
             "object": "chat.completion",
@@ -246,24 +316,23 @@ class FakeOpenAIServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content},
+                    "message": message,
                     "finish_reason": finish_reason,
                 }
             ],
-            "usage": {
-                "prompt_tokens": prompt_words,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_words + completion_tokens,
-            },
+            "usage": usage,
         }
 
 
-def _error_body(status: int, message: str, code: str | None = None) -> bytes:
+def _error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
     if status == 429:
         kind = "rate_limit_error"
     else:
         kind = "server_error" if status >= 500 else "invalid_request_error"
-    error = {"message": message, "type": kind, "code": code or str(status)}
+    error = {"message": message, "type": kind}
+    if param is not None:  # only parameter errors name one, placed before `code` as OpenAI does
+        error["param"] = param
+    error["code"] = code or str(status)
     return json.dumps({"error": error}).encode()
 
 
@@ -316,7 +385,7 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             if self._refuse_unauthorized():
                 return
             if self.path.rstrip("/") in ("/v1/models", "/models") and server.models_endpoint:
-                data = [{"id": m, "object": "model", "owned_by": "fake"} for m in server.model_ids]
+                data = [{"id": m, "object": "model", "owned_by": server.owned_by} for m in server.model_ids]
                 self._send(200, json.dumps({"object": "list", "data": data}).encode())
             else:
                 self._send(404, _error_body(404, f"no route GET {self.path}"))
@@ -345,6 +414,11 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 if server.reject_unknown_models and model not in server.model_ids:
                     message = f"The model `{model}` does not exist or you do not have access to it."
                     self._send(404, _error_body(404, message, "model_not_found"))
+                    return
+                unsupported = server._unsupported_parameter(body)
+                if unsupported is not None:
+                    message, param, code = unsupported
+                    self._send(400, _error_body(400, message, code, param))
                     return
                 self._answer(body, number, fault)
             finally:
@@ -407,6 +481,20 @@ def main(argv: list[str] | None = None) -> int:
         "--reject-unknown-models", action="store_true", help="404 for a chat naming an unlisted model"
     )
     parser.add_argument("--unauthorized", action="store_true", help="answer 401 to every request")
+    parser.add_argument(
+        "--reasoning", choices=REASONING_PLACEMENTS, default=None, help="where replies carry reasoning"
+    )
+    parser.add_argument("--reasoning-text", default=DEFAULT_REASONING_TEXT, help="the reasoning of replies")
+    parser.add_argument(
+        "--no-reasoning-tokens",
+        action="store_true",
+        help="leave completion_tokens_details out of usage (as vLLM)",
+    )
+    parser.add_argument(
+        "--reasoning-model",
+        action="store_true",
+        help="400 for max_tokens or a temperature other than 1 (as OpenAI reasoning models)",
+    )
     args = parser.parse_args(argv)
 
     def log(number: int) -> None:
@@ -425,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         models_endpoint=not args.no_models_endpoint,
         reject_unknown_models=args.reject_unknown_models,
         unauthorized=args.unauthorized,
+        reasoning=args.reasoning,
+        reasoning_text=args.reasoning_text,
+        reasoning_tokens_reported=not args.no_reasoning_tokens,
+        reasoning_model=args.reasoning_model,
     )
     with server:
         tmp = f"{args.port_file}.tmp"
