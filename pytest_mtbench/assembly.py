@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .backends import ALIASES, BackendError, BackendOptions, missing_credentials, split_spec
+from .backends import ALIASES, BackendError, BackendOptions, check_name, missing_credentials, split_spec
 from .baseline import (
     BaselineJudgments,
     GateOptions,
@@ -59,7 +59,14 @@ from .runner import (
     RunSettings,
     side_by_side,
 )
-from .stats import aggregate, evaluate_gates, phase_totals, question_scores, served_judges
+from .stats import (
+    aggregate,
+    answer_lengths,
+    evaluate_gates,
+    phase_totals,
+    question_scores,
+    served_judges,
+)
 
 if TYPE_CHECKING:
     from .calibration import Calibration
@@ -145,7 +152,30 @@ class BenchmarkRun:
         }
 
     def judge_call(self) -> dict[str, Any]:
-        return {"temperature": JUDGE_TEMPERATURE, "max_tokens": self.settings.judge_max_tokens}
+        """The judge call's parameters as the report records them: the official call's as they always
+        were; the reasoning-model call's style, token limit and effort (a thinking budget adds to the
+        limit in either style)."""
+        verdict = self.settings.judge_max_tokens
+        identity = self.runner.judge.identity()
+        budget = int(identity.get("thinking_budget") or 0)
+        if identity.get("call") == "reasoning":
+            call: dict[str, Any] = {"style": "reasoning", "max_completion_tokens": verdict + budget}
+            if identity.get("reasoning_effort"):
+                call["reasoning_effort"] = identity["reasoning_effort"]
+            return call
+        call = {"temperature": JUDGE_TEMPERATURE, "max_tokens": verdict + budget}
+        if budget:
+            call["thinking_budget"] = budget
+        return call
+
+    def settle_calls(self, styles: dict[str, str]) -> None:
+        """Apply the call styles the preflight settled ("model" and "judge": official or reasoning) to
+        backends that asked for `auto`."""
+        for runner in self.runners:
+            if "model" in styles:
+                runner.model.settle(styles["model"])
+        if "judge" in styles:
+            self.runner.judge.settle(styles["judge"])
 
     def close(self) -> None:
         for runner in self.runners:
@@ -182,6 +212,7 @@ class BenchmarkRun:
             wall_seconds=finished - started,
             workers=workers,
             phases=phase_totals(records, pair_calls),
+            answer_tokens=answer_lengths(r for r in records if r.model == settings.model),
         )
 
     def report(
@@ -494,8 +525,9 @@ def check_local_spec(flag: str, spec: str) -> None:
     """A local model path that does not exist is an error before anything runs."""
     try:
         prefix, name = split_spec(spec)
+        check_name(spec)
     except BackendError as exc:
-        raise SetupError(f"{flag}: {exc}") from None
+        raise SetupError(f"{flag}={spec}: {exc}") from None
     if (
         prefix == "hf"
         and spec not in ALIASES
@@ -550,18 +582,46 @@ def build_judge(
     candidates: list[LazyBackend] = (),  # type: ignore[assignment]
 ) -> LazyBackend:
     """The judge backend: a local candidate that is also the judge is loaded once and shared."""
+    judge_options = BackendOptions(base_url=settings.judge_base_url, **options, **judge_thinking(settings))
     for model in candidates:
-        if model.spec == settings.judge and model.capabilities.local and model.options.chat_template is None:
+        if (
+            model.spec == settings.judge
+            and model.capabilities.local
+            and model.options.chat_template is None
+            and model.options.chat_template_kwargs == judge_options.chat_template_kwargs
+            and model.options.thinking_budget == judge_options.thinking_budget
+        ):
             judge = model
             break
     else:
-        judge = LazyBackend(settings.judge, BackendOptions(base_url=settings.judge_base_url, **options))
+        judge = LazyBackend(settings.judge, judge_options)
     if settings.judge_scoring == "constrained" and not judge.capabilities.rating_probes:
         raise SetupError(
             f"--mtbench-judge-scoring=constrained needs a judge that can report its rating probabilities "
             f"(a local hf/ model); {settings.judge} cannot: use --mtbench-judge-scoring=official"
         )
     return judge
+
+
+def judge_thinking(settings: Settings) -> dict[str, Any]:
+    """The judge's BackendOptions for thinking judges and reasoning-model calls."""
+    return {
+        "chat_template_kwargs": settings.judge_chat_template_kwargs,
+        "thinking_budget": settings.judge_thinking_budget,
+        "think_markers": settings.think_markers,
+        "call_style": settings.judge_call,
+        "reasoning_effort": settings.judge_reasoning_effort,
+    }
+
+
+def model_thinking(settings: Settings) -> dict[str, Any]:
+    """The candidates' BackendOptions for thinking models and reasoning-model calls."""
+    return {
+        "chat_template_kwargs": settings.chat_template_kwargs,
+        "thinking_budget": settings.thinking_budget,
+        "think_markers": settings.think_markers,
+        "call_style": settings.model_call,
+    }
 
 
 def result_cache(settings: Settings) -> ResultCache:
@@ -578,6 +638,7 @@ def engine_settings(settings: Settings) -> RunSettings:
         seed=settings.seed,
         judge_max_tokens=settings.judge_max_tokens,
         offline=settings.offline,
+        think_markers=settings.think_markers,
     )
 
 
@@ -602,9 +663,22 @@ def build_run(
         )
     except (OSError, UnicodeDecodeError) as exc:
         raise SetupError(f"--mtbench-chat-template: cannot read {settings.chat_template} ({exc})") from None
+    if chat_template is not None:  # whatever the backend: a broken template is an error now, not later
+        from .backends.hf import check_template
+
+        try:
+            check_template(settings.chat_template, chat_template, from_option=True)
+        except BackendError as exc:
+            raise SetupError(str(exc)) from None
     models = [
         LazyBackend(
-            spec, BackendOptions(base_url=settings.model_base_url, chat_template=chat_template, **options)
+            spec,
+            BackendOptions(
+                base_url=settings.model_base_url,
+                chat_template=chat_template,
+                **options,
+                **model_thinking(settings),
+            ),
         )
         for spec in settings.models
     ]

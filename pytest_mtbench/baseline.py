@@ -46,9 +46,14 @@ def check_compatible(old: RunInfo, new: RunInfo) -> list[str]:
         after = (new.data.get(table) or {}).get(name)
         if before != after:
             problems.append(f"{what} (sha256 {str(before)[:12]} in the baseline, {str(after)[:12]} now)")
-    before, after = old.judge_call.get("max_tokens"), new.judge_call.get("max_tokens")
+    before, after = old.judge_call.get("style", "official"), new.judge_call.get("style", "official")
     if before != after:
-        problems.append(f"judge max tokens {before} in the baseline, {after} now")
+        problems.append(f"judge call {before} in the baseline, {after} now")
+    for name in ("max_tokens", "max_completion_tokens", "reasoning_effort") if before == after else ():
+        before, after = old.judge_call.get(name), new.judge_call.get(name)
+        if before != after:
+            shown = "judge max tokens" if name == "max_tokens" else f"judge {name.replace('_', ' ')}"
+            problems.append(f"{shown} {before} in the baseline, {after} now")
     if old.judge_scoring != new.judge_scoring:
         problems.append(f"judge scoring {old.judge_scoring} in the baseline, {new.judge_scoring} now")
     return problems

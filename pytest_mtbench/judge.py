@@ -110,10 +110,17 @@ def official_judgment(
     call: CallInfo,
     scale: tuple[float, float] = OFFICIAL_SCALE,
     pattern: str | None = None,
+    reasoning: str | None = None,
 ) -> Judgment:
-    """Apply the prompt's rating rule (the official one unless its prompt set declares another)."""
+    """Apply the prompt's rating rule (the official one unless its prompt set declares another) to the
+    judge's final text; a thinking judge's `reasoning` is kept but never read for the rating."""
     score, reason = read_rating(text, scale, pattern)
-    if score is None and call.truncated:
+    if score is None and reasoning is not None and not text.strip() and call.truncated:
+        reason = (
+            "the judge was still reasoning when it reached its token limit, before its verdict "
+            "(raise --mtbench-judge-thinking-budget)"
+        )
+    elif score is None and call.truncated:
         reason = f"{reason}; the judgment was cut off at its token limit"
     return Judgment(
         prompt=request.sent(),
@@ -123,6 +130,7 @@ def official_judgment(
         call=call,
         repeat=request.repeat,
         unscored_reason=reason,
+        reasoning=reasoning,
     )
 
 
@@ -139,4 +147,5 @@ def constrained_judgment(judgment: Judgment, probabilities: dict[int, float]) ->
         repeat=judgment.repeat,
         rating_probabilities={str(k): float(p) for k, p in sorted(probabilities.items())},
         expected_rating=float(expected),
+        reasoning=judgment.reasoning,
     )

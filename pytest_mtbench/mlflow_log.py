@@ -83,6 +83,8 @@ def _summary_metrics(row: CategorySummary, metrics: dict[str, float]) -> None:
         ("n_scored", row.n_scored),
         ("n_unscored", row.n_unscored),
         ("n_truncated", row.n_truncated),
+        # only for runs of thinking models, so a plain run logs what it always logged
+        ("n_unfinished_reasoning", row.n_unfinished_reasoning or None),
     ):
         if value is not None and math.isfinite(value):
             metrics[f"{metric}/{name}"] = float(value)

@@ -70,6 +70,8 @@ class RunState:
 
 
 STATE = pytest.StashKey[RunState]()
+# "model"/"judge" -> the call style the preflight settled (see BackendOptions.call_style); sent to workers.
+SETTLED = pytest.StashKey[dict[str, str]]()
 
 
 def _progress_printer(config: pytest.Config, interval: float):
@@ -134,6 +136,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     run = _build(config, settings, build_run)
     settings.check_threshold_names({q.category for q in run.questions.values()})
+    if _is_worker(config):  # the call styles the controller's preflight settled
+        run.settle_calls(config.workerinput.get("mtbench_settled", {}))
     state = RunState(run)
     config.stash[STATE] = state
     if not _is_worker(config):
@@ -158,16 +162,43 @@ def _preflight(config: pytest.Config, questions: list[Any]) -> None:
         return
     if not runner.needs_calls(questions):
         return
-    checked: set[tuple[str, str | None]] = set()
-    for flag, backend in (("--mtbench-model", runner.model), ("--mtbench-judge", runner.judge)):
-        target = (backend.spec, backend.options.base_url)
+    checked: set[tuple[str, str | None, str]] = set()
+    for role, backend in (("model", runner.model), ("judge", runner.judge)):
+        target = (backend.spec, backend.options.base_url, backend.options.call_style)
         if not backend.capabilities.preflight or target in checked:
             continue
         checked.add(target)
         try:
-            preflight(backend.spec, backend.options)
+            found = preflight(backend.spec, backend.options)
         except BackendError as exc:
-            raise pytest.UsageError(f"{flag}={backend.spec}: {exc}") from None
+            raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {exc}") from None
+        for note in found.notes:
+            _say(config, f"mtbench: --mtbench-{role}={backend.spec}: {note}")
+        style = found.call_style
+        if backend.options.call_style == "auto" and style in ("official", "reasoning"):
+            config.stash.setdefault(SETTLED, {})[role] = style
+            if style == "reasoning":
+                _say(
+                    config,
+                    f"mtbench: {backend.spec} refuses the official call's parameters (max_tokens, "
+                    f"temperature): calling it as a reasoning model (max_completion_tokens, no temperature; "
+                    f"--mtbench-{role}-call=reasoning)",
+                )
+    state.run.settle_calls(config.stash.get(SETTLED, {}))
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line, yellow=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist, on the controller: hand each worker the call styles the preflight settled."""
+    settled = node.config.stash.get(SETTLED, None)
+    if settled:
+        node.workerinput["mtbench_settled"] = dict(settled)
 
 
 def _xdist_controller(config: pytest.Config) -> bool:
@@ -590,6 +621,8 @@ def _configure_calibration(config: pytest.Config, settings: Settings) -> None:
 
     settings.check_calibrate_alone()
     judging = _build(config, settings, build_calibration_judging)
+    if _is_worker(config) and "judge" in config.workerinput.get("mtbench_settled", {}):
+        judging.judge.settle(config.workerinput["mtbench_settled"]["judge"])
     from .questions import CATEGORIES
 
     for category in set(judging.categories()) - set(CATEGORIES):
@@ -692,9 +725,14 @@ class CalibrationPlugin:
         if not judging.judge.capabilities.preflight or not judging.needs_calls(judging.items_of(categories)):
             return
         try:
-            preflight(judging.judge.spec, judging.judge.options)
+            found = preflight(judging.judge.spec, judging.judge.options)
         except BackendError as exc:
             raise pytest.UsageError(f"--mtbench-judge={judging.judge.spec}: {exc}") from None
+        for note in found.notes:
+            _say(self.config, f"mtbench: --mtbench-judge={judging.judge.spec}: {note}")
+        if judging.judge.options.call_style == "auto" and found.call_style in ("official", "reasoning"):
+            self.config.stash[SETTLED] = {"judge": found.call_style}
+            judging.judge.settle(found.call_style)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:

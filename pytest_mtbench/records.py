@@ -54,6 +54,7 @@ class CallInfo(_FlatRecord):
     truncated: bool = False  # cut off at the token limit: the text is incomplete
     served_model: str | None = None  # the `model` the endpoint says answered
     system_fingerprint: str | None = None
+    reasoning_tokens: int | None = None  # of `tokens`, those spent thinking (None: no reasoning, or untold)
 
 
 @dataclass
@@ -78,6 +79,7 @@ class Judgment:
     unscored_reason: str | None = None
     rating_probabilities: dict[str, float] | None = None  # constrained scoring only
     expected_rating: float | None = None  # constrained scoring only
+    reasoning: str | None = None  # a thinking judge's reasoning; the rating is read from `text` only
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Judgment:
@@ -97,6 +99,8 @@ class TurnRecord:
     temperature: float
     answer_call: CallInfo
     judgments: list[Judgment] = field(default_factory=list)
+    # A thinking model's reasoning before `answer` (never judged, never in the next turn's history).
+    reasoning: str | None = None
 
     @property
     def scores(self) -> list[Score]:
@@ -165,9 +169,19 @@ class CategorySummary(_FlatRecord):
     turn_2: float | None
     score: float | None  # mean of all scored turns, FastChat's show_result rule
     n_truncated: int = 0  # answers or judgments cut off at their token limit
+    n_unfinished_reasoning: int = 0  # answers whose thinking never ended (not judged)
     threshold: float | None = None
     ci_low: float | None = None  # question-clustered bootstrap interval of `score`
     ci_high: float | None = None
+
+    def notes(self) -> list[str]:
+        """What is wrong with the row's turns, for every table: "2 unscored, 1 truncated"."""
+        counts = (
+            (self.n_unscored, "unscored"),
+            (self.n_truncated, "truncated"),
+            (self.n_unfinished_reasoning, "unfinished reasoning"),
+        )
+        return [f"{n} {what}" for n, what in counts if n]
 
 
 @dataclass
@@ -202,6 +216,8 @@ class RunInfo(_FlatRecord):
     wall_seconds: float | None = None
     workers: int = 0
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A thinking model's answers (stats.answer_lengths): mean tokens a turn with and without reasoning.
+    answer_tokens: dict[str, Any] | None = None
 
 
 @dataclass

@@ -28,11 +28,12 @@ from .backends import (
     load_backend,
     static_identity,
 )
-from .backends.base import FINISH_CONTEXT_OVERFLOW, NOT_GENERATED
+from .backends.base import FINISH_CONTEXT_OVERFLOW, FINISH_LENGTH, NOT_GENERATED
 from .cache import ResultCache, content_key
 from .judge import JUDGE_MAX_TOKENS, JUDGE_TEMPERATURE, JudgeRequest, read_rating
 from .modes import AnsweredQuestion, JudgeReply, JudgingMode, ProbeIf
 from .questions import Question
+from .reasoning import DEFAULT_MARKERS, UNFINISHED_REASONING, SplitReply, split_reply
 from .records import CallInfo, Judgment, PromptSent, QuestionRecord, TurnRecord
 
 Message = dict[str, str]
@@ -72,6 +73,13 @@ class LazyBackend:
         if self._identity is None:
             self._identity = static_identity(self.spec, self.options)
         return self._identity
+
+    def settle(self, call_style: str) -> None:
+        """Use the call style a preflight settled (for a backend that asked for `auto`); the identity,
+        and so every cache key, follows it."""
+        if self.options.call_style == "auto" and call_style != "auto":
+            self.options = replace(self.options, call_style=call_style)
+            self._identity = None
 
     @property
     def backend(self) -> ChatBackend:
@@ -140,6 +148,7 @@ class RunSettings:
     seed: int = 0
     judge_max_tokens: int = JUDGE_MAX_TOKENS  # the official judge call uses 2048
     offline: bool = False
+    think_markers: tuple[str, str] = DEFAULT_MARKERS  # inline reasoning markers (see reasoning.py)
 
 
 @dataclass
@@ -292,6 +301,30 @@ def chat_compute(
     return compute
 
 
+def read_reply(value: dict[str, Any], markers: tuple[str, str]) -> SplitReply:
+    """A stored reply's answer and reasoning (reasoning.split_reply over its text and reasoning field)."""
+    return split_reply(str(value.get("text") or ""), value.get("reasoning"), markers)
+
+
+def unfinished(value: dict[str, Any], split: SplitReply) -> bool:
+    """Whether a reply stopped while still thinking: an opened reasoning never closed, or reasoning and
+    no answer from a reply cut off at its token limit (a server's reasoning parser gives null content)."""
+    if not split.finished:
+        return True
+    return split.thought and not split.answer and value.get("finish_reason") == FINISH_LENGTH
+
+
+def unfinished_reason(value: dict[str, Any]) -> str:
+    tokens = value.get("n_tokens") or 0
+    return (
+        f"{UNFINISHED_REASONING}: the model was still thinking when it stopped"
+        + (f" after {tokens} tokens" if tokens else "")
+        + "; give it a thinking budget (--mtbench-thinking-budget) or more tokens "
+        "(--mtbench-max-new-tokens), or turn thinking off "
+        "(--mtbench-chat-template-kwargs enable_thinking=false)"
+    )
+
+
 def call_info(job: Job) -> CallInfo:
     """What the record keeps of one request: cost, and what the endpoint said about it."""
     completion = Completion.from_value(job.value or {"text": ""})
@@ -306,6 +339,7 @@ def call_info(job: Job) -> CallInfo:
         truncated=completion.truncated,
         served_model=completion.served_model,
         system_fingerprint=completion.system_fingerprint,
+        reasoning_tokens=completion.reasoning_tokens,
     )
 
 
@@ -369,14 +403,15 @@ class CachedJudge:
         for unit in units.values():
             compute = chat_compute(params, probe_cue=probe_cue, probe_if=probe_job)
             self.completer.resolve(JUDGMENT_KIND, unit, self.judge, self.stats, compute, progress, recorded)
-        return [
-            JudgeReply(
-                text=None if job.missing else (job.value or {}).get("text"),
-                call=call_info(job),
-                missing=job.missing,
-            )
-            for job in jobs
-        ]
+        replies = []
+        for job in jobs:
+            if job.missing or job.value is None:
+                replies.append(JudgeReply(text=None, call=call_info(job), missing=job.missing))
+                continue
+            # The rating is read from the judge's final text only, never from its reasoning.
+            split = read_reply(job.value, self.settings.think_markers)
+            replies.append(JudgeReply(text=split.answer, call=call_info(job), reasoning=split.reasoning))
+        return replies
 
     def rating_probabilities(
         self, requests: Sequence[JudgeRequest], judgments: Sequence[str]
@@ -492,15 +527,26 @@ class BenchmarkRunner:
                     if job.missing or job.value is None:
                         errors[q.question_id] = f"turn {turn + 1}: {job.missing or 'no answer'}"
                         continue
-                    text = job.value["text"]
-                    conversations[q.question_id] = [*job.messages, {"role": "assistant", "content": text}]
+                    split = read_reply(job.value, self.settings.think_markers)
+                    call = call_info(job)
+                    if unfinished(job.value, split):
+                        # Never judged as an empty answer: the question fails, the turn is kept.
+                        call.finish_reason, call.truncated = UNFINISHED_REASONING, True
+                        errors[q.question_id] = f"turn {turn + 1}: {unfinished_reason(job.value)}"
+                    # Only the answer goes into the next turn's history, as chat templates render past
+                    # turns of thinking models.
+                    conversations[q.question_id] = [
+                        *job.messages,
+                        {"role": "assistant", "content": split.answer},
+                    ]
                     turns[q.question_id].append(
                         TurnRecord(
                             turn=turn + 1,
                             question=q.turns[turn],
-                            answer=text,
+                            answer=split.answer,
                             temperature=q.temperature,
-                            answer_call=call_info(job),
+                            answer_call=call,
+                            reasoning=split.reasoning,
                         )
                     )
         return turns
@@ -545,6 +591,10 @@ class BenchmarkRunner:
             record = QuestionRecord(q.question_id, q.category, self.model.spec)
             if q.question_id in errors:
                 record.error = errors[q.question_id]
+                # A reply that never finished thinking stays in the record: its reasoning and its count.
+                record.turns = [
+                    t for t in turns[q.question_id] if t.answer_call.finish_reason == UNFINISHED_REASONING
+                ]
             else:
                 for turn in turns[q.question_id]:
                     turn.judgments = outcome.judgments.get((q.question_id, turn.turn), [])

@@ -230,6 +230,30 @@ def _score_item(high: float, what: str) -> Callable[[str, Origin, bool], tuple[s
     return parse
 
 
+def _template_kwarg(text: str, origin: Origin) -> tuple[str, Any]:
+    """`enable_thinking=false` -> ("enable_thinking", False): the value is read as JSON (true, 3, "x",
+    null) where it is JSON, else kept as text (`reasoning_effort=low`)."""
+    import json
+
+    name, sep, value = text.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise _Invalid("not KEY=VALUE with KEY a template variable name; e.g. enable_thinking=false")
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def _markers(text: str, origin: Origin) -> tuple[str, str]:
+    from .reasoning import parse_markers
+
+    try:
+        return parse_markers(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 _threshold_item = _score_item(10, "threshold")
 _margin_item = _score_item(9, "margin")
 
@@ -285,6 +309,8 @@ def _check_writable(path: Path, *, directory: bool) -> None:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, tuple):  # OPEN,CLOSE: written as the flag takes it
+        return ",".join(str(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -426,6 +452,43 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "--mtbench-judge-call",
+        "How the judge's API is called: official (temperature 0 and max_tokens, FastChat's call), "
+        "reasoning (max_completion_tokens and no temperature: OpenAI's o-series and GPT-5, which refuse "
+        "the official call) or auto (the preflight tries the official call and switches once, with a "
+        "line, when the endpoint refuses its parameters). Part of the judge's identity.",
+        default="auto",
+        parse=_choice("auto", "official", "reasoning"),
+        ini="mtbench_judge_call",
+        env="MTBENCH_JUDGE_CALL",
+        metavar="STYLE",
+    ),
+    Option(
+        "--mtbench-judge-reasoning-effort",
+        "The reasoning-model call's reasoning_effort (e.g. minimal, low, medium, high); the model's own "
+        "default when not given. Part of the judge's identity.",
+        parse=_choice("none", "minimal", "low", "medium", "high", "xhigh"),
+        ini="mtbench_judge_reasoning_effort",
+        metavar="EFFORT",
+    ),
+    Option(
+        "--mtbench-judge-thinking-budget",
+        "Tokens the judge may spend reasoning on top of --mtbench-judge-max-tokens (its reasoning counts "
+        "against the call's limit). Default: 16384 with the reasoning-model call, 0 otherwise.",
+        parse=_whole(0),
+        ini="mtbench_judge_thinking_budget",
+        metavar="N",
+    ),
+    Option(
+        "--mtbench-judge-chat-template-kwargs",
+        "KEY=VALUE for the judge's chat template (local judges) or `chat_template_kwargs` (vLLM, SGLang), "
+        "e.g. enable_thinking=false. Repeatable.",
+        ini="mtbench_judge_chat_template_kwargs",
+        action="append",
+        metavar="KEY=VALUE",
+        name="judge_chat_template_kwargs",
+    ),
+    Option(
         "--mtbench-judge-repeats",
         "Judge every turn K times (1 to 20) to measure the judge's own noise.",
         default=1,
@@ -490,6 +553,44 @@ OPTIONS: tuple[Option, ...] = (
         parse=_whole(1),
         ini="mtbench_max_new_tokens",
         metavar="N",
+    ),
+    Option(
+        "--mtbench-chat-template-kwargs",
+        "KEY=VALUE passed to the candidate's chat template (local models) or as `chat_template_kwargs` "
+        "(vLLM, SGLang), e.g. enable_thinking=false or reasoning_effort=low; the value is read as JSON "
+        "where it is JSON. Repeatable; part of the model's identity.",
+        ini="mtbench_chat_template_kwargs",
+        action="append",
+        metavar="KEY=VALUE",
+        name="chat_template_kwargs",
+    ),
+    Option(
+        "--mtbench-thinking-budget",
+        "Tokens a thinking candidate may spend reasoning, apart from its answer's --mtbench-max-new-tokens. "
+        "Local models: a reply still thinking at N has its reasoning closed for it and then writes its "
+        "answer (budget forcing). API models: added to the call's token limit. Default: none (reasoning "
+        "and answer share --mtbench-max-new-tokens), 16384 with the reasoning-model call.",
+        parse=_whole(0),
+        ini="mtbench_thinking_budget",
+        metavar="N",
+    ),
+    Option(
+        "--mtbench-think-markers",
+        "The markers around a reply's inline reasoning, OPEN,CLOSE.",
+        default=("<think>", "</think>"),
+        parse=_markers,
+        ini="mtbench_think_markers",
+        metavar="OPEN,CLOSE",
+    ),
+    Option(
+        "--mtbench-model-call",
+        "How an openai/ candidate is called: official (temperature and max_tokens), reasoning "
+        "(max_completion_tokens, no temperature: OpenAI's reasoning models) or auto (settled by the "
+        "preflight, as for the judge).",
+        default="official",
+        parse=_choice("auto", "official", "reasoning"),
+        ini="mtbench_model_call",
+        metavar="STYLE",
     ),
     Option(
         "--mtbench-seed",
@@ -751,6 +852,14 @@ class Settings:
     chat_template: str | None
     max_new_tokens: int
     seed: int
+    judge_call: str  # auto, official or reasoning
+    judge_reasoning_effort: str | None
+    judge_thinking_budget: int | None  # None: the call style's default
+    judge_chat_template_kwargs: tuple[tuple[str, Any], ...]
+    chat_template_kwargs: tuple[tuple[str, Any], ...]  # the candidates' chat template switches
+    thinking_budget: int | None  # None: reasoning and answer share max_new_tokens
+    think_markers: tuple[str, str]
+    model_call: str  # auto, official or reasoning
     thresholds: dict[str, float] = field(hash=False)  # category or "overall" -> minimum score
     reports: tuple[str, ...]  # report paths; the suffix picks the writer
     mlflow: bool  # log the run to MLflow at the end
@@ -895,6 +1004,20 @@ def _keyed(
     return bare_value, values
 
 
+def _template_kwargs(config: pytest.Config, option: Option) -> tuple[tuple[str, Any], ...]:
+    """KEY=VALUE items, sorted by key (the command line's value wins over the ini's for one key)."""
+    found: dict[str, Any] = {}
+    for source in _items(config, option, split=False):
+        seen: set[str] = set()
+        for text, origin in source:
+            key, value = _apply(_template_kwarg, text, origin)
+            if key in seen:
+                raise pytest.UsageError(f"{origin.label}: a second value for {key!r}; give each key once")
+            seen.add(key)
+            found[key] = value
+    return tuple(sorted(found.items()))
+
+
 def _report_paths(config: pytest.Config, option: Option) -> tuple[str, ...]:
     ini_items, cli_items = _items(config, option, split=False)
     chosen = cli_items or ini_items  # the command line's list replaces the ini's
@@ -995,6 +1118,8 @@ def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = No
     margin, values["margins"] = _keyed(config, by_field["margin"], _margin_item)
     values["margin"] = by_field["margin"].default if margin is None else margin
     values["reports"] = _report_paths(config, by_field["reports"])
+    for name in ("chat_template_kwargs", "judge_chat_template_kwargs"):
+        values[name] = _template_kwargs(config, by_field[name])
 
     if values["mlflow"]:
         label = origins["mlflow"].label if "mlflow" in origins else "--mtbench-mlflow"

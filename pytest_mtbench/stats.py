@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from .questions import CATEGORIES
+from .reasoning import UNFINISHED_REASONING
 from .records import CallInfo, CategorySummary, GateResult, QuestionRecord
 
 OVERALL = "overall"
@@ -24,9 +25,12 @@ def category_order(names: Iterable[str]) -> list[str]:
 def _summary(name: str, records: list[QuestionRecord]) -> CategorySummary:
     by_turn: dict[int, list[float]] = {1: [], 2: []}
     everything: list[float] = []
-    unscored = truncated = 0
+    unscored = truncated = unfinished = 0
     for record in records:
         for turn in record.turns:
+            if turn.answer_call.finish_reason == UNFINISHED_REASONING:
+                unfinished += 1  # not judged: its question failed with that reason
+                continue
             truncated += turn.answer_call.truncated + sum(j.call.truncated for j in turn.judgments)
             score = turn.score
             if score is None:
@@ -43,6 +47,7 @@ def _summary(name: str, records: list[QuestionRecord]) -> CategorySummary:
         turn_2=_mean(by_turn[2]),
         score=_mean(everything),
         n_truncated=truncated,
+        n_unfinished_reasoning=unfinished,
     )
 
 
@@ -118,10 +123,28 @@ def phase_totals(
             bucket["calls"] += 1
             bucket["tokens"] += call.tokens
             bucket["seconds"] += call.seconds
+            if call.reasoning_tokens:  # the key only in runs of thinking models
+                bucket["reasoning_tokens"] = bucket.get("reasoning_tokens", 0) + call.reasoning_tokens
     for bucket in totals.values():
         seconds = float(bucket["seconds"])
         bucket["tokens_per_second"] = bucket["tokens"] / seconds if seconds > 0 else None  # type: ignore[assignment]
     return totals
+
+
+def answer_lengths(records: Iterable[QuestionRecord]) -> dict[str, float | int] | None:
+    """A thinking model's answers: mean generated tokens a turn with the reasoning and without it, and
+    the share spent reasoning (cached turns included); None when no answer holds reasoning."""
+    turns = [t for r in records for t in r.turns]
+    thinking = sum(t.answer_call.reasoning_tokens or 0 for t in turns)
+    if not turns or not any(t.reasoning is not None for t in turns):
+        return None
+    total = sum(t.answer_call.tokens for t in turns)
+    return {
+        "turns": len(turns),
+        "mean_tokens": total / len(turns),
+        "mean_answer_tokens": (total - thinking) / len(turns),
+        "reasoning_share": thinking / total if total else 0.0,
+    }
 
 
 def served_judges(records: Iterable[QuestionRecord]) -> list[str]:

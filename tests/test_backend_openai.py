@@ -109,10 +109,20 @@ def test_request_body_is_exactly_what_fastchat_sends(make_server, make_backend) 
     server = make_server(scores=9)
     backend = make_backend(server)
     messages = convo("Rate this answer.")
-    [completion] = backend.chat([messages], SamplingParams(temperature=0.7, max_new_tokens=1024, seed=5))
+    [completion] = backend.chat([messages], SamplingParams(temperature=0.0, max_new_tokens=2048, seed=5))
     assert server.requests == [
-        {"model": "gpt-4", "messages": messages, "n": 1, "temperature": 0.7, "max_tokens": 1024}
+        {"model": "gpt-4", "messages": messages, "n": 1, "temperature": 0.0, "max_tokens": 2048}
     ]
+    # A sampled call also carries the run's seed, so vLLM and SGLang sample the same answer again.
+    backend.chat([messages], SamplingParams(temperature=0.7, max_new_tokens=1024, seed=5))
+    assert server.requests[1] == {
+        "model": "gpt-4",
+        "messages": messages,
+        "n": 1,
+        "temperature": 0.7,
+        "max_tokens": 1024,
+        "seed": 5,
+    }
     assert completion.text == judge_like_reply(9)
     assert completion.text.endswith("Rating: [[9]]")
     assert completion.n_tokens == len(judge_like_reply(9).split())

@@ -159,6 +159,75 @@ ROWS: list[Row] = [
         ("--mtbench-mode=pairwise", "--mtbench-baseline-model=fake/silent", "--mtbench-threshold=coding=6"),
     ),
     Row(
+        "fake-model-unknown",
+        "--mtbench-model=fake/bogus: unknown fake model 'bogus': use fake/echo, fake/silent, fake/judge-N "
+        "or fake/judge-varied",
+        ("--mtbench-model=fake/bogus",),
+    ),
+    Row(
+        "fake-judge-unknown",
+        "--mtbench-judge=fake/bogus: unknown fake model 'bogus': *",
+        ("--mtbench-judge=fake/bogus",),
+    ),
+    Row(
+        "chat-template-kwargs-not-key-value",
+        "--mtbench-chat-template-kwargs=enable_thinking: not KEY=VALUE with KEY a template variable name; "
+        "e.g. enable_thinking=false",
+        ("--mtbench-chat-template-kwargs=enable_thinking",),
+    ),
+    Row(
+        "chat-template-kwargs-twice",
+        "--mtbench-chat-template-kwargs=enable_thinking=true: a second value for 'enable_thinking'; give "
+        "each key once",
+        (
+            "--mtbench-chat-template-kwargs=enable_thinking=false",
+            "--mtbench-chat-template-kwargs=enable_thinking=true",
+        ),
+    ),
+    Row(
+        "think-markers-one",
+        "--mtbench-think-markers=<think>: give two different markers separated by a comma, e.g. "
+        "<think>,</think>",
+        ("--mtbench-think-markers=<think>",),
+    ),
+    Row(
+        "judge-call-unknown",
+        "--mtbench-judge-call=o1: not one of auto, official, reasoning",
+        ("--mtbench-judge-call=o1",),
+    ),
+    Row(
+        "judge-reasoning-effort-unknown",
+        "--mtbench-judge-reasoning-effort=max: not one of none, minimal, low, medium, high, xhigh",
+        ("--mtbench-judge-reasoning-effort=max",),
+    ),
+    Row(
+        "judge-thinking-budget-word",
+        "--mtbench-judge-thinking-budget=lots: not a whole number; give an integer of at least 0",
+        ("--mtbench-judge-thinking-budget=lots",),
+    ),
+    Row(
+        "judge-chat-template-kwargs-bad-key",
+        "--mtbench-judge-chat-template-kwargs=1x=true: not KEY=VALUE with KEY a template variable name; "
+        "e.g. enable_thinking=false",
+        ("--mtbench-judge-chat-template-kwargs=1x=true",),
+    ),
+    Row(
+        "model-call-unknown",
+        "--mtbench-model-call=fast: not one of auto, official, reasoning",
+        ("--mtbench-model-call=fast",),
+    ),
+    Row(
+        "thinking-budget-negative",
+        "--mtbench-thinking-budget=-5: out of range; give an integer of at least 0",
+        ("--mtbench-thinking-budget=-5",),
+    ),
+    Row(
+        "chat-template-not-jinja-without-a-local-model",
+        "the chat template given with --mtbench-chat-template (broken.jinja) is not valid Jinja (line 1: *",
+        ("--mtbench-chat-template=broken.jinja",),
+        files={"broken.jinja": "{% for m in messages %}{{ m.content }\n"},
+    ),
+    Row(
         "same-model-twice",
         "--mtbench-model=fake/echo: the same model twice; give each model once",
         ("--mtbench-model=fake/echo",),

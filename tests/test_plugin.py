@@ -89,6 +89,7 @@ def test_full_run_table_and_json_report(run, pytester: pytest.Pytester) -> None:
         "n_unscored": 0,
         "n_questions": 10,
         "n_truncated": 0,
+        "n_unfinished_reasoning": 0,
         "threshold": None,
         "ci_low": 7.0,  # a judge that always says 7 leaves no spread to resample
         "ci_high": 7.0,

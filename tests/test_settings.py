@@ -21,6 +21,7 @@ from pytest_mtbench.settings import (
     Option,
     Origin,
     Settings,
+    _show,
     add_options,
     build_settings,
 )
@@ -121,6 +122,12 @@ def _samples(tmp: Path) -> dict[str, Sample]:
         "retries": Sample("6", "", "2"),
         "batch_size": Sample("16", "", "3"),
         "device": Sample("auto", "cpu", "cuda:1"),
+        "judge_call": Sample("auto", "reasoning", "official"),
+        "judge_reasoning_effort": Sample("low", "", "high"),
+        "judge_thinking_budget": Sample("100", "", "200"),
+        "thinking_budget": Sample("64", "", "32"),
+        "think_markers": Sample("<think>,</think>", "", "<r>,</r>"),
+        "model_call": Sample("official", "", "auto"),
         "progress_interval": Sample("", "0.5", ""),
     }
 
@@ -316,7 +323,7 @@ def test_defaults_are_written_once_and_shown_in_help() -> None:
     for option in ALL_OPTIONS:
         assert not re.search(r"default\W+\d", option.about), f"{option.setting}: help states its default"
         if option.default is not None and option.default is not False:
-            shown = f"{option.default:g}" if isinstance(option.default, float) else str(option.default)
+            shown = _show(option.default)
             assert option.help.count(f"default: {shown}") == 1, option.setting
         for name in (option.ini, option.env):
             assert name is None or name in option.help
@@ -338,7 +345,7 @@ def test_readme_rows_show_defaults_and_sources() -> None:
         for name in (option.ini, option.env):
             assert name is None or f"`{name}`" in row, f"{option.flag}: README row lacks {name}"
         if option.default not in (None, False):
-            shown = f"{option.default:g}" if isinstance(option.default, float) else str(option.default)
+            shown = _show(option.default)
             assert f"default `{shown}`" in row, f"{option.flag}: README row lacks its default {shown}"
 
 

@@ -13,6 +13,7 @@ from .base import (
     ChatBackend,
     Completion,
     Message,
+    PreflightResult,
     SamplingParams,
 )
 
@@ -90,6 +91,15 @@ def prepare(spec: str, questions: Iterable[Any]) -> Any | None:
     return module.prepare(name, questions) if hasattr(module, "prepare") else None
 
 
+def check_name(spec: str) -> None:
+    """BackendError when the backend knows at once that it has no such model (e.g. `fake/bogus`); a
+    backend module may define `check_name(name)` for that, checked at start-up without loading anything."""
+    prefix, name = split_spec(spec)
+    module = importlib.import_module(_REGISTRY[prefix][0])
+    if hasattr(module, "check_name"):
+        module.check_name(name)
+
+
 def missing_credentials(spec: str, options: BackendOptions) -> str | None:
     """Why calls to this backend would be refused for want of a key (None when nothing is missing)."""
     prefix, _ = split_spec(spec)
@@ -97,16 +107,18 @@ def missing_credentials(spec: str, options: BackendOptions) -> str | None:
     return module.missing_key(options) if hasattr(module, "missing_key") else None
 
 
-def preflight(spec: str, options: BackendOptions) -> None:
+def preflight(spec: str, options: BackendOptions) -> PreflightResult:
     """Check up front that the backend can be reached and serves the model (a no-op for backends
-    without the `preflight` capability). BackendError carries one line the caller prefixes with the flag.
+    without the `preflight` capability): what it learnt, the call style it settled (see
+    BackendOptions.call_style) and lines to show. BackendError carries one line the caller prefixes with
+    the flag.
     """
     prefix, name = split_spec(spec)
     module = importlib.import_module(_REGISTRY[prefix][0])
     if not module.CAPABILITIES.preflight:
-        return
+        return PreflightResult()
     try:
-        module.preflight(name, options)
+        return module.preflight(name, options)
     except ImportError as exc:
         raise BackendError(
             f"backend '{prefix}' needs packages that are not installed ({exc.name or exc}): "

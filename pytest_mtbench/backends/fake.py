@@ -26,18 +26,26 @@ from .base import (
 CAPABILITIES = Capabilities(batch_scope="all", rating_probes=False, preflight=False, local=True)
 
 
+_RATING = r"judge-(\d+(?:\.\d+)?)"
+
+
+def check_name(name: str) -> None:
+    """BackendError for a name that is none of the fake models (checked at start-up)."""
+    if name not in ("echo", "silent", "judge-varied") and re.fullmatch(_RATING, name) is None:
+        raise BackendError(
+            f"unknown fake model {name!r}: use fake/echo, fake/silent, fake/judge-N or fake/judge-varied"
+        )
+
+
 class FakeBackend:
     """Canned replies: an echo of the question, a fixed rating, or a judgment without a rating."""
 
     def __init__(self, name: str) -> None:
+        check_name(name)
         self.spec = f"fake/{name}"
         self.name = name
-        match = re.fullmatch(r"judge-(\d+(?:\.\d+)?)", name)
+        match = re.fullmatch(_RATING, name)
         self._rating = match.group(1) if match else None
-        if name not in ("echo", "silent", "judge-varied") and self._rating is None:
-            raise BackendError(
-                f"unknown fake model {name!r}: use fake/echo, fake/silent, fake/judge-N or fake/judge-varied"
-            )
         self.calls = 0
 
     def identity(self) -> dict[str, Any]:

@@ -29,9 +29,17 @@ import math
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..reasoning import (
+    DEFAULT_MARKERS,
+    HARMONY_CHANNEL,
+    SplitReply,
+    rendered_opens_thinking,
+    split_reply,
+)
 from .base import (
     FINISH_CONTEXT_OVERFLOW,
     FINISH_LENGTH,
@@ -208,7 +216,15 @@ def _identity(directory: Path, gguf_file: str | None, options: BackendOptions) -
     # Memoised per process on each file's size and mtime, so a rewritten weight file is hashed again.
     stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files + code)
     device = device_for(options)
-    key = (stamps, options.chat_template, bool(code), device != "cpu")
+    key = (
+        stamps,
+        options.chat_template,
+        bool(code),
+        device != "cpu",
+        options.chat_template_kwargs,
+        options.thinking_budget,
+        options.think_markers,
+    )
     if key not in _IDENTITIES:
         override = options.chat_template
         identity: dict[str, Any] = {
@@ -223,6 +239,13 @@ def _identity(directory: Path, gguf_file: str | None, options: BackendOptions) -
             # GPU kernels give other numbers than the CPU's; the CPU identity stays as it always was, so
             # CPU caches keep hitting. The GPU's index is not part of it: identical GPUs, same outputs.
             identity["device"] = "cuda"
+        # Thinking settings, only when set: a plain model's identity (and cache keys) stay as they were.
+        if options.chat_template_kwargs:
+            identity["chat_template_kwargs"] = dict(options.chat_template_kwargs)
+        if options.thinking_budget:
+            identity["thinking_budget"] = options.thinking_budget
+            if options.think_markers != DEFAULT_MARKERS:
+                identity["think_markers"] = list(options.think_markers)
         _IDENTITIES[key] = identity
     return dict(_IDENTITIES[key])
 
@@ -274,7 +297,7 @@ class HFBackend:
             raise BackendError(
                 f"the tokenizer of {spec} has no chat template: pass one with --mtbench-chat-template=FILE"
             )
-        _check_template(spec, self.chat_template, from_option=options.chat_template is not None)
+        check_template(spec, self.chat_template, from_option=options.chat_template is not None)
         # Left padding keeps every prompt's last token at the end, where generation continues.
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -322,6 +345,11 @@ class HFBackend:
         # Whether rating probes run their ten continuations as one row (see _tail_scores_tree); None until
         # the first probe has checked it against ten rows.
         self._tree_probes: bool | None = None
+        # Thinking models: harmony channels (gpt-oss) are read with their tokens; the closing marker's
+        # token, where it is one, counts the reasoning's tokens exactly.
+        vocab = self.tokenizer.get_vocab()
+        self._harmony = HARMONY_CHANNEL in vocab
+        self._close_id: int | None = vocab.get(options.think_markers[1])
 
     def _converted_dir(self) -> Path | None:
         """Where this .gguf model's dequantised weights and tokenizer are kept between runs (None for a
@@ -370,10 +398,50 @@ class HFBackend:
         return dict(self._identity)
 
     def render(self, conversation: list[Message]) -> str:
-        """The prompt text for one conversation, ending with the assistant generation prompt."""
+        """The prompt text for one conversation, ending with the assistant generation prompt; the chat
+        template's own switches (e.g. `enable_thinking`) from --mtbench-chat-template-kwargs."""
         return self.tokenizer.apply_chat_template(
-            conversation, chat_template=self.chat_template, add_generation_prompt=True, tokenize=False
+            conversation,
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            tokenize=False,
+            **dict(self._options.chat_template_kwargs),
         )
+
+    def _split(self, prompt: str, generated: list[int]) -> SplitReply | None:
+        """The reasoning/answer split of a reply's generated tokens (EOS excluded), None when it has no
+        reasoning. The split is reasoning.split_reply's. A model whose messages go in harmony channels
+        (gpt-oss) is read with the channel tokens left in; a prompt that opens the reasoning itself
+        (DeepSeek-R1's template ends with the opening marker) has the marker put back before the split."""
+        markers = self._options.think_markers
+        if self._harmony:
+            raw = self.tokenizer.decode(generated, skip_special_tokens=False)
+        else:
+            raw = self.tokenizer.decode(generated, skip_special_tokens=True).strip()
+            if rendered_opens_thinking(prompt, markers) and not raw.startswith(markers[0]):
+                raw = f"{markers[0]}\n{raw}"
+        split = split_reply(raw, markers=markers)
+        return split if split.thought else None
+
+    def _reply(
+        self, prompt: str, generated: list[int], written: list[int] | None = None
+    ) -> tuple[str, str | None, int | None]:
+        """(answer, reasoning, reasoning tokens) of a reply's generated tokens (EOS excluded; `written`:
+        the same with the EOS, which a plain model's text has always been decoded from, unchanged)."""
+        split = self._split(prompt, generated)
+        if split is None:
+            text = self.tokenizer.decode(generated if written is None else written, skip_special_tokens=True)
+            return text.strip(), None, None
+        return split.answer, split.reasoning, self._reasoning_length(generated, split)
+
+    def _reasoning_length(self, generated: list[int], split: SplitReply) -> int:
+        """Tokens spent reasoning: up to and including the closing marker's token when the tokenizer has
+        it as one token (Qwen3, DeepSeek-R1), else the reasoning text's own count."""
+        if split.finished and self._close_id is not None and self._close_id in generated:
+            return generated.index(self._close_id) + 1
+        if not split.finished:
+            return len(generated)
+        return len(self._encode(split.reasoning or ""))
 
     def _encode(self, text: str) -> list[int]:
         # The rendered template already holds BOS; adding specials again would double it.
@@ -405,15 +473,100 @@ class HFBackend:
         reading. The numbers are those of reading it all, to float rounding (a reply's keys and values
         were worked out one token at a time, as it was written); a turn 2 whose turn 1 came from the
         result cache is read in full.
+
+        With a thinking budget (BackendOptions.thinking_budget), see `_chat_with_budget`.
         """
-        torch = self._torch
         rows = [params] * len(conversations) if isinstance(params, SamplingParams) else list(params)
         if len(rows) != len(conversations):
             raise ValueError(f"{len(rows)} sampling parameters for {len(conversations)} conversations")
         if len({p.max_new_tokens for p in rows}) > 1:
             raise ValueError("conversations sharing a chat() call must share max_new_tokens")
+        if self._options.thinking_budget:
+            return self._chat_with_budget(conversations, rows, on_result)
         rendered = [self.render(conversation) for conversation in conversations]
+        return self._chat_rows(rendered, rows, on_result, probe_cue, probe_if, follow_up)
+
+    def _chat_with_budget(
+        self,
+        conversations: list[list[Message]],
+        rows: list[SamplingParams],
+        on_result: ResultCallback | None,
+    ) -> list[Completion]:
+        """Budget forcing: each reply first gets `thinking_budget` tokens. One still thinking there has its
+        reasoning closed for it (a new line, the closing marker, a blank line, as the templates of these
+        models write it) and then writes its answer with its own max_new_tokens; one whose reasoning had
+        ended goes on with what is left of max_new_tokens for its answer; one with no reasoning goes on
+        to max_new_tokens in all; one that ended is done."""
+        budget = self._options.thinking_budget
+        answer_limit = rows[0].max_new_tokens if rows else 0
+        rendered = [self.render(conversation) for conversation in conversations]
+        written: dict[int, tuple[list[int], bool]] = {}
+        results = self._chat_rows(
+            rendered, [replace(p, max_new_tokens=budget) for p in rows], keep_tokens=written
+        )
+        forced = self._encode(f"\n{self._options.think_markers[1]}\n\n")
+        rooms: dict[int, list[int]] = {}  # room left for the answer -> the replies that go on with it
+        before: dict[int, list[int]] = {}  # what each of those reads after its prompt: its reply so far
+        for index, completion in enumerate(results):
+            if completion.finish_reason != FINISH_LENGTH:
+                continue  # ended within the budget, or never generated
+            generated = written[index][0]
+            split = self._split(rendered[index], generated)
+            if split is not None and not split.finished:
+                before[index], room = generated + forced, answer_limit
+            elif split is not None:
+                answer_so_far = len(generated) - self._reasoning_length(generated, split)
+                before[index], room = generated, answer_limit - answer_so_far
+            else:
+                before[index], room = generated, answer_limit - len(generated)
+            if room > 0:
+                rooms.setdefault(room, []).append(index)
+        for room, indices in rooms.items():
+            more: dict[int, tuple[list[int], bool]] = {}
+            self._chat_rows(
+                [rendered[i] for i in indices],
+                [replace(rows[i], max_new_tokens=room) for i in indices],
+                keep_tokens=more,
+                tails=[before[i] for i in indices],
+            )
+            for position, index in enumerate(indices):
+                tokens, ended = more.get(position, ([], False))
+                whole = before[index] + tokens
+                text, reasoning, reasoning_tokens = self._reply(rendered[index], whole)
+                results[index] = Completion(
+                    text=text,
+                    n_tokens=len(written[index][0]) + len(tokens),
+                    finish_reason=FINISH_STOP if ended else FINISH_LENGTH,
+                    truncated=not ended,
+                    prompt_tokens=results[index].prompt_tokens,
+                    reasoning=reasoning,
+                    reasoning_tokens=reasoning_tokens,
+                    # the closing marker was written for it, not by it
+                    extra={"reasoning_forced": True} if len(before[index]) > len(written[index][0]) else {},
+                )
+        if on_result is not None:
+            for index, completion in enumerate(results):
+                on_result(index, completion)
+        return results
+
+    def _chat_rows(
+        self,
+        rendered: list[str],
+        rows: list[SamplingParams],
+        on_result: ResultCallback | None = None,
+        probe_cue: str | None = None,
+        probe_if: Callable[[int, str], bool] | None = None,
+        follow_up: Callable[[int], bool] | None = None,
+        keep_tokens: dict[int, tuple[list[int], bool]] | None = None,
+        tails: list[list[int]] | None = None,
+    ) -> list[Completion]:
+        """chat() on rendered prompts. `tails[i]` are token ids read after prompt i's own (a reply begun
+        earlier); `keep_tokens` receives each reply's generated ids (without its EOS) and whether it
+        ended, by index."""
+        torch = self._torch
         encoded = [self._encode(text) for text in rendered]
+        if tails is not None:
+            encoded = [ids + tail for ids, tail in zip(encoded, tails)]
         results: list[Completion | None] = [None] * len(encoded)
         fits: list[int] = []
         for index, ids in enumerate(encoded):
@@ -455,7 +608,12 @@ class HFBackend:
                     for row, cache_row in rows_leaving:
                         index = indices[row]
                         n_tokens, ended = self._count_generated(tokens[row])
-                        text = self.tokenizer.decode(tokens[row][:n_tokens], skip_special_tokens=True).strip()
+                        generated = tokens[row][: n_tokens - int(ended)]
+                        if keep_tokens is not None:
+                            keep_tokens[index] = (generated, ended)
+                        text, reasoning, reasoning_tokens = self._reply(
+                            rendered[index], generated, tokens[row][:n_tokens]
+                        )
                         cut_off = not ended and n_tokens >= limit
                         results[index] = Completion(
                             text=text,
@@ -463,6 +621,8 @@ class HFBackend:
                             finish_reason=FINISH_LENGTH if cut_off else FINISH_STOP,
                             truncated=cut_off,
                             prompt_tokens=len(encoded[index]),
+                            reasoning=reasoning,
+                            reasoning_tokens=reasoning_tokens,
                         )
                         # This row's tokens so far (its prompt, then its reply) and their KV cache. Not
                         # the EOS that ended it: _decode reads padding in its place.
@@ -1373,7 +1533,7 @@ def _weight_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _check_template(spec: str, template: str | dict[str, str], from_option: bool) -> None:
+def check_template(spec: str, template: str | dict[str, str], from_option: bool) -> None:
     """BackendError when the chat template is not valid Jinja (checked before the weights load)."""
     import jinja2
 

@@ -1,11 +1,15 @@
 """OpenAI-compatible chat endpoints (the OpenAI API, vLLM, llama.cpp server, ...) as candidates or judges.
 
 `openai/<model>` sends exactly what FastChat sends to its judge (model, messages, n=1, temperature,
-max_tokens), runs the calls of a batch concurrently on one shared client, and does its own retries
-(429, 5xx, timeouts, connection errors, malformed bodies) with full-jitter exponential backoff that
-honours `retry-after` / `retry-after-ms`. A reply whose content is null, empty or only whitespace is a
-failed attempt like a malformed body: retried, then a BackendError; it never becomes an empty answer.
-The `openai` package is imported only when a backend is built (or a preflight runs).
+max_tokens), plus the run's seed on sampled calls; a reasoning model (OpenAI's o-series, GPT-5) is called
+with `max_completion_tokens` and no temperature instead (see `call_parameters`). It runs the calls of a
+batch concurrently on one shared client, and does its own retries (429, 5xx, timeouts, connection
+errors, malformed bodies) with full-jitter exponential backoff that honours `retry-after` /
+`retry-after-ms`. A reply whose content is null, empty or only whitespace is a failed attempt like a
+malformed body: retried, then a BackendError; it never becomes an empty answer. A reply whose thinking
+came back (`reasoning_content` / `reasoning`) without an answer is a result, not a failed attempt: the
+model spent its budget thinking (the runner marks it unfinished). The `openai` package is imported only
+when a backend is built (or a preflight runs).
 
 Credentials. The API key is read from the environment when the client is built and never stored, shown
 or logged; it always goes out as `Authorization: Bearer <key>`, the header every OpenAI-compatible server
@@ -39,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -53,6 +57,7 @@ from .base import (
     Capabilities,
     Completion,
     Message,
+    PreflightResult,
     ResultCallback,
     SamplingParams,
 )
@@ -77,10 +82,33 @@ RETIRED: dict[str, tuple[str, str]] = {
     "gpt-4-1106-preview": ("gpt-4-1106-preview", "2026-03-26"),
     "gpt-4-0125-preview": ("gpt-4-0125-preview", "2026-03-26"),
     "gpt-4-turbo-preview": ("gpt-4-0125-preview", "2026-03-26"),
+    # Scheduled: refused from this date on (the preflight warns before it).
+    "gpt-4.1": ("gpt-4.1-2025-04-14", "2027-01-14"),
+    "gpt-4.1-2025-04-14": ("gpt-4.1-2025-04-14", "2027-01-14"),
 }
 OFFICIAL_JUDGE_SNAPSHOT = "gpt-4-0613"
+# Call styles (BackendOptions.call_style): FastChat's call, OpenAI's reasoning-model call, or settled by
+# the preflight.
+CALL_OFFICIAL = "official"
+CALL_REASONING = "reasoning"
+CALL_AUTO = "auto"
+CALL_STYLES = (CALL_AUTO, CALL_OFFICIAL, CALL_REASONING)
+# Names OpenAI gives its reasoning models, which refuse `max_tokens` and `temperature`: what `auto`
+# assumes where no preflight runs (offline, a fully cached run).
+_REASONING_NAMES = re.compile(r"(?i)^(o\d|gpt-5)(?!.*-chat)")
+# Where OpenAI-compatible endpoints put a reply's thinking: vLLM before 0.10, SGLang and DeepSeek's API
+# use `reasoning_content`; newer vLLM and OpenRouter use `reasoning`.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+# The reasoning-model call's default room for reasoning, on top of the answer's or verdict's tokens.
+REASONING_BUDGET = 16384
+# What open-source servers write as `owned_by` in their model list: they all take the official call, so
+# `auto` does not ask them (vLLM, SGLang, llama.cpp's server, Ollama).
+OPEN_SERVERS = frozenset({"vllm", "sglang", "llamacpp", "library"})
+# Error codes with which OpenAI refuses a parameter a model does not take.
+_UNSUPPORTED_CODES = frozenset({"unsupported_parameter", "unsupported_value"})
 PREFLIGHT_TIMEOUT = 15.0  # seconds; a preflight never waits longer than this per request
 PREFLIGHT_RETRY_WAIT = 0.5  # seconds before the one retry of a refused/dropped connection
+PREFLIGHT_REASONING_TOKENS = 64  # the reasoning call's probe: room to think a little and say OK
 NO_MODEL_LIST = frozenset({400, 404, 405, 501})  # /models answers that mean "this server has no list"
 MODELS_SHOWN = 6  # model names quoted when the requested one is not served
 PLACEHOLDER_API_KEY = "EMPTY"  # what FastChat/vLLM use when a local server needs no key
@@ -373,7 +401,7 @@ class OpenAIBackend:
         env = os.environ if environ is None else environ
         self.spec = f"openai/{name}"
         self.name = name
-        self.options = options
+        self.options = replace(options, call_style=settled_style(name, options))
         self.base_url = normalise_base_url(raw_base_url(options, env))
         self._sleep = sleep
         self._jitter = jitter
@@ -394,8 +422,9 @@ class OpenAIBackend:
         return f"OpenAIBackend(model={self.name!r}, base_url={self.base_url!r})"
 
     def identity(self) -> dict[str, Any]:
-        """What determines the outputs: backend, model name and the endpoint (without credentials)."""
-        return {"backend": "openai", "model": self.name, "base_url": self.base_url}
+        """What determines the outputs: backend, model name and the endpoint (without credentials), and
+        the call's settings that change replies (see api_identity)."""
+        return api_identity(self.name, self.options, self.base_url)
 
     # -- one call ---------------------------------------------------------------------------------------
 
@@ -426,8 +455,7 @@ class OpenAIBackend:
                 model=self.name,
                 messages=messages,  # type: ignore[arg-type]
                 n=1,
-                temperature=params.temperature,
-                max_tokens=params.max_new_tokens,
+                **call_parameters(self.options, params),
             )
             body = raw.http_response.text
         except openai.APIStatusError as exc:
@@ -435,8 +463,15 @@ class OpenAIBackend:
             if status in RETRYABLE_STATUS or status >= 500:
                 failure = _RetryableError(self._describe(exc), parse_retry_after(exc.response.headers))
             else:
+                hint = ""
+                if status == 400 and _refuses_parameters(exc) and self.options.call_style != CALL_REASONING:
+                    hint = (
+                        ": it is a reasoning model; call it as one with --mtbench-model-call=reasoning "
+                        "(or --mtbench-judge-call=reasoning for a judge)"
+                    )
                 failure = BackendError(
-                    f"{self.spec} at {self.base_url} refused the request ({self._describe(exc)}); not retried"
+                    f"{self.spec} at {self.base_url} refused the request ({self._describe(exc)}); "
+                    f"not retried{hint}"
                 )
         except openai.APIConnectionError as exc:  # includes APITimeoutError
             failure = _RetryableError(self._describe(exc))
@@ -633,16 +668,53 @@ def _server_message(body: object) -> str | None:
     return None
 
 
+def call_parameters(options: BackendOptions, params: SamplingParams) -> dict[str, Any]:
+    """The sampling part of a chat request in the backend's call style.
+
+    The official call (FastChat's) sends `temperature` and `max_tokens` (and `seed` when it samples);
+    the reasoning-model call
+    (OpenAI's o-series and GPT-5, which refuse both) sends `max_completion_tokens`, no temperature, and
+    `reasoning_effort` when one is set. A thinking budget is added to the token limit, since reasoning
+    tokens count against it. Chat template arguments go to servers that take them (vLLM, SGLang).
+    """
+    limit = params.max_new_tokens + thinking_budget(options)
+    if options.call_style == CALL_REASONING:
+        sent: dict[str, Any] = {"max_completion_tokens": limit}
+        if options.reasoning_effort:
+            sent["reasoning_effort"] = options.reasoning_effort
+    else:
+        sent = {"temperature": params.temperature, "max_tokens": limit}
+        if not params.greedy:
+            # A sampled call carries the run's seed (part of its cache key), so vLLM and SGLang sample
+            # the same answer again; greedy calls, the judge's among them, are sent as FastChat sends them.
+            sent["seed"] = params.seed
+    if options.chat_template_kwargs:
+        sent["extra_body"] = {"chat_template_kwargs": dict(options.chat_template_kwargs)}
+    return sent
+
+
+def _reasoning_field(message: Mapping[str, Any]) -> str | None:
+    """The thinking an endpoint returned beside the answer (vLLM, SGLang, DeepSeek, OpenRouter)."""
+    for name in REASONING_FIELDS:
+        value = message.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
 def _parse_completion(body: str) -> Completion:
     """A chat.completion JSON body -> Completion with the call's metadata.
 
     Anything unexpected, and a reply without text (content null, empty or whitespace), is a retryable
-    failed attempt: an empty answer must never be stored or judged as if the model had written it.
+    failed attempt: an empty answer must never be stored or judged as if the model had written it. A
+    reply whose thinking came back without an answer is not a failed attempt but a result (the model
+    spent its budget thinking): it is returned as it is, and the runner marks it unfinished.
     """
     try:
         data = json.loads(body)
         choice = data["choices"][0]
-        content = choice["message"].get("content")
+        message = choice["message"]
+        content = message.get("content")
         if content is not None and not isinstance(content, str):
             raise TypeError("message content is not a string")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -650,22 +722,27 @@ def _parse_completion(body: str) -> Completion:
         raise _RetryableError(f"malformed response ({type(exc).__name__}): {snippet!r}") from None
     finish_reason = choice.get("finish_reason")
     finish_reason = finish_reason if isinstance(finish_reason, str) else None
-    if content is None or not content.strip():
+    reasoning = _reasoning_field(message)
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("completion_tokens_details")
+    reasoning_tokens = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+    if (content is None or not content.strip()) and reasoning is None:
         shown = "null" if content is None else ("empty" if not content else "only whitespace")
         hint = ""
         if finish_reason == FINISH_LENGTH:
             hint = ": the token limit was spent before any text (raise the max-tokens option)"
         raise _RetryableError(f"empty reply (content {shown}, finish_reason {finish_reason!r}){hint}")
-    usage = data.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
     return Completion(
-        text=content,
+        text=content or "",
         n_tokens=_count(usage.get("completion_tokens")) or 0,
         finish_reason=finish_reason,
         truncated=finish_reason == FINISH_LENGTH,
         prompt_tokens=_count(usage.get("prompt_tokens")),
         served_model=_str_or_none(data.get("model")),
         system_fingerprint=_str_or_none(data.get("system_fingerprint")),
+        reasoning=reasoning,
+        reasoning_tokens=reasoning_tokens if reasoning_tokens or reasoning is not None else None,
     )
 
 
@@ -699,7 +776,42 @@ def missing_key(options: BackendOptions, environ: Mapping[str, str] | None = Non
 
 def static_identity(name: str, options: BackendOptions) -> dict[str, Any]:
     """The identity of `openai/<name>` without a client (cached and offline runs need no key)."""
-    return {"backend": "openai", "model": name, "base_url": normalise_base_url(raw_base_url(options))}
+    return api_identity(name, options, normalise_base_url(raw_base_url(options)))
+
+
+def settled_style(name: str, options: BackendOptions) -> str:
+    """The call style a backend uses: `auto` before the preflight has settled it is what the model's
+    name suggests (a reasoning model of OpenAI's, else the official call)."""
+    if options.call_style != CALL_AUTO:
+        return options.call_style
+    return CALL_REASONING if _REASONING_NAMES.match(name) else CALL_OFFICIAL
+
+
+def api_identity(name: str, options: BackendOptions, base_url: str) -> dict[str, Any]:
+    """Backend, model name and endpoint; then only what was set of the rest that changes replies (the
+    call style, chat template arguments, a thinking budget), so a plain run's identity, and with it every
+    cache key it wrote, is as it always was."""
+    identity: dict[str, Any] = {"backend": "openai", "model": name, "base_url": base_url}
+    style = settled_style(name, options)
+    if style != CALL_OFFICIAL:
+        identity["call"] = style
+        if options.reasoning_effort:
+            identity["reasoning_effort"] = options.reasoning_effort
+    if options.chat_template_kwargs:
+        identity["chat_template_kwargs"] = dict(options.chat_template_kwargs)
+    budget = thinking_budget(replace(options, call_style=style))
+    if budget:
+        identity["thinking_budget"] = budget
+    return identity
+
+
+def thinking_budget(options: BackendOptions) -> int:
+    """Tokens a call may spend reasoning on top of its answer's: the option when set, else
+    REASONING_BUDGET for the reasoning-model call (whose reasoning counts against its limit, so the
+    answer's 1024 or the verdict's 2048 alone can leave no room for the answer) and 0 otherwise."""
+    if options.thinking_budget is not None:
+        return options.thinking_budget
+    return REASONING_BUDGET if options.call_style == CALL_REASONING else 0
 
 
 # -- preflight --------------------------------------------------------------------------------------------
@@ -735,17 +847,25 @@ def preflight(
     environ: Mapping[str, str] | None = None,
     today: date | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """Check before a run that the endpoint answers, accepts the key and serves `name`.
+) -> PreflightResult:
+    """Check before a run that the endpoint answers, accepts the key and serves `name`, and settle the
+    call style.
 
-    Returns None when all is well; otherwise BackendError with one line the user can act on (the caller
-    prefixes the flag, e.g. "--mtbench-judge=openai/x: "). A model OpenAI has retired is named as such
-    without a request. Otherwise one `GET {base}/models` (timeout min(options.timeout, 15 s); one retry
-    when the connection is refused or dropped): the model listed -> done, no generation call. The model
-    not listed -> on OpenAI itself, the list is the answer; elsewhere one chat call with max_tokens=1
-    confirms (servers such as Ollama or llama.cpp accept names they do not list). A server without a
-    model list (404/405 on /models) gets that one-token chat call instead. A 5xx or a rate limit is not
-    a configuration problem: it is logged and left to the run's own retries.
+    Returns what it learnt when all is well: the call style, and lines to show (a scheduled shutdown).
+    Otherwise BackendError with one line the user can act on (the caller prefixes the flag, e.g.
+    "--mtbench-judge=openai/x: "). A model OpenAI has retired is named as such without a request.
+    Otherwise one `GET {base}/models` (timeout min(options.timeout, 15 s); one retry when the connection
+    is refused or dropped): the model listed -> done, no generation call (but see `auto` below). The
+    model not listed -> on OpenAI itself, the list is the answer; elsewhere one chat call with
+    max_tokens=1 confirms (servers such as Ollama or llama.cpp accept names they do not list). A server
+    without a model list (404/405 on /models) gets that one-token chat call instead. A 5xx or a rate
+    limit is not a configuration problem: it is logged and left to the run's own retries.
+
+    With `call_style="auto"` the one-token chat call is made in the official style (temperature 0,
+    max_tokens) also for a listed model, unless the list says an open-source server serves it (vLLM,
+    SGLang, llama.cpp, Ollama: OPEN_SERVERS), which always takes the official call. A refusal of those
+    parameters as OpenAI words it (`unsupported_parameter` / `unsupported_value`) settles on the
+    reasoning-model call, which is then tried once.
     """
     env = os.environ if environ is None else environ
     try:
@@ -754,10 +874,15 @@ def preflight(
         shown = _split_userinfo(raw_base_url(options, env))[0]
         raise BackendError(f"the base URL {shown} is not valid ({exc}): check the base URL option") from None
     official = _is_official(base)
+    notes: list[str] = []
     if official and name in RETIRED:
         shutdown = date.fromisoformat(RETIRED[name][1])
         if (today or date.today()) >= shutdown:
             raise BackendError(retired_message(name, base))
+        notes.append(
+            f"{name} is scheduled by OpenAI to shut down on {RETIRED[name][1]}; a judge chosen after that "
+            'scores on its own scale (see the README\'s "The judge after GPT-4")'
+        )
     credentials = _credentials(options, env)
     import openai  # lazy: importing this module must stay cheap and work without the extra
 
@@ -766,6 +891,7 @@ def preflight(
         check.run(official)
     finally:
         check.client.close()
+    return PreflightResult(None if check.style == CALL_AUTO else check.style, tuple(notes))
 
 
 class _Preflight:
@@ -790,6 +916,7 @@ class _Preflight:
         self.secrets = credentials.secrets
         self.sleep = sleep
         self.client = _build_client(openai, credentials, self.timeout)
+        self.style = options.call_style  # settled by the first chat call when "auto"
 
     def run(self, official: bool) -> None:
         openai = self.openai
@@ -810,6 +937,8 @@ class _Preflight:
             entry = served[ids.index(self.name) if self.name in ids else ids.index(f"{self.name}:latest")]
             if isinstance(entry.get("shutdown_date"), str):
                 log.warning("%s at %s shuts down on %s", self.name, self.base, entry["shutdown_date"])
+            if self.style == CALL_AUTO and entry.get("owned_by") not in OPEN_SERVERS:
+                self._probe_chat(served=ids)
             return
         if official:
             raise BackendError(retired_message(self.name, self.base) or self._not_served(ids))
@@ -830,20 +959,47 @@ class _Preflight:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _probe_chat(self, served: list[str] | None) -> None:
-        """One chat call of one token: does the server generate with this model name?"""
+        """One chat call of one token: does the server generate with this model name, and with which
+        call style? (`auto` tries the official call first, then the reasoning call once.)"""
         openai = self.openai
+        style = CALL_REASONING if self.style == CALL_REASONING else CALL_OFFICIAL
+        # A reasoning model may spend a few tokens thinking before its first word; it is not read.
+        probe = SamplingParams(0.0, 1 if style == CALL_OFFICIAL else PREFLIGHT_REASONING_TOKENS)
+        sent = call_parameters(replace(self.options, call_style=style, thinking_budget=0), probe)
+        sent.pop("extra_body", None)
         try:
             self._send(
                 lambda: self.client.chat.completions.with_raw_response.create(
                     model=self.name,
                     messages=[{"role": "user", "content": "Reply with OK."}],
                     n=1,
-                    temperature=0.0,
-                    max_tokens=1,
+                    **sent,
                 )
             )
         except openai.APIStatusError as exc:
             message = self._server_text(exc)
+            if exc.status_code == 400 and _refuses_parameters(exc):
+                if self.style == CALL_AUTO and style == CALL_OFFICIAL:
+                    log.info(  # the plugin says so in its own line
+                        "%s at %s refuses the official call's parameters (%s): using the reasoning-model "
+                        "call (max_completion_tokens, no temperature)",
+                        self.name,
+                        self.base,
+                        message,
+                    )
+                    self.style = CALL_REASONING
+                    self._probe_chat(served)
+                    return
+                hint = (
+                    "it is a reasoning model: set the call option to reasoning or auto "
+                    "(--mtbench-judge-call / --mtbench-model-call)"
+                    if style == CALL_OFFICIAL
+                    else "check --mtbench-judge-reasoning-effort"
+                )
+                raise BackendError(
+                    f"{self.base} refuses the {style} call's parameters for {self.name} "
+                    f"(HTTP 400: {message}): {hint}"
+                ) from None
             if exc.status_code == 404 or (exc.status_code in (400, 422) and _says_model_unknown(exc)):
                 if served is not None:
                     raise BackendError(self._not_served(served)) from None
@@ -851,6 +1007,9 @@ class _Preflight:
                     f"model {self.name} is not served at {self.base} (HTTP {exc.status_code}: {message})"
                 ) from None
             self._refused(exc, "a one-token chat request")
+            return
+        if self.style == CALL_AUTO:
+            self.style = style
 
     def _refused(self, exc: Any, what: str) -> None:
         """An error status other than "no such model": raise for what the user must fix, else log it."""
@@ -940,6 +1099,14 @@ def _error_code(exc: Any) -> str | None:
 
 
 _UNKNOWN_MODEL = re.compile(r"(?i)model.*(not found|does not exist|not exist|unknown|not served|no such)")
+
+
+def _refuses_parameters(exc: Any) -> bool:
+    """Does a 400 refuse the call's parameters (a reasoning model given max_tokens or a temperature)?"""
+    if _error_code(exc) in _UNSUPPORTED_CODES:
+        return True
+    text = _server_message(exc.body) or exc.message or ""
+    return bool(re.search(r"(?i)(max_tokens|temperature).*(not supported|unsupported)", text))
 
 
 def _says_model_unknown(exc: Any) -> bool:

@@ -24,9 +24,10 @@ ProbeIf = Callable[[JudgeRequest, str], bool]
 class JudgeReply:
     """The judge's reply to one request, or why there is none (`missing`, e.g. an offline cache miss)."""
 
-    text: str | None
+    text: str | None  # the judge's final text (a thinking judge's reasoning is split off)
     call: CallInfo
     missing: str | None = None
+    reasoning: str | None = None
 
 
 class JudgeClient(Protocol):

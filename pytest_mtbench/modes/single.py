@@ -85,7 +85,9 @@ class SingleAnswerMode:
                 outcome.errors.setdefault(request.question_id, reply.missing or "no judgment")
                 continue
             prompt = self.prompts[request.prompt_name]
-            judgment = official_judgment(request, reply.text, reply.call, prompt.scale, prompt.rating_pattern)
+            judgment = official_judgment(
+                request, reply.text, reply.call, prompt.scale, prompt.rating_pattern, reply.reasoning
+            )
             outcome.judgments.setdefault((request.question_id, request.turn), []).append(judgment)
             if judgment.score is None:
                 unscored.append((request, judgment))

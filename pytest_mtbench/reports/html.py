@@ -22,6 +22,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from ..reasoning import UNFINISHED_REASONING
 from ..records import CategorySummary, Judgment, QuestionRecord, RunReport, Score, TurnRecord
 from ..stats import category_order
 from . import write_text_atomically
@@ -123,6 +124,8 @@ class ModelTurnView:
     score_css: str
     how: list[str]
     judgments: list[JudgmentView]
+    reasoning: str | None = None  # a thinking model's, shown collapsed
+    reasoning_tokens: int | None = None
 
 
 @dataclass
@@ -192,7 +195,9 @@ def _turn_states(turn: TurnRecord) -> list[str]:
         states.append("unscored")
     if any(j.call.from_baseline for j in turn.judgments):
         states.append("imported")
-    if turn.answer_call.truncated:
+    if turn.answer_call.finish_reason == UNFINISHED_REASONING:
+        states.append("unfinished reasoning")
+    elif turn.answer_call.truncated:
         states.append("answer truncated")
     if any(j.call.truncated for j in turn.judgments):
         states.append("judgment truncated")
@@ -273,6 +278,8 @@ def _question_view(
                     score_css=score_class(turn.score),
                     how=states,
                     judgments=[_judgment_view(j) for j in turn.judgments],
+                    reasoning=turn.reasoning,
+                    reasoning_tokens=turn.answer_call.reasoning_tokens,
                 )
             )
         view.chips.append(chips)
@@ -283,7 +290,7 @@ def _question_view(
 
 def _score_row(row: CategorySummary, gates: dict, comparison: dict | None, overall: bool) -> ScoreRow:
     gate = gates.get(row.name)
-    notes = [f"{n} {what}" for n, what in ((row.n_unscored, "unscored"), (row.n_truncated, "truncated")) if n]
+    notes = row.notes()
     interval = f"{_two(row.ci_low)} to {_two(row.ci_high)}" if row.ci_low is not None else "–"
     view = ScoreRow(
         name=row.name,

@@ -23,7 +23,7 @@ def _row(row: CategorySummary, verdict: str, bold: bool = False) -> str:
     name = f"**{_cell(row.name)}**" if bold else _cell(row.name)
     interval = f"{_num(row.ci_low)} to {_num(row.ci_high)}" if row.ci_low is not None else "-"
     threshold = f"{row.threshold:g}" if row.threshold is not None else "-"
-    notes = [f"{n} {what}" for n, what in ((row.n_unscored, "unscored"), (row.n_truncated, "truncated")) if n]
+    notes = row.notes()
     cells = [
         name,
         f"{row.n_scored}/{row.n_scored + row.n_unscored}",

@@ -132,9 +132,7 @@ def render_table(report: RunReport) -> list[str]:
         gate = gates.get(row.name)
         threshold = f"{gate.threshold:>5g}" if gate and gate.threshold is not None else f"{'-':>5}"
         verdict = ("PASS" if gate.passed else "FAIL") if gate else ""
-        notes = [
-            f"{n} {what}" for n, what in ((row.n_unscored, "unscored"), (row.n_truncated, "truncated")) if n
-        ]
+        notes = row.notes()
         if notes:
             verdict = f"{verdict} ({', '.join(notes)})".strip()
         if row is report.overall_detail:
@@ -188,9 +186,18 @@ def _footer(report: RunReport) -> list[str]:
     lines = fastchat_lines(report.fastchat) if report.fastchat else []
     for name, phase in report.run.phases.items():
         rate = phase.get("tokens_per_second")
+        thinking = phase.get("reasoning_tokens")
         lines.append(
-            f"{name}: {phase['calls']} calls, {phase['cached']} cached, {phase['tokens']} tokens in "
-            f"{phase['seconds']:.1f} s" + (f" ({rate:.1f} tokens/s)" if rate else "")
+            f"{name}: {phase['calls']} calls, {phase['cached']} cached, {phase['tokens']} tokens"
+            + (f" ({thinking} reasoning)" if thinking else "")
+            + f" in {phase['seconds']:.1f} s"
+            + (f" ({rate:.1f} tokens/s)" if rate else "")
+        )
+    lengths = report.run.answer_tokens
+    if lengths:
+        lines.append(
+            f"answers: {lengths['mean_tokens']:.0f} tokens a turn with reasoning, "
+            f"{lengths['mean_answer_tokens']:.0f} without ({lengths['reasoning_share']:.0%} spent reasoning)"
         )
     if report.run.wall_seconds is not None:
         lines.append(f"wall time: {report.run.wall_seconds:.1f} s")
