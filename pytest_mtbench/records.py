@@ -55,6 +55,10 @@ class CallInfo(_FlatRecord):
     served_model: str | None = None  # the `model` the endpoint says answered
     system_fingerprint: str | None = None
     reasoning_tokens: int | None = None  # of `tokens`, those spent thinking (None: no reasoning, or untold)
+    # Epoch seconds from the start of the call's batch to its result (None: cached, or an older report):
+    # a phase's wall time is the union of these, however many calls ran at once.
+    started: float | None = None
+    finished: float | None = None
 
 
 @dataclass

@@ -174,6 +174,8 @@ class Job:
     cached: bool = False
     reused_from: str | None = None  # "baseline" or "import": a judgment recorded elsewhere, same prompt
     seconds: float = 0.0  # this job's share of the backend call's wall time
+    started: float | None = None  # epoch seconds: when its backend call began (its batch's start)
+    finished: float | None = None  # epoch seconds: when its result arrived
     missing: str | None = None  # why there is no value (offline cache miss, context overflow)
     params: SamplingParams | None = None  # how an answer is sampled (part of `material`)
     continued: bool = False  # an answer whose conversation goes on to another turn
@@ -236,6 +238,7 @@ class Completer:
             return
         model = backend.backend  # loaded here, outside the timed calls
         began = time.perf_counter()
+        began_at = time.time()
 
         def store(index: int, value: dict[str, Any]) -> None:
             # Called as each result exists: a crash after this point never loses it.
@@ -250,6 +253,7 @@ class Completer:
                 self.cache.put(kind, job.key, job.material, value)
             # Only once stored: an interrupt during the write leaves it to be handed over again.
             job.value = value
+            job.started, job.finished = began_at, time.time()
             with self._lock:
                 stats.calls += 1
                 stats.tokens += int(value.get("n_tokens") or 0)
@@ -335,6 +339,8 @@ def call_info(job: Job) -> CallInfo:
         tokens=completion.n_tokens,
         prompt_tokens=completion.prompt_tokens,
         seconds=job.seconds,
+        started=job.started,
+        finished=job.finished,
         finish_reason=completion.finish_reason,
         truncated=completion.truncated,
         served_model=completion.served_model,

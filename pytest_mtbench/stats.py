@@ -105,10 +105,14 @@ def phase_totals(
     records: Iterable[QuestionRecord], pair_calls: Iterable[CallInfo] = ()
 ) -> dict[str, dict[str, float | int]]:
     """Calls, cache hits, generated tokens and backend seconds per phase, summed over all turns (and the
-    pairwise judge calls, which belong to no single record)."""
+    pairwise judge calls, which belong to no single record). `seconds` sums each call's share of its
+    batch; `wall_seconds` is the time during which the phase had calls under way (the union of the calls'
+    spans, across xdist workers too), and tokens/s is over it: concurrent API batches and a model
+    generating beside the judge would otherwise count their overlap twice or more."""
     totals: dict[str, dict[str, float | int]] = {
         phase: {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0} for phase in ("generation", "judging")
     }
+    spans: dict[str, list[tuple[float, float]]] = {phase: [] for phase in totals}
     calls = [
         (phase, call)
         for record in records
@@ -125,10 +129,24 @@ def phase_totals(
             bucket["seconds"] += call.seconds
             if call.reasoning_tokens:  # the key only in runs of thinking models
                 bucket["reasoning_tokens"] = bucket.get("reasoning_tokens", 0) + call.reasoning_tokens
-    for bucket in totals.values():
+            if call.started is not None and call.finished is not None:
+                spans[phase].append((call.started, call.finished))
+    for phase, bucket in totals.items():
         seconds = float(bucket["seconds"])
+        if spans[phase]:
+            bucket["wall_seconds"] = seconds = _covered(spans[phase])
         bucket["tokens_per_second"] = bucket["tokens"] / seconds if seconds > 0 else None  # type: ignore[assignment]
     return totals
+
+
+def _covered(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by the union of (start, end) spans."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def answer_lengths(records: Iterable[QuestionRecord]) -> dict[str, float | int] | None:

@@ -91,3 +91,19 @@ def test_phase_totals_count_calls_and_cache_hits_separately_and_truncation_is_co
     }
     categories, overall = aggregate(records)
     assert categories["writing"].n_truncated == 1 and overall.n_truncated == 1
+
+
+def test_throughput_is_over_the_wall_time_calls_were_under_way_not_their_summed_batches() -> None:
+    # Two xdist workers' judge batches (0-10 s and 5-15 s) and a third worker's (20-22 s): each call's
+    # share of its batch sums to 22 s, but calls were under way for 17 s of wall time.
+    def call(start: float, end: float, tokens: int = 100) -> CallInfo:
+        return CallInfo(tokens=tokens, seconds=end - start, started=1000 + start, finished=1000 + end)
+
+    records = [
+        QuestionRecord(1, "writing", "m", [_turn(1, 7, answer=call(0, 10), judge=call(0, 10))]),
+        QuestionRecord(2, "coding", "m", [_turn(1, 7, answer=call(5, 15), judge=call(5, 15))]),
+        QuestionRecord(3, "math", "m", [_turn(1, 7, answer=call(20, 22), judge=call(20, 22))]),
+    ]
+    judging = phase_totals(records)["judging"]
+    assert judging["seconds"] == 22.0 and judging["wall_seconds"] == 17.0
+    assert judging["tokens_per_second"] == pytest.approx(300 / 17.0)

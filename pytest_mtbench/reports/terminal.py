@@ -190,7 +190,7 @@ def _footer(report: RunReport) -> list[str]:
         lines.append(
             f"{name}: {phase['calls']} calls, {phase['cached']} cached, {phase['tokens']} tokens"
             + (f" ({thinking} reasoning)" if thinking else "")
-            + f" in {phase['seconds']:.1f} s"
+            + f" in {phase.get('wall_seconds', phase['seconds']):.1f} s"
             + (f" ({rate:.1f} tokens/s)" if rate else "")
         )
     lengths = report.run.answer_tokens
