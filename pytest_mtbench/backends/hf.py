@@ -1453,17 +1453,21 @@ def _aligned(model: Any) -> Any:
 
 def _keep_converted(model: Any, tokenizer: Any, target: Path) -> None:
     """Save a model just dequantised from a .gguf file (and its tokenizer) as safetensors at `target`,
-    for the next run to load (see HFBackend._converted_dir). Written to a temporary directory and renamed
-    into place, the marker file last, so a crash or a concurrent worker never leaves a partial copy that
-    is used. Skipped for weights over _CONVERTED_LIMIT bytes (a large GGUF would fill the disk with
-    float32) and on any error writing: keeping the copy only saves time, so it never fails a run."""
+    for the next run to load (see HFBackend._converted_dir). Written as `save_pretrained` writes a model,
+    so the copy is a standard model directory that other loaders (vLLM) read too: `architectures` in its
+    config, a tied weight under the name the model loads it from. Written to a temporary directory and
+    renamed into place, the marker file last, so a crash or a concurrent worker never leaves a partial copy
+    that is used. Skipped for weights over _CONVERTED_LIMIT bytes (a large GGUF would fill the disk with
+    float32), for weights left packed as GGUF blocks, and on any error writing: keeping the copy only saves
+    time, so it never fails a run."""
     import copy
     import shutil
     import tempfile
 
-    from safetensors.torch import save_model
-
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    parameters = list(model.parameters())
+    if not all(p.is_floating_point() for p in parameters):
+        return  # GGUF blocks kept packed (transformers' GGUF kernels): no plain checkpoint to write
+    size = sum(p.numel() * p.element_size() for p in parameters)
     if size > _CONVERTED_LIMIT:
         return
     staging: Path | None = None
@@ -1477,18 +1481,32 @@ def _keep_converted(model: Any, tokenizer: Any, target: Path) -> None:
         config = copy.deepcopy(model.config)
         if hasattr(config, "quantization_config"):
             del config.quantization_config  # the weights are plain tensors now, not a .gguf file's
-        config.save_pretrained(staging)
-        model.generation_config.save_pretrained(staging)
+        if not getattr(config, "architectures", None):  # a config built from a .gguf file names none
+            config.architectures = [type(model).__name__]
+        _save_dequantised(model, config, staging)
         tokenizer.save_pretrained(staging)
-        save_model(model, str(staging / "model.safetensors"))  # tied weights are written once
         (staging / _CONVERTED_MARK).write_text("complete\n", encoding="utf-8")
         os.rename(staging, target)
         staging = None
-    except (OSError, ValueError, RuntimeError):
-        pass  # another worker's copy won the rename, or the cache is not writable: convert next time
+    except Exception:  # noqa: BLE001 - the copy only saves time: whatever failed, convert next time
+        pass  # e.g. another worker's copy won the rename, or the cache is not writable
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _save_dequantised(model: Any, config: Any, directory: Path) -> None:
+    """`model.save_pretrained(directory)` with `config` written in place of the model's own, for a model
+    loaded from a .gguf file. transformers refuses to save a model that still holds its GGUF quantizer,
+    though the weights are dequantised; it is set aside for the call, and the model left as it was.
+    save_pretrained, not safetensors' save_model: of a tied embedding, save_model kept `lm_head.weight`
+    only, where loaders such as vLLM read `model.embed_tokens.weight` (and got random embeddings)."""
+    own_config, quantizer = model.config, getattr(model, "hf_quantizer", None)
+    model.config, model.hf_quantizer = config, None
+    try:
+        model.save_pretrained(directory)  # safetensors: the default since transformers 4.35, the only in 5
+    finally:
+        model.config, model.hf_quantizer = own_config, quantizer
 
 
 def _first_line(exc: BaseException) -> str:
