@@ -487,8 +487,13 @@ def load_inputs(settings: Settings) -> tuple[list[Question], dict[int, tuple[str
             questions = load_questions(official.questions)
             references = {}
         if settings.references in official.references:
+            named = official.references[settings.references]
             if not settings.questions:
-                references = load_references(official.references[settings.references])
+                references = load_references(named)
+            elif settings.references_given:
+                # Given explicitly for a custom file: the set's answers by question id, where the file
+                # has none of its own (never by default: a custom question may reuse an official id).
+                references = {**load_references(named), **references}
         else:
             references.update(load_references(settings.references))
     except (DataError, PromptError, QuestionFileError) as exc:

@@ -848,6 +848,7 @@ class Settings:
     data: str | None  # None: the pinned official data, downloaded and cached
     questions: str | None  # None: the official questions
     references: str  # a name in REFERENCE_SETS or a file path
+    references_given: bool  # set on the command line, in the environment or the ini (not the default)
     judge_prompts: str | None
     chat_template: str | None
     max_new_tokens: int
@@ -1118,6 +1119,7 @@ def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = No
     margin, values["margins"] = _keyed(config, by_field["margin"], _margin_item)
     values["margin"] = by_field["margin"].default if margin is None else margin
     values["reports"] = _report_paths(config, by_field["reports"])
+    values["references_given"] = "references" in origins
     for name in ("chat_template_kwargs", "judge_chat_template_kwargs"):
         values[name] = _template_kwargs(config, by_field[name])
 

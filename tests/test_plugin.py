@@ -389,3 +389,34 @@ def test_missing_extra_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -
         == "needs openai, which is not installed: pip install 'pytest-mtbench[openai]'"
     )
     assert missing_extra("fake/echo") is None
+
+
+@pytest.mark.parametrize("given", [True, False])
+def test_named_references_apply_to_a_custom_file_by_question_id_only_when_given(
+    pytester: pytest.Pytester, shared_data: Path, given: bool
+) -> None:
+    from pytest_mtbench.questions import load_references
+
+    questions = pytester.path / "mine.jsonl"
+    turns = ["Work out a small area for me, please.", "Now double it."]
+    questions.write_text(json.dumps({"question_id": 111, "category": "math", "turns": turns}) + "\n")
+    report_path = pytester.path / "r.json"
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        *FAKE,
+        f"--mtbench-data={shared_data}",
+        f"--mtbench-cache={pytester.path / 'cache'}",
+        f"--mtbench-questions={questions}",
+        f"--mtbench-report={report_path}",
+        *(["--mtbench-references=gpt-4"] if given else []),
+    )
+    if not given:  # the default set is never matched to a custom file's ids: the file must bring its own
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        assert "question 111 (math) is judged against a reference answer but has none" in result.stderr.str()
+        return
+    assert result.ret == 0, result.stdout.str()
+    official = load_references(shared_data / "reference_answer" / "gpt-4.jsonl")[111]
+    turns_judged = _report(report_path)["questions"][0]["turns"]
+    assert official[0] in turns_judged[0]["judgments"][0]["prompt"]["user"]
+    assert official[1] in turns_judged[1]["judgments"][0]["prompt"]["user"]

@@ -330,7 +330,8 @@ def test_defaults_are_written_once_and_shown_in_help() -> None:
 
 
 def test_settings_fields_are_the_options() -> None:
-    filled = {option.setting for option in ALL_OPTIONS} | {"margins"}
+    # derived: per-name margins, and whether the references were given (not the default)
+    filled = {option.setting for option in ALL_OPTIONS} | {"margins", "references_given"}
     assert {f.name for f in fields(Settings)} == filled
 
 
@@ -354,3 +355,8 @@ def test_reserved_categories_include_the_overall_gate() -> None:
 
     assert OVERALL in RESERVED_CATEGORIES
     assert not RESERVED_CATEGORIES & set(CATEGORIES)
+
+
+def test_references_given_tells_an_explicit_value_from_the_default(make_settings) -> None:
+    assert make_settings(MODEL).references_given is False
+    assert make_settings(MODEL, "--mtbench-references=gpt-4").references_given is True
