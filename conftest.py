@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy  # noqa: F401  (see below)
 import pytest
+import scipy.special  # noqa: F401  (see below)
 
-# pytester's in-process runs drop, when they end, the modules first imported during them; numpy's C core
-# cannot be imported twice in one process, so it is imported here, before any such run.
+# pytester's in-process runs drop, when they end, the modules first imported during them; numpy's and
+# scipy's C cores cannot be imported twice in one process, so they are imported here, before any such run.
 
 REPO_ROOT = Path(__file__).resolve().parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "mt_bench"
@@ -24,6 +25,28 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: a test that runs real models or downloads (quick start, PyPI, trained judges)"
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _http_client_loaded() -> None:
+    """One call through the openai client, answered and timed out, before any in-process run: the HTTP
+    stack imports most of itself on a first request, and modules first imported inside a pytester run
+    are dropped when it ends, after which the client no longer recognises its own timeout errors."""
+    try:
+        import openai  # noqa: F401
+    except ImportError:
+        return
+    from pytest_mtbench.backends.base import BackendOptions, SamplingParams
+    from pytest_mtbench.backends.openai_api import OpenAIBackend
+    from pytest_mtbench.testing.judge_server import FakeOpenAIServer
+
+    with FakeOpenAIServer(model_ids=("warm-up",), faults=[("hang", 1.0)], lifetime=30) as server:
+        options = BackendOptions(base_url=server.base_url, max_retries=1, timeout=0.2)
+        backend = OpenAIBackend("warm-up", options, sleep=lambda seconds: None, environ={})
+        try:
+            backend.chat([[{"role": "user", "content": "warm up"}]], SamplingParams(0.0, 8))
+        finally:
+            backend.close()
 
 
 @pytest.fixture(scope="session")

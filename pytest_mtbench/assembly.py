@@ -104,6 +104,41 @@ class BenchmarkRun:
         """The first model's runner: the judge, the cache and the judged records of the gated model."""
         return self.runners[0]
 
+    def cached_records(self, questions: Sequence[Question]) -> dict[tuple[str, int], QuestionRecord]:
+        """Every model's records of the questions whose answers and judgments are all in the cache, by
+        (model spec, question id), read without a call: what a run that stopped early had finished."""
+        import dataclasses
+
+        found: dict[tuple[str, int], QuestionRecord] = {}
+        if not self.runner.cache.read_enabled:
+            return found
+        for runner in self.runners:
+            cache = ResultCache(runner.cache.root, read=True, write=False)
+            offline = dataclasses.replace(runner.settings, offline=True)
+            replay = BenchmarkRunner(
+                runner.model, runner.judge, runner.mode, cache, offline, reuse=runner.reuse
+            )
+            for question_id, record in replay.run(list(questions)).items():
+                if record.error is None:
+                    found[(runner.model.spec, question_id)] = record
+        return found
+
+    def failed_group(self, questions: Sequence[Question], why: str) -> dict[int, GroupResult]:
+        """The results of a group whose backend failed for good: what the cache holds of it (every call
+        that arrived was stored), and a record failing with `why` for each of the rest, so the table and
+        the reports still show every question."""
+        finished = self.cached_records(questions) if self.pairwise is None else {}
+        return {
+            q.question_id: GroupResult(
+                [
+                    finished.get((spec, q.question_id))
+                    or QuestionRecord(q.question_id, q.category, spec, error=why)
+                    for spec in self.settings.models
+                ]
+            )
+            for q in questions
+        }
+
     def run_group(self, questions: Sequence[Question]) -> dict[int, GroupResult]:
         """Answer (every model) and judge a group of questions: one GroupResult per question."""
         models = [runner.model for runner in self.runners]

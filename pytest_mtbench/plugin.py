@@ -8,7 +8,6 @@ data in `TestReport.user_properties`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import signal
@@ -285,24 +284,17 @@ class InterruptHandler:
         state = self.config.stash.get(STATE, None)
         if not self.interrupted or self.worker or state is None or not state.run.runner.cache.read_enabled:
             return
-        from .cache import ResultCache
-        from .runner import BenchmarkRunner
-
         if self.selected:
             questions = [q for qid, q in state.run.questions.items() if qid in self.selected]
         else:
             questions = [item.question for item in session.items if isinstance(item, MTBenchItem)]
-        for runner in state.run.runners:
-            cache = ResultCache(runner.cache.root, read=True, write=False)
-            offline = dataclasses.replace(runner.settings, offline=True)
-            replay = BenchmarkRunner(
-                runner.model, runner.judge, runner.mode, cache, offline, reuse=runner.reuse
-            )
-            spec = runner.model.spec
-            missing = [q for q in questions if (spec, q.question_id) not in state.records]
-            for question_id, record in replay.run(missing).items():
-                if record.error is None:
-                    state.records[(spec, question_id)] = record
+        missing = [
+            q
+            for q in questions
+            if any((s, q.question_id) not in state.records for s in state.settings.models)
+        ]
+        for key, record in state.run.cached_records(missing).items():
+            state.records.setdefault(key, record)
 
     def pytest_unconfigure(self) -> None:
         for signum, handler in self.previous.items():
@@ -404,8 +396,11 @@ def _record_for(item: MTBenchItem) -> GroupResult:
     qid = item.question.question_id
     if qid in state.group_errors:
         raise MTBenchFailure(state.group_errors[qid])
-    if state.backend_failure is not None:
-        raise MTBenchFailure(f"not run: {state.backend_failure}")
+    if state.backend_failure is not None and qid not in state.local_results:
+        # The endpoint stopped answering: no more calls, but the question is still recorded and reported.
+        state.local_results.update(
+            state.run.failed_group([item.question], f"not run: {state.backend_failure}")
+        )
     if qid not in state.local_results:
         same_unit = _is_worker(item.config)
         group = [
@@ -421,18 +416,17 @@ def _record_for(item: MTBenchItem) -> GroupResult:
             from .backends import BackendError
             from .prompts import PromptError
 
-            message = (
-                str(exc) if isinstance(exc, (BackendError, PromptError)) else f"{type(exc).__name__}: {exc}"
-            )
-            for q in group:
-                state.group_errors[q.question_id] = message
             if isinstance(exc, BackendError):
                 # A model that cannot load or an endpoint that is gone would fail every other question
-                # too: stop here (in-process), or fail this worker's other questions without calls
-                # (an xdist worker cannot stop the session without it counting as interrupted).
-                state.backend_failure = message
-                if not _is_worker(item.config):
-                    item.session.shouldfail = f"mtbench: {message}"
+                # too: no more calls. Every question is still recorded (what the cache holds of this
+                # group, and a failed record for the rest), so the table and the reports come out, and
+                # the failures give the exit code.
+                state.backend_failure = str(exc)
+                state.local_results.update(state.run.failed_group(group, str(exc)))
+                return state.local_results[qid]
+            message = str(exc) if isinstance(exc, PromptError) else f"{type(exc).__name__}: {exc}"
+            for q in group:
+                state.group_errors[q.question_id] = message
             raise
     return state.local_results[qid]
 

@@ -279,6 +279,7 @@ def chat_compute(
     probe_cue: str | None = None,
     probe_if: Callable[[Job, str], bool] | None = None,
     follow_up: Callable[[Job], bool] | None = None,
+    isolate_failures: bool = False,
 ) -> Compute:
     """Complete conversations with a ChatBackend, storing each completion as it arrives. With `params`
     None, each job is sampled with its own `job.params` (a backend with the mixed_sampling capability).
@@ -294,6 +295,8 @@ def chat_compute(
                 extra["probe_if"] = lambda index, text: probe_if(jobs[index], text)
         if follow_up is not None:
             extra["follow_up"] = lambda index: follow_up(jobs[index])
+        if isolate_failures:  # a call that fails for good fails its question, not the batch
+            extra["isolate_failures"] = True
         completions = model.chat(
             [job.messages for job in jobs], sampling, on_result=lambda i, c: store(i, c.as_value()), **extra
         )
@@ -407,7 +410,12 @@ class CachedJudge:
             return probe_if is not None and probe_if(reused[id(job)], text)
 
         for unit in units.values():
-            compute = chat_compute(params, probe_cue=probe_cue, probe_if=probe_job)
+            compute = chat_compute(
+                params,
+                probe_cue=probe_cue,
+                probe_if=probe_job,
+                isolate_failures=self.judge.capabilities.isolated_failures,
+            )
             self.completer.resolve(JUDGMENT_KIND, unit, self.judge, self.stats, compute, progress, recorded)
         replies = []
         for job in jobs:
@@ -514,7 +522,11 @@ class BenchmarkRunner:
                     jobs,
                     self.model,
                     self.generation,
-                    chat_compute(params, follow_up=follow_up),
+                    chat_compute(
+                        params,
+                        follow_up=follow_up,
+                        isolate_failures=self.model.capabilities.isolated_failures,
+                    ),
                     progress,
                 )
 

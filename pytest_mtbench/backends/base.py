@@ -42,8 +42,9 @@ FINISH_STOP = "stop"  # the model ended its reply (EOS / a stop sequence)
 FINISH_LENGTH = "length"  # cut off at max_new_tokens
 FINISH_CONTEXT_OVERFLOW = "context_overflow"  # not generated: the prompt does not fit the context window
 FINISH_MISSING_ANSWER = "missing_answer"  # not generated: a replayed answer file has none for this turn
+FINISH_CALL_FAILED = "call_failed"  # not generated: the call failed for good (its retries spent, or refused)
 # Completions that carry no text to use: never cached; the question fails with `extra["missing"]`.
-NOT_GENERATED = frozenset({FINISH_CONTEXT_OVERFLOW, FINISH_MISSING_ANSWER})
+NOT_GENERATED = frozenset({FINISH_CONTEXT_OVERFLOW, FINISH_MISSING_ANSWER, FINISH_CALL_FAILED})
 
 
 @dataclass
@@ -136,6 +137,9 @@ class Capabilities:
     # chat() takes `follow_up(index)`: which conversations will be continued, so that the next turn's
     # prompt can start from what the backend already read and wrote for this one.
     follow_ups: bool = False
+    # chat() takes `isolate_failures=True`: a call that fails for good becomes a FINISH_CALL_FAILED
+    # completion (its question fails) instead of failing the batch, unless the endpoint itself is gone.
+    isolated_failures: bool = False
 
 
 ResultCallback = Callable[[int, "Completion"], None]

@@ -51,6 +51,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from weakref import WeakSet
 
 from .base import (
+    FINISH_CALL_FAILED,
     FINISH_LENGTH,
     BackendError,
     BackendOptions,
@@ -65,7 +66,9 @@ from .base import (
 log = logging.getLogger(__name__)
 
 # Independent HTTP calls: any batching gives the same replies, so a whole run's calls may go at once.
-CAPABILITIES = Capabilities(batch_scope="all", rating_probes=False, preflight=True, local=False)
+CAPABILITIES = Capabilities(
+    batch_scope="all", rating_probes=False, preflight=True, local=False, isolated_failures=True
+)
 
 OFFICIAL_BASE_URL = "https://api.openai.com/v1"
 OFFICIAL_HOSTS = frozenset({"api.openai.com"})
@@ -134,10 +137,26 @@ class _RetryableError(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.timed_out = False  # no answer within the call timeout (a slow server, or a hung one)
 
 
 class _Aborted(Exception):
     """Another call of the same batch failed for good, so this one stops retrying."""
+
+
+class _Refused(BackendError):
+    """The endpoint refused one request with a status that retrying does not change (4xx)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# Refusals that every call of the batch would get too: the key, the model or the route is wrong.
+ENDPOINT_GONE = frozenset({401, 403, 404})
+# With isolated failures, this many calls in a row failing for good mean the endpoint is failing, not the
+# calls: the batch stops there instead of spending every call's retries.
+FAILURE_STREAK = 5
 
 
 def normalise_base_url(url: str) -> str:
@@ -469,12 +488,14 @@ class OpenAIBackend:
                         ": it is a reasoning model; call it as one with --mtbench-model-call=reasoning "
                         "(or --mtbench-judge-call=reasoning for a judge)"
                     )
-                failure = BackendError(
+                failure = _Refused(
                     f"{self.spec} at {self.base_url} refused the request ({self._describe(exc)}); "
-                    f"not retried{hint}"
+                    f"not retried{hint}",
+                    status,
                 )
         except openai.APIConnectionError as exc:  # includes APITimeoutError
             failure = _RetryableError(self._describe(exc))
+            failure.timed_out = isinstance(exc, openai.APITimeoutError)
         else:
             return _parse_completion(body)
         # raised outside the except blocks: the openai error (which may quote the key) is not chained
@@ -486,6 +507,7 @@ class OpenAIBackend:
         """One conversation with retries; BackendError when it fails for good."""
         attempts = self.options.max_retries + 1
         last = ""
+        timed_out = False
         self._sockets.serve(abort)
         for attempt in range(1, attempts + 1):
             if abort.is_set():
@@ -496,6 +518,7 @@ class OpenAIBackend:
                 if abort.is_set():  # the batch was cut: this failure is ours, not the server's
                     raise _Aborted from None
                 last = self._redact(str(exc))
+                timed_out = exc.timed_out
                 if attempt == attempts:
                     break
                 delay = backoff_delay(attempt, exc.retry_after, self._jitter)
@@ -506,9 +529,14 @@ class OpenAIBackend:
                     self._sleep(delay)
                 elif abort.wait(delay):
                     raise _Aborted from None
+        hint = (
+            ": a slow server needs a longer --mtbench-timeout (or more --mtbench-retries)"
+            if timed_out
+            else ": --mtbench-retries allows more attempts, if the endpoint recovers"
+        )
         raise BackendError(
             f"{self.spec} at {self.base_url} failed after {attempts} attempt{'s' if attempts != 1 else ''}; "
-            f"last error: {last}"
+            f"last error: {last}{hint}"
         )
 
     # -- batches ----------------------------------------------------------------------------------------
@@ -529,6 +557,7 @@ class OpenAIBackend:
         conversations: list[list[Message]],
         params: SamplingParams,
         on_result: ResultCallback | None = None,
+        isolate_failures: bool = False,
     ) -> list[Completion]:
         """Complete every conversation concurrently (options.concurrency calls at a time), in input order.
 
@@ -537,6 +566,10 @@ class OpenAIBackend:
         ones stop retrying, and BackendError names the failing conversation. If this thread is interrupted
         (Ctrl-C, SIGTERM made KeyboardInterrupt), the calls in flight are cut at once, every result that
         has arrived is still given to `on_result`, and the interruption propagates.
+
+        With `isolate_failures`, a call that fails for good is a FINISH_CALL_FAILED completion carrying
+        the reason (its question fails, the others go on), unless the endpoint is gone: a 401/403/404
+        refusal, or FAILURE_STREAK calls in a row failing for good, fail the batch as above.
         """
         if not conversations:
             return []
@@ -544,7 +577,7 @@ class OpenAIBackend:
         with self._executor_lock:
             self._batches.add(abort)
         try:
-            return self._chat(conversations, params, on_result, abort)
+            return self._chat(conversations, params, on_result, abort, isolate_failures)
         finally:
             with self._executor_lock:
                 self._batches.discard(abort)
@@ -555,11 +588,23 @@ class OpenAIBackend:
         params: SamplingParams,
         on_result: ResultCallback | None,
         abort: threading.Event,
+        isolate_failures: bool = False,
     ) -> list[Completion]:
+        streak = _FailureStreak(isolate_failures)
         if len(conversations) == 1 or self.options.concurrency <= 1:
             results = []
             for index, conversation in enumerate(conversations):
-                results.append(self._complete(conversation, params, abort))
+                try:
+                    results.append(self._complete(conversation, params, abort))
+                except BackendError as error:
+                    if not streak.isolates(error):
+                        stopped = streak.why_stopped(error)
+                        if stopped == str(error):
+                            raise
+                        raise BackendError(stopped) from None
+                    results.append(streak.failed(error))
+                else:
+                    streak.succeeded()
                 if on_result is not None:
                     on_result(index, results[-1])
             return results
@@ -576,6 +621,7 @@ class OpenAIBackend:
         remaining = len(futures)
         failed: Future[Completion] | None = None
         delivered: set[int] = set()
+        substitutes: dict[int, Completion] = {}  # calls that failed for good, isolated
         try:
             while remaining and failed is None:
                 try:
@@ -587,9 +633,19 @@ class OpenAIBackend:
                 remaining -= 1
                 if future.cancelled():
                     continue
-                if future.exception() is not None:
-                    failed = future
-                elif on_result is not None:
+                error = future.exception()
+                if error is not None:
+                    if not isinstance(error, BackendError) or not streak.isolates(error):
+                        failed = future
+                        continue
+                    index = index_of[future]
+                    substitutes[index] = streak.failed(error)
+                    if on_result is not None:
+                        on_result(index, substitutes[index])
+                        delivered.add(index)
+                    continue
+                streak.succeeded()
+                if on_result is not None:
                     on_result(index_of[future], future.result())
                     delivered.add(index_of[future])
         except BaseException:  # Ctrl-C / worker shutdown: leave nothing running in the background
@@ -599,14 +655,15 @@ class OpenAIBackend:
                     self._deliver_arrived(futures, delivered, on_result)
             raise
         if failed is None:
-            return [f.result() for f in futures]
+            return [substitutes[i] if i in substitutes else f.result() for i, f in enumerate(futures)]
         abort.set()
         for future in futures:
             future.cancel()  # a no-op for the calls already running or done
         index = index_of[failed]
         error = failed.exception()
         if isinstance(error, BackendError):
-            raise BackendError(f"conversation {index + 1} of {len(conversations)}: {error}") from None
+            stopped = streak.why_stopped(error)
+            raise BackendError(f"conversation {index + 1} of {len(conversations)}: {stopped}") from None
         raise BackendError(
             f"{self.spec} at {self.base_url}: conversation {index + 1} of {len(conversations)} crashed "
             f"({type(error).__name__}: {self._redact(str(error))[:MAX_SERVER_MESSAGE]})"
@@ -653,6 +710,34 @@ class OpenAIBackend:
             if last is not None:
                 last.shutdown(wait=True, cancel_futures=True)
         self._client.close()
+
+
+class _FailureStreak:
+    """Which calls that failed for good fail only their conversation (with isolated failures), and when
+    the endpoint itself is failing: a refusal every call would get, or FAILURE_STREAK failures in a row."""
+
+    def __init__(self, isolate: bool) -> None:
+        self.isolate = isolate
+        self.count = 0
+
+    def isolates(self, error: BackendError) -> bool:
+        if not self.isolate or (isinstance(error, _Refused) and error.status in ENDPOINT_GONE):
+            return False
+        return self.count + 1 < FAILURE_STREAK
+
+    def failed(self, error: BackendError) -> Completion:
+        """The completion standing for a call that failed for good (one that `isolates`)."""
+        self.count += 1
+        return Completion(text="", finish_reason=FINISH_CALL_FAILED, extra={"missing": str(error)})
+
+    def succeeded(self) -> None:
+        self.count = 0
+
+    def why_stopped(self, error: BackendError) -> str:
+        gone = isinstance(error, _Refused) and error.status in ENDPOINT_GONE
+        if self.isolate and self.count + 1 >= FAILURE_STREAK and not gone:
+            return f"stopped calling after {FAILURE_STREAK} calls in a row failed for good; the last: {error}"
+        return str(error)
 
 
 def _server_message(body: object) -> str | None:
