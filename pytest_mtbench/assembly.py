@@ -580,14 +580,16 @@ def check_local_spec(flag: str, spec: str) -> None:
         )
 
 
-def check_can_call(flag: str, backend: LazyBackend) -> None:
-    """A missing extra or key is an error now, not after an hour of generation."""
+def check_can_call(flag: str, backend: LazyBackend, *, key: bool = True) -> None:
+    """A missing extra or key is an error now, not after an hour of generation. With `key=False` the
+    key is left to the preflight, which runs only when a call is needed (a run whose every judgment is
+    in the cache or imported needs no key)."""
     from .backends import missing_extra
 
     problem = missing_extra(backend.spec)
     if problem:
         raise SetupError(f"{flag}={backend.spec} {problem}")
-    problem = missing_credentials(backend.spec, backend.options)
+    problem = missing_credentials(backend.spec, backend.options) if key else None
     if problem:
         raise SetupError(f"{flag}={backend.spec}: {problem}")
 
@@ -726,8 +728,8 @@ def build_run(
     notes = _prepare_backends(settings.models, questions)
     if will_call:
         for model in models:
-            check_can_call("--mtbench-model", model)
-        check_can_call("--mtbench-judge", judge)
+            check_can_call("--mtbench-model", model, key=False)
+        check_can_call("--mtbench-judge", judge, key=False)
 
     cache = result_cache(settings)
     single = load_mode(

@@ -153,7 +153,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _preflight(config: pytest.Config, questions: list[Any]) -> None:
     """Fail in seconds, before any generation, when an endpoint that will be called cannot answer:
     each API backend is checked once. Nothing is checked offline or when the cache holds everything."""
-    from .backends import BackendError, preflight
+    from .backends import BackendError, missing_credentials, preflight
 
     state = config.stash[STATE]
     runner = state.run.runner
@@ -163,6 +163,9 @@ def _preflight(config: pytest.Config, questions: list[Any]) -> None:
         return
     checked: set[tuple[str, str | None, str]] = set()
     for role, backend in (("model", runner.model), ("judge", runner.judge)):
+        problem = missing_credentials(backend.spec, backend.options)
+        if problem:  # checked here, once calls are known to be needed, not for a fully cached run
+            raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {problem}")
         target = (backend.spec, backend.options.base_url, backend.options.call_style)
         if not backend.capabilities.preflight or target in checked:
             continue

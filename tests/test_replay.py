@@ -266,3 +266,60 @@ def test_runner_fails_a_question_missing_from_the_file(official, tmp_path: Path)
     records = _runner(official, f"replay/{path}", tmp_path / "cache").run([questions[81], questions[82]])
     assert records[81].error is None
     assert records[82].error is not None and "question 82: no answer in" in records[82].error
+
+
+def test_a_published_run_reproduces_offline_with_an_empty_cache_and_no_judge(
+    pytester: pytest.Pytester, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastChat answers + GPT-4 judgments, `--mtbench-offline`, an empty cache, no key: nothing to call,
+    and the scores are FastChat's show_result numbers (mean of the scored turns, overall and per turn)."""
+    from pytest_mtbench.testing.published import published_files
+
+    files = published_files(shared_data, ["vicuna-x"], lambda model, qid, turn: 1 + (qid * 7 + turn * 3) % 10)
+    published = files.write(pytester.path / "mt_bench")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (pytester.path / "empty-cache").mkdir()
+    report_path = pytester.path / "report.json"
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        f"--mtbench-model=replay/{published}/model_answer/vicuna-x.jsonl",
+        "--mtbench-judge=openai/gpt-4",
+        f"--mtbench-import-judgments={published}/model_judgment/gpt-4_single.jsonl",
+        "--mtbench-offline",
+        f"--mtbench-data={shared_data}",
+        f"--mtbench-cache={pytester.path / 'empty-cache'}",
+        f"--mtbench-report={report_path}",
+    )
+    assert result.ret == 0, result.stdout.str()
+    report = json.loads(report_path.read_text())
+    scores = {(row["question_id"], row["turn"]): row["score"] for row in files.judgments}
+    turn_1 = [s for (_, turn), s in scores.items() if turn == 1]
+    assert report["overall"] == pytest.approx(sum(scores.values()) / len(scores), abs=1e-12)
+    assert report["overall_detail"]["turn_1"] == pytest.approx(sum(turn_1) / len(turn_1), abs=1e-12)
+    assert report["run"]["phases"]["judging"]["calls"] == 0
+    assert not list((pytester.path / "empty-cache").rglob("*.json"))  # offline: nothing written either
+
+
+def test_every_judgment_imported_needs_no_key_and_no_call(
+    pytester: pytest.Pytester, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --mtbench-offline: the judge (OpenAI's, no key set) is never needed, so never checked."""
+    from pytest_mtbench.testing.published import published_files
+
+    files = published_files(shared_data, ["vicuna-x"], lambda model, qid, turn: 1 + qid % 10)
+    published = files.write(pytester.path / "mt_bench")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        f"--mtbench-model=replay/{published}/model_answer/vicuna-x.jsonl",
+        "--mtbench-judge=openai/gpt-4",
+        f"--mtbench-import-judgments={published}/model_judgment/gpt-4_single.jsonl",
+        f"--mtbench-data={shared_data}",
+        f"--mtbench-cache={pytester.path / 'cache'}",
+        "-k",
+        "writing",
+    )
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    assert "judging: 0 calls, 20 cached" in result.stdout.str()

@@ -140,6 +140,9 @@ class Capabilities:
     # chat() takes `isolate_failures=True`: a call that fails for good becomes a FINISH_CALL_FAILED
     # completion (its question fails) instead of failing the batch, unless the endpoint itself is gone.
     isolated_failures: bool = False
+    # Reads answers recorded earlier (a FastChat answer file): no model is called, so --mtbench-offline
+    # still serves them, cached or not.
+    replayed: bool = False
 
 
 ResultCallback = Callable[[int, "Completion"], None]

@@ -43,7 +43,9 @@ from .base import (
 )
 
 # Reading a file: no network, no model, independent calls (any batching gives the same replies).
-CAPABILITIES = Capabilities(batch_scope="all", rating_probes=False, preflight=False, local=True)
+CAPABILITIES = Capabilities(
+    batch_scope="all", rating_probes=False, preflight=False, local=True, replayed=True
+)
 
 # The finish reason of a conversation the file has no answer for (see the module docstring).
 
