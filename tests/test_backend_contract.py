@@ -75,7 +75,12 @@ LOCAL_MODEL = Capabilities(
         ("hf/some/dir", LOCAL_MODEL),
         ("./no/prefix", LOCAL_MODEL),
         ("smollm2", LOCAL_MODEL),
-        ("openai/gpt-4o", Capabilities(batch_scope="all", rating_probes=False, preflight=True, local=False)),
+        (
+            "openai/gpt-4o",
+            Capabilities(
+                batch_scope="all", rating_probes=False, preflight=True, local=False, isolated_failures=True
+            ),
+        ),
         ("fake/judge-7", Capabilities(batch_scope="all", rating_probes=False, preflight=False, local=True)),
     ],
 )
