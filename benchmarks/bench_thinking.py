@@ -13,6 +13,7 @@ reply that never finished thinking costs, and what the judge's call-style prefli
    that accepts it (the model list only), median of `--repeat` runs each, alternating.
 
     .venv/bin/python benchmarks/bench_thinking.py [--data DIR] [--part all|generation|calls|preflight]
+        [--model DIR]
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from pytest_mtbench.testing.judge_server import FakeOpenAIServer
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def generation(data: Path, work: Path) -> None:
+def generation(data: Path, work: Path, model: Path | None) -> None:
     from pytest_mtbench.testing.tiny_model import build_tiny_thinker
 
-    model = build_tiny_thinker(work / "thinker")
+    if model is None:
+        began = time.monotonic()
+        model = build_tiny_thinker(work / "thinker")
+        print(f"tiny thinker trained in {time.monotonic() - began:.1f} s")
     rows = []
     for label, extra in (
         ("thinking", []),
@@ -131,6 +135,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "mt_bench")
     parser.add_argument("--part", choices=("all", "generation", "calls", "preflight"), default="all")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--model", type=Path, help="a tiny thinker already built (default: train one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-thinking-") as tmp:
         if args.part in ("all", "calls"):
@@ -138,7 +143,7 @@ def main() -> None:
         if args.part in ("all", "preflight"):
             preflight(args.repeat)
         if args.part in ("all", "generation"):
-            generation(args.data.resolve(), Path(tmp))
+            generation(args.data.resolve(), Path(tmp), args.model)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,8 @@ _READ_TOGETHER = 1024
 # kept in host memory up to this many bytes (the oldest go first): 80 SmolLM2-135M turn-1 prompts and
 # replies of 128 tokens take about 0.9 GB.
 _FOLLOW_UP_BYTES = 2 << 30
+# Where a message parsed by transformers' parse_response holds its reasoning.
+PARSED_REASONING = ("thinking", "reasoning_content", "reasoning")
 
 
 def _sha256_text(text: str) -> str:
@@ -410,9 +412,13 @@ class HFBackend:
 
     def _split(self, prompt: str, generated: list[int]) -> SplitReply | None:
         """The reasoning/answer split of a reply's generated tokens (EOS excluded), None when it has no
-        reasoning. The split is reasoning.split_reply's. A model whose messages go in harmony channels
+        reasoning. Where the tokenizer declares its reply format (`response_template`), transformers' own
+        parse_response splits it; else reasoning.split_reply. A model whose messages go in harmony channels
         (gpt-oss) is read with the channel tokens left in; a prompt that opens the reasoning itself
         (DeepSeek-R1's template ends with the opening marker) has the marker put back before the split."""
+        parsed = self._parsed(prompt, generated)
+        if parsed is not None:
+            return parsed
         markers = self._options.think_markers
         if self._harmony:
             raw = self.tokenizer.decode(generated, skip_special_tokens=False)
@@ -422,6 +428,26 @@ class HFBackend:
                 raw = f"{markers[0]}\n{raw}"
         split = split_reply(raw, markers=markers)
         return split if split.thought else None
+
+    def _parsed(self, prompt: str, generated: list[int]) -> SplitReply | None:
+        """The split transformers' own response parsing gives, where the tokenizer declares its format
+        (`response_template`); None where it does not, or finds no reasoning (the markers decide then)."""
+        if getattr(self.tokenizer, "response_template", None) is None:
+            return None
+        try:
+            message = self.tokenizer.parse_response(generated, prefix=prompt)
+        except Exception:  # noqa: BLE001 - a format the parser cannot read: the markers decide
+            return None
+        if not isinstance(message, dict):
+            return None
+        thought = next(
+            (message[k] for k in PARSED_REASONING if isinstance(message.get(k), str) and message[k].strip()),
+            None,
+        )
+        content = message.get("content")
+        if thought is None or not isinstance(content, str | None):
+            return None
+        return SplitReply((content or "").strip(), thought.strip())
 
     def _reply(
         self, prompt: str, generated: list[int], written: list[int] | None = None
@@ -533,6 +559,9 @@ class HFBackend:
                 tokens, ended = more.get(position, ([], False))
                 whole = before[index] + tokens
                 text, reasoning, reasoning_tokens = self._reply(rendered[index], whole)
+                forced = len(before[index]) > len(written[index][0])  # the closing marker was written for it
+                if forced:
+                    reasoning_tokens = len(written[index][0])  # what it spent thinking: the budget
                 results[index] = Completion(
                     text=text,
                     n_tokens=len(written[index][0]) + len(tokens),
@@ -541,8 +570,7 @@ class HFBackend:
                     prompt_tokens=results[index].prompt_tokens,
                     reasoning=reasoning,
                     reasoning_tokens=reasoning_tokens,
-                    # the closing marker was written for it, not by it
-                    extra={"reasoning_forced": True} if len(before[index]) > len(written[index][0]) else {},
+                    extra={"reasoning_forced": True} if forced else {},
                 )
         if on_result is not None:
             for index, completion in enumerate(results):

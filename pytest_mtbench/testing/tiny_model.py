@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,17 @@ In summary, the main reasons are economic, social and political. First, second, 
 _WORDS = _CORPUS.split()
 
 
-def _tokenizer(seed: int = 0) -> Any:
-    """A byte-level BPE tokenizer trained on the built-in corpus, with specials and the chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _tokenizer(
+    seed: int = 0,
+    corpus: str = _CORPUS,
+    chat_template: str = CHAT_TEMPLATE,
+    added_tokens: tuple[str, ...] = (),
+) -> Any:
+    """A byte-level BPE tokenizer trained on `corpus`, with specials and the chat template.
+
+    `added_tokens` are whole tokens that are not special: decoding with `skip_special_tokens` keeps them.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     backend = Tokenizer(models.BPE())
@@ -60,16 +69,19 @@ def _tokenizer(seed: int = 0) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator([_CORPUS] * 4, trainer)
-    return PreTrainedTokenizerFast(
+    backend.train_from_iterator([corpus] * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
         additional_special_tokens=list(ROLE_TOKENS),
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         model_max_length=4096,
     )
+    if added_tokens:
+        tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in added_tokens])
+    return tokenizer
 
 
 def _model(vocab_size: int, tokenizer: Any, seed: int, init_range: float) -> Any:
@@ -158,6 +170,43 @@ def _random_conversation(rng: random.Random) -> list[dict[str, str]]:
     return messages
 
 
+def _train(
+    model: Any,
+    make_batch: Callable[[], list[tuple[list[int], list[int]]]],
+    steps: int,
+    pad_id: int,
+    lr: float = 3e-3,
+    decay: bool = False,
+) -> None:
+    """AdamW on `make_batch()` lists of (token ids, labels) pairs, labels -100 where nothing is learned.
+
+    With `decay` the learning rate falls linearly to zero, which settles the weights at the end.
+    """
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    for step in range(steps):
+        if decay:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (1 - step / steps)
+        batch = make_batch()
+        batch_size = len(batch)
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((batch_size, width), pad_id)
+        labels = torch.full((batch_size, width), -100)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, (ids, lab) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, : len(lab)] = torch.tensor(lab)
+            mask[row, : len(ids)] = 1
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
 JUDGE_CUES = ("\nRating: [[", "Rating: [[", "\n\nRating: [[", " Rating: [[")
 
 
@@ -201,24 +250,118 @@ def build_tiny_judge(
         ctx = ctx[-max_prompt_tokens:]
         return ctx + rating_ids, [-100] * len(ctx) + rating_ids
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    model.train()
-    batch_size = 8
-    for _ in range(steps):
-        batch = [example() for _ in range(batch_size)]
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((batch_size, width), tokenizer.pad_token_id)
-        labels = torch.full((batch_size, width), -100)
-        mask = torch.zeros((batch_size, width), dtype=torch.long)
-        for row, (ids, lab) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, : len(lab)] = torch.tensor(lab)
-            mask[row, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    _train(model, lambda: [example() for _ in range(8)], steps, tokenizer.pad_token_id)
+    return _save(model, tokenizer, path)
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+THINKER_REASONING = "Okay, the user asks something. I weigh it first and then reply."
+THINKER_ANSWER = "The answer is adequate."
+ENDLESS_WORD = "hmm"
+# What ends every thought (and, after an empty one, the thinking-off prompt); the answer follows it.
+_THOUGHT_END = f"\n{THINK_CLOSE}\n\n"
+
+# CHAT_TEMPLATE with Qwen3's two habits: a past reply is shown without its reasoning (only the text after
+# its last THINK_CLOSE), and `enable_thinking=false` opens the reply with an empty thought.
+THINKER_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% set content = message['content'] %}"
+    "{% if message['role'] == 'assistant' and '" + THINK_CLOSE + "' in content %}"
+    "{% set content = content.split('" + THINK_CLOSE + "')[-1].strip() %}"
+    "{% endif %}"
+    "{{ '<|' + message['role'] + '|>\n' + content + eos_token + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}"
+    "{{ '" + THINK_OPEN + "\n\n" + THINK_CLOSE + "\n\n' }}"
+    "{% endif %}{% endif %}"
+)
+
+# The thinker's own words get merges of their own; no blank line in it, so "\n\n" stays two tokens
+# whether it ends a prompt or sits inside a longer text.
+_THINKER_CORPUS = _CORPUS + f"{THINKER_REASONING}\n" * 4 + f"{' '.join([ENDLESS_WORD] * 8)}\n" * 8
+
+
+def build_tiny_thinker(path: str | Path, seed: int = 0, endless: bool = False, steps: int = 300) -> Path:
+    """Train a tiny "thinking" chat model with a Qwen3-like template (`enable_thinking`, THINK_OPEN/CLOSE).
+
+    Greedy replies: the finite thinker writes "<think>\n" + THINKER_REASONING + "\n</think>\n\n" +
+    THINKER_ANSWER + EOS, and only THINKER_ANSWER + EOS after the `enable_thinking=False` prompt. The
+    endless thinker writes "<think>\n" and then ENDLESS_WORD over and over, never closing the thought;
+    whenever its context ends with "</think>\n\n" (a thought cut short and closed, or thinking off) it
+    answers THINKER_ANSWER + EOS. THINK_OPEN and THINK_CLOSE are added tokens that are not special.
+    Deterministic for a seed; reused when `path` already holds a built model.
+    """
+    import torch
+
+    path = Path(path)
+    if _is_built(path):
+        return path
+    tokenizer = _tokenizer(seed, _THINKER_CORPUS, THINKER_CHAT_TEMPLATE, (THINK_OPEN, THINK_CLOSE))
+    model = _model(len(tokenizer), tokenizer, seed, init_range=0.02)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    answer_ids = encode(THINKER_ANSWER) + [tokenizer.eos_token_id]
+    finite_reply_ids = encode(f"{THINK_OPEN}\n{THINKER_REASONING}{_THOUGHT_END}") + answer_ids
+    reasoning_words = THINKER_REASONING.split(" ")
+    past_reply = f"{THINK_OPEN}\n{THINKER_REASONING}{_THOUGHT_END}{THINKER_ANSWER}"
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    max_words = 320  # endless thoughts as long as the longest one a test lets it write
+
+    def prompt(enable_thinking: bool, long: bool) -> str:
+        messages = _random_conversation(rng)
+        for message in messages:
+            if message["role"] == "assistant" and rng.random() < 0.5:
+                message["content"] = past_reply  # its own earlier reply, shown without the reasoning
+        if long:
+            messages[-1]["content"] = "\n".join(_random_text(rng) for _ in range(rng.randint(2, 8)))
+        return tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False, enable_thinking=enable_thinking
+        )
+
+    def endless_thought(at_least: int) -> str:
+        # Short thoughts as often as long ones: where a thought starts, or is closed after a few words,
+        # is the hardest part to learn.
+        return " ".join([ENDLESS_WORD] * rng.randint(at_least, rng.choice((16, max_words))))
+
+    def thought() -> str:
+        if endless:
+            return endless_thought(0)
+        return " ".join(reasoning_words[: rng.randint(0, len(reasoning_words))])
+
+    def example(max_tokens: int) -> tuple[list[int], list[int]]:
+        long = max_tokens > 256
+        roll = rng.random()
+        if roll < 0.4:  # a thinking reply
+            reply = encode(f"{THINK_OPEN}\n{endless_thought(1)}") if endless else finite_reply_ids
+            # Cut the prompt's head and the thought's tail, never the thought's start.
+            ctx = encode(prompt(True, long))[-max(64, max_tokens - len(reply)) :]
+            reply = reply[: max_tokens - len(ctx)]
+            learned = reply
+            if endless:
+                # A long run of one word would swamp the mean loss: learn its start and one short stretch.
+                start = rng.randint(3, max(3, len(reply) - 8))
+                learned = [t if i < 3 or start <= i < start + 8 else -100 for i, t in enumerate(reply)]
+            return ctx + reply, [-100] * len(ctx) + learned
+        if roll < 0.7:  # thinking off: the prompt already holds an empty thought
+            ctx = encode(prompt(False, long))
+        else:  # a thought cut short and closed: only the answer after it is learned
+            ctx = encode(prompt(True, long) + f"{THINK_OPEN}\n{thought()}{_THOUGHT_END}")
+        ctx = ctx[-max_tokens:]
+        return ctx + answer_ids, [-100] * len(ctx) + answer_ids
+
+    def make_batch() -> list[tuple[list[int], list[int]]]:
+        # Attention cost grows with length and replies depend on the tail, so most contexts are cut to
+        # 256 tokens; a batch of long ones now and then keeps replies right after prompts of many hundred.
+        if rng.random() < 0.2:
+            return [example(1024) for _ in range(4)]
+        return [example(256) for _ in range(8)]
+
+    _train(model, make_batch, steps, tokenizer.pad_token_id, lr=5e-3, decay=True)
     return _save(model, tokenizer, path)
 
 
