@@ -7,6 +7,7 @@ API paths run against the loopback server (pytest_mtbench.testing.judge_server),
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,44 @@ def test_auto_asks_only_endpoints_that_may_refuse_the_official_call(owned_by: st
         sent = list(server.requests)
     assert [b["max_tokens"] for b in sent] == [1] * probes  # one official call of one token, or none
     assert found.call_style == ("official" if probes else None)
+
+
+def test_the_html_page_shows_the_reasoning_collapsed_and_escaped(
+    pytester: pytest.Pytester, shared_data: Path
+) -> None:
+    from pytest_mtbench.records import RunReport
+    from pytest_mtbench.reports import html
+
+    thought = "<b>weigh</b> the <script>x</script> answer"
+    candidate = FakeOpenAIServer(
+        reply=lambda body: ANSWER, reasoning="reasoning", reasoning_text=thought, model_ids=("thinker",)
+    )
+    with candidate:
+        result, _ = _run(
+            pytester,
+            shared_data,
+            "--mtbench-model=openai/thinker",
+            f"--mtbench-model-base-url={candidate.base_url}",
+            "--mtbench-judge=fake/judge-7",
+            "-k",
+            "81",
+        )
+    assert result.ret == 0, result.stdout.str()
+    page = html.render([RunReport.read(pytester.path / "report.json")])
+    blocks = re.findall(
+        r'<details class="reasoning"><summary>(.*?)</summary>\s*<pre class="reasoning">(.*?)</pre>',
+        page,
+        re.S,
+    )
+    tokens = len(thought.split())
+    assert (
+        blocks
+        == [
+            (
+                f"reasoning ({tokens} tokens), not judged",
+                "&lt;b&gt;weigh&lt;/b&gt; the &lt;script&gt;x&lt;/script&gt; answer",
+            )
+        ]
+        * 2
+    )
+    assert "<script>x</script>" not in page
