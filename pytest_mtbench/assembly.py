@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .backends import ALIASES, BackendError, BackendOptions, check_name, missing_credentials, split_spec
+from .backends import (
+    ALIASES,
+    BackendError,
+    BackendOptions,
+    ServedModel,
+    check_name,
+    missing_credentials,
+    split_spec,
+)
 from .baseline import (
     BaselineJudgments,
     GateOptions,
@@ -212,6 +220,27 @@ class BenchmarkRun:
         if "judge" in styles:
             self.runner.judge.settle(styles["judge"])
 
+    def served(self) -> dict[str, Any]:
+        """What the endpoints said they serve ("model", "judge"), and the candidate's named revision."""
+        told: dict[str, Any] = {}
+        model, judge = self.runner.model, self.runner.judge
+        if model.served is not None:
+            told["model"] = model.served.as_dict()
+        if model.revision:
+            told.setdefault("model", {})["revision"] = model.revision
+        if judge.served is not None:
+            told["judge"] = judge.served.as_dict()
+        return told
+
+    def know_served(self, served: dict[str, dict[str, Any]]) -> None:
+        """Tell the backends what their endpoints serve, as the controller's preflight learnt it
+        ("model:<spec>" and "judge" -> {"served": ServedModel.as_dict(), "vouched": bool})."""
+        backends = {f"model:{runner.model.spec}": runner.model for runner in self.runners}
+        backends["judge"] = self.runner.judge
+        for key, told in served.items():
+            if key in backends:
+                backends[key].know_served(ServedModel.from_dict(told["served"]), vouched=told["vouched"])
+
     def close(self) -> None:
         for runner in self.runners:
             runner.model.close()
@@ -248,6 +277,7 @@ class BenchmarkRun:
             workers=workers,
             phases=phase_totals(records, pair_calls),
             answer_tokens=answer_lengths(r for r in records if r.model == settings.model),
+            served=self.served(),
         )
 
     def report(
@@ -721,6 +751,7 @@ def build_run(
                 **options,
                 **model_thinking(settings),
             ),
+            revision=settings.model_revision,
         )
         for spec in settings.models
     ]

@@ -71,6 +71,9 @@ class RunState:
 STATE = pytest.StashKey[RunState]()
 # "model"/"judge" -> the call style the preflight settled (see BackendOptions.call_style); sent to workers.
 SETTLED = pytest.StashKey[dict[str, str]]()
+# "model:<spec>"/"judge" -> what its endpoint serves and whether cached values need its word (see
+# LazyBackend.know_served), as the preflight learnt it; sent to workers.
+SERVED = pytest.StashKey[dict[str, dict[str, Any]]]()
 
 
 def _progress_printer(config: pytest.Config, interval: float):
@@ -152,41 +155,97 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _preflight(config: pytest.Config, questions: list[Any]) -> None:
     """Fail in seconds, before any generation, when an endpoint that will be called cannot answer:
-    each API backend is checked once. Nothing is checked offline or when the cache holds everything."""
+    each API backend is checked once. Nothing is checked offline or when the cache holds everything,
+    except an API candidate's endpoint: what it serves now decides which cached answers still stand
+    (unless --mtbench-model-revision or --mtbench-trust-model-name vouches for them)."""
+    state = config.stash[STATE]
+    run, settings = state.run, state.settings
+    if settings.offline or config.option.collectonly or not questions:
+        return
+    checked: dict[tuple[str, str | None, str], Any] = {}
+    named = settings.model_revision is not None or settings.trust_model_name
+    models = [runner.model for runner in run.runners]
+    for model in models:
+        if model.capabilities.preflight and not named:
+            _check_endpoint(config, "model", model, checked, vouched=True)
+    if not run.runner.needs_calls(questions):
+        _say_refused(config, "model", models)
+        return
+    for model in models:
+        _check_endpoint(config, "model", model, checked, vouched=False)
+    _check_endpoint(config, "judge", run.runner.judge, checked, vouched=False)
+    if run.runner.judge.served is not None:
+        run.runner.needs_calls(questions)  # counts the cached judgments of other weights
+    _say_refused(config, "model", models)
+    _say_refused(config, "judge", [run.runner.judge])
+
+
+def _check_endpoint(
+    config: pytest.Config,
+    role: str,
+    backend: Any,
+    checked: dict[tuple[str, str | None, str], Any],
+    vouched: bool,
+) -> None:
+    """Preflight one backend (an endpoint already checked in this run is not asked again); settle its
+    call style and tell it what its endpoint serves."""
     from .backends import BackendError, missing_credentials, preflight
 
-    state = config.stash[STATE]
-    runner = state.run.runner
-    if state.settings.offline or config.option.collectonly or not questions:
+    problem = missing_credentials(backend.spec, backend.options)
+    if problem:  # checked here, once calls are known to be needed, not for a fully cached run
+        raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {problem}")
+    if not backend.capabilities.preflight or backend.served is not None:
         return
-    if not runner.needs_calls(questions):
-        return
-    checked: set[tuple[str, str | None, str]] = set()
-    for role, backend in (("model", runner.model), ("judge", runner.judge)):
-        problem = missing_credentials(backend.spec, backend.options)
-        if problem:  # checked here, once calls are known to be needed, not for a fully cached run
-            raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {problem}")
-        target = (backend.spec, backend.options.base_url, backend.options.call_style)
-        if not backend.capabilities.preflight or target in checked:
-            continue
-        checked.add(target)
+    target = (backend.spec, backend.options.base_url, backend.options.call_style)
+    found = checked.get(target)
+    if found is None:
         try:
-            found = preflight(backend.spec, backend.options)
+            found = checked[target] = preflight(backend.spec, backend.options, identify=True)
         except BackendError as exc:
             raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {exc}") from None
         for note in found.notes:
             _say(config, f"mtbench: --mtbench-{role}={backend.spec}: {note}")
-        style = found.call_style
-        if backend.options.call_style == "auto" and style in ("official", "reasoning"):
-            config.stash.setdefault(SETTLED, {})[role] = style
-            if style == "reasoning":
-                _say(
-                    config,
-                    f"mtbench: {backend.spec} refuses the official call's parameters (max_tokens, "
-                    f"temperature): calling it as a reasoning model (max_completion_tokens, no temperature; "
-                    f"--mtbench-{role}-call=reasoning)",
+    style = found.call_style
+    if backend.options.call_style == "auto" and style in ("official", "reasoning"):
+        config.stash.setdefault(SETTLED, {})[role] = style
+        if style == "reasoning":
+            _say(
+                config,
+                f"mtbench: {backend.spec} refuses the official call's parameters (max_tokens, "
+                f"temperature): calling it as a reasoning model (max_completion_tokens, no temperature; "
+                f"--mtbench-{role}-call=reasoning)",
+            )
+        config.stash[STATE].run.settle_calls(config.stash[SETTLED])
+    if found.served is not None:
+        backend.know_served(found.served, vouched=vouched)
+        key = "judge" if role == "judge" else f"model:{backend.spec}"
+        config.stash.setdefault(SERVED, {})[key] = {"served": found.served.as_dict(), "vouched": vouched}
+
+
+def _say_refused(config: pytest.Config, role: str, backends: list[Any]) -> None:
+    """One line per backend whose cached values were set aside because other weights made them."""
+    for backend in backends:
+        refused, backend.refused = backend.refused, type(backend.refused)()
+        if not refused:
+            continue
+        what = "answers" if role == "model" else "judgments"
+        reasons = []
+        for why, count in refused.most_common():
+            if why == "weights not named":
+                why = (
+                    "its endpoint does not say which weights it serves (no system_fingerprint); name them "
+                    "with --mtbench-model-revision=ID or reuse by name with --mtbench-trust-model-name"
                 )
-    state.run.settle_calls(config.stash.get(SETTLED, {}))
+            elif why == "weights not recorded":
+                why = "they do not record which weights made them"
+            else:
+                why = f"the endpoint now serves other weights ({why})"
+            reasons.append(f"{count}: {why}")
+        _say(
+            config,
+            f"mtbench: --mtbench-{role}={backend.spec}: {sum(refused.values())} cached {what} are not reused "
+            f"and are asked again ({'; '.join(reasons)})",
+        )
 
 
 def _say(config: pytest.Config, line: str) -> None:
@@ -201,6 +260,9 @@ def pytest_configure_node(node: Any) -> None:
     settled = node.config.stash.get(SETTLED, None)
     if settled:
         node.workerinput["mtbench_settled"] = dict(settled)
+    served = node.config.stash.get(SERVED, None)
+    if served:
+        node.workerinput["mtbench_served"] = dict(served)
 
 
 def _xdist_controller(config: pytest.Config) -> bool:

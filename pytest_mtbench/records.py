@@ -222,6 +222,9 @@ class RunInfo(_FlatRecord):
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A thinking model's answers (stats.answer_lengths): mean tokens a turn with and without reasoning.
     answer_tokens: dict[str, Any] | None = None
+    # What the endpoints said they serve, read at preflight ("model", "judge": served_model,
+    # system_fingerprint, root, max_model_len), and the candidate's --mtbench-model-revision.
+    served: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from .backends import (
     ChatBackend,
     Completion,
     SamplingParams,
+    ServedModel,
     capabilities,
     load_backend,
     static_identity,
@@ -59,20 +61,51 @@ class RecordedJudgments(Protocol):
 
 
 class LazyBackend:
-    """Builds the real backend on first use, so a fully cached run never loads a model."""
+    """Builds the real backend on first use, so a fully cached run never loads a model.
 
-    def __init__(self, spec: str, options: BackendOptions) -> None:
+    `revision` (--mtbench-model-revision) names the weights and joins the identity. Once a preflight has
+    learnt what an endpoint serves (`know_served`), a cached value is served only if it does not record
+    other weights, and, when `vouched` is asked for (an API candidate named by nothing but its name),
+    only if it records the very weights the endpoint names now.
+    """
+
+    def __init__(self, spec: str, options: BackendOptions, revision: str | None = None) -> None:
         self.spec = spec
         self.options = options
+        self.revision = revision
         self.capabilities = capabilities(spec)
         self._backend: ChatBackend | None = None
         self._identity: dict[str, Any] | None = None
         self._loading = threading.Lock()  # models of a run may reach a shared judge at once
+        self.served: ServedModel | None = None
+        self.vouched = False
+        self.refused: Counter[str] = Counter()  # why cached values were not served -> how many
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
-            self._identity = static_identity(self.spec, self.options)
+            identity = static_identity(self.spec, self.options)
+            self._identity = {**identity, "revision": self.revision} if self.revision else identity
         return self._identity
+
+    def know_served(self, served: ServedModel, *, vouched: bool) -> None:
+        """What the endpoint serves now, as a preflight read it; `vouched`: reuse only what it vouches for."""
+        self.served, self.vouched = served, vouched
+
+    def accepts(self, value: dict[str, Any]) -> bool:
+        """May this cached value stand for what the backend would answer now?"""
+        if self.served is None:
+            return True
+        why = self.served.conflict(value)
+        if why is None and self.vouched and not self.served.vouches_for(value):
+            why = "weights not named" if not self.served.identifies_weights else "weights not recorded"
+        if why is not None:
+            self.refused[why] += 1
+        return why is None
+
+    def stamp(self, value: dict[str, Any]) -> dict[str, Any]:
+        """A value to cache, with what the endpoint said it serves (when a preflight asked)."""
+        told = self.served.stamp() if self.served is not None else {}
+        return {**value, "served": told} if told else value
 
     def settle(self, call_style: str) -> None:
         """Use the call style a preflight settled (for a backend that asked for `auto`); the identity,
@@ -213,6 +246,8 @@ class Completer:
         missing: list[Job] = []
         for job in jobs:
             hit = self.cache.get(kind, job.key)
+            if hit is not None and not backend.accepts(hit):
+                hit = None  # made by other weights than those served now: asked again, and replaced
             if hit is None and reuse is not None:
                 found = reuse(job)
                 if found is not None:
@@ -250,6 +285,7 @@ class Completer:
                     value["finish_reason"], value["finish_reason"]
                 )
             else:
+                value = backend.stamp(value)
                 self.cache.put(kind, job.key, job.material, value)
             # Only once stored: an interrupt during the write leaves it to be handed over again.
             job.value = value

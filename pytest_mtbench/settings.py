@@ -593,6 +593,28 @@ OPTIONS: tuple[Option, ...] = (
         metavar="STYLE",
     ),
     Option(
+        "--mtbench-model-revision",
+        "Name the weights the candidate serves (a checkpoint's commit, step or tag): it becomes part of "
+        "the model's identity, so each checkpoint's cached answers are kept apart and reused. Without it, "
+        "an openai/ candidate's cached answers are reused only when its endpoint names the weights "
+        "(system_fingerprint; on OpenAI, the dated snapshot).",
+        default=None,
+        parse=_text,
+        env="MTBENCH_MODEL_REVISION",
+        ini="mtbench_model_revision",
+        metavar="ID",
+    ),
+    Option(
+        "--mtbench-trust-model-name",
+        "Reuse an openai/ candidate's cached answers on its name alone, even when its endpoint does not "
+        "say which weights it serves (only if that name always means the same weights).",
+        default=False,
+        parse=_switch,
+        env="MTBENCH_TRUST_MODEL_NAME",
+        ini="mtbench_trust_model_name",
+        action="store_true",
+    ),
+    Option(
         "--mtbench-seed",
         "Seed for sampled answers (writing, roleplay, stem, humanities).",
         default=0,
@@ -861,6 +883,8 @@ class Settings:
     thinking_budget: int | None  # None: reasoning and answer share max_new_tokens
     think_markers: tuple[str, str]
     model_call: str  # auto, official or reasoning
+    model_revision: str | None  # names the candidate's weights; part of its identity when set
+    trust_model_name: bool  # reuse an API candidate's cached answers on its name alone
     thresholds: dict[str, float] = field(hash=False)  # category or "overall" -> minimum score
     reports: tuple[str, ...]  # report paths; the suffix picks the writer
     mlflow: bool  # log the run to MLflow at the end
@@ -1120,6 +1144,11 @@ def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = No
     values["margin"] = by_field["margin"].default if margin is None else margin
     values["reports"] = _report_paths(config, by_field["reports"])
     values["references_given"] = "references" in origins
+    if values["model_revision"] is not None and len(values["models"]) > 1:
+        raise pytest.UsageError(
+            f"{origins['model_revision'].label} names one model's weights, and {len(values['models'])} "
+            "models were given: drop it, or run the models one at a time"
+        )
     for name in ("chat_template_kwargs", "judge_chat_template_kwargs"):
         values[name] = _template_kwargs(config, by_field[name])
 

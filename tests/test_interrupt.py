@@ -33,6 +33,7 @@ from pytest_mtbench.testing.soak import python_sigint, session_processes, signal
 pytest_plugins = ["pytester"]
 
 ANSWERED = 16  # judge calls answered before every later one hangs
+PREFLIGHT = 1  # the judge's one-token preflight call (which weights it serves), answered first
 HANG = 40.0  # seconds a hung call would take (the call timeout is longer still)
 SELECTION = ("-k", "writing or roleplay or math")  # 30 questions, 60 judge calls
 JUDGE_CALLS = 60
@@ -112,7 +113,7 @@ def test_an_interrupted_batch_returns_at_once_and_hands_over_every_result_that_a
 
 @pytest.fixture
 def judge() -> Iterator[FakeOpenAIServer]:
-    faults = [None] * ANSWERED + [("hang", HANG)] * 200
+    faults = [None] * (PREFLIGHT + ANSWERED) + [("hang", HANG)] * 200
     with FakeOpenAIServer(scores=varied_score, faults=faults, lifetime=300) as server:
         yield server
 
@@ -155,7 +156,7 @@ def test_signal_with_calls_in_flight_stops_everything_and_loses_nothing(
         # its category's 20 at once, so 40 minus the answered ones.
         hung = 32 if workers == "0" else 40 - ANSWERED
         wait_until(
-            lambda: judge.in_flight == hung and judge.request_count == ANSWERED + hung,
+            lambda: judge.in_flight == hung and judge.request_count == PREFLIGHT + ANSWERED + hung,
             120,
             f"{hung} hung calls in flight",
         )
@@ -185,7 +186,7 @@ def test_signal_with_calls_in_flight_stops_everything_and_loses_nothing(
     # Exactly the results that arrived are stored; the partial report holds every question they complete.
     assert len(list((tmp_path / "cache" / "judgment").rglob("*.json"))) == ANSWERED
     assert not list((tmp_path / "cache").rglob("*.tmp")), "a half-written cache entry was left behind"
-    answered = {body["messages"][-1]["content"] for body in judge.requests[:ANSWERED]}
+    answered = {body["messages"][-1]["content"] for body in judge.requests[PREFLIGHT : PREFLIGHT + ANSWERED]}
 
     # The rerun sends only the missing calls, and its report agrees with the partial one.
     judge.set_faults([])
@@ -193,7 +194,7 @@ def test_signal_with_calls_in_flight_stops_everything_and_loses_nothing(
     rerun = run_pytest_subprocess(tmp_path, *run_args(judge, shared_data, tmp_path, "full.json", workers))
     assert rerun.returncode == 0, rerun.stdout[-2000:]
     assert "30 passed" in rerun.stdout
-    assert judge.request_count - before == JUDGE_CALLS - ANSWERED
+    assert judge.request_count - before == PREFLIGHT + JUDGE_CALLS - ANSWERED
     full = {q["question_id"]: q for q in json.loads((tmp_path / "full.json").read_text())["questions"]}
     complete = {
         qid

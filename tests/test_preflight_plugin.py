@@ -78,24 +78,32 @@ def test_an_unreachable_judge_is_named_with_its_url(tmp_path: Path, shared_data:
         began = time.monotonic()
         proc = run_pytest_subprocess(tmp_path, *args)
         elapsed = time.monotonic() - began
-        assert candidate.request_count == 0
+        # The candidate's one-token preflight call (which weights does it serve?), and no answer.
+        assert [b["max_tokens"] for b in candidate.requests] == [1]
     assert proc.returncode == 4
     assert "--mtbench-judge=openai/judge-2026: cannot reach" in proc.stderr and url in proc.stderr
     assert elapsed < 60  # seconds, not a generation phase and a retry budget
 
 
-def test_a_healthy_endpoint_costs_one_model_list_and_a_cached_run_no_request(
+def test_a_healthy_endpoint_costs_a_model_list_and_one_token_and_a_cached_run_asks_only_the_candidate(
     tmp_path: Path, shared_data: Path
 ) -> None:
     with FakeOpenAIServer(model_ids=("candidate", "judge-2026")) as server:
         first = run_pytest_subprocess(tmp_path, *_args(server.base_url, shared_data, tmp_path))
         assert first.returncode == 0, first.stdout[-2000:]
         assert server.models_count == 2  # one model list per backend (candidate and judge), once each
-        assert server.request_count == 4  # 2 answers + 2 judgments, nothing more
+        # One one-token call each (which weights are served?), then 2 answers + 2 judgments.
+        assert [b["max_tokens"] for b in server.requests].count(1) == 2 and server.request_count == 6
         again = run_pytest_subprocess(tmp_path, *_args(server.base_url, shared_data, tmp_path))
         assert again.returncode == 0
-        assert server.models_count == 2 and server.request_count == 4  # fully cached: no request at all
+        # Fully cached: the candidate's endpoint still says which weights it serves (the cached answers
+        # stand only for those); the judge is not asked.
+        assert server.models_count == 3 and server.request_count == 7
+        named = run_pytest_subprocess(
+            tmp_path, *_args(server.base_url, shared_data, tmp_path), "--mtbench-trust-model-name"
+        )
+        assert named.returncode == 0 and server.models_count == 3 and server.request_count == 7
         offline = run_pytest_subprocess(
             tmp_path, *_args(server.base_url, shared_data, tmp_path), "--mtbench-offline", "-n", "2"
         )
-        assert offline.returncode == 0 and server.models_count == 2 and server.request_count == 4
+        assert offline.returncode == 0 and server.models_count == 3 and server.request_count == 7

@@ -90,7 +90,9 @@ def test_no_secret_in_any_artefact_of_a_loud_run(workers: str, shared_data: Path
             env=env,
         )
 
-    faults = [("500", None, None, ECHO)] * 6  # both first calls (turn 1 of each question) fail for good
+    # The two preflight calls (candidate and judge) fail, as do both first calls (turn 1 of each question)
+    # on all 3 attempts.
+    faults = [("500", None, None, ECHO)] * (2 + 6)
     with FakeOpenAIServer(reply=reply, faults=faults, model_ids=("candidate", "fake-judge")) as server:
         failing = run(server, "failing")
         passing = run(server, "passing")

@@ -128,6 +128,7 @@ def _samples(tmp: Path) -> dict[str, Sample]:
         "thinking_budget": Sample("64", "", "32"),
         "think_markers": Sample("<think>,</think>", "", "<r>,</r>"),
         "model_call": Sample("official", "", "auto"),
+        "model_revision": Sample("step-1", "step-2", "step-3"),
         "progress_interval": Sample("", "0.5", ""),
     }
 

@@ -15,6 +15,7 @@ from .base import (
     Message,
     PreflightResult,
     SamplingParams,
+    ServedModel,
 )
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Completion",
     "Message",
     "SamplingParams",
+    "ServedModel",
     "capabilities",
     "load_backend",
     "preflight",
@@ -107,18 +109,19 @@ def missing_credentials(spec: str, options: BackendOptions) -> str | None:
     return module.missing_key(options) if hasattr(module, "missing_key") else None
 
 
-def preflight(spec: str, options: BackendOptions) -> PreflightResult:
+def preflight(spec: str, options: BackendOptions, *, identify: bool = False) -> PreflightResult:
     """Check up front that the backend can be reached and serves the model (a no-op for backends
     without the `preflight` capability): what it learnt, the call style it settled (see
-    BackendOptions.call_style) and lines to show. BackendError carries one line the caller prefixes with
-    the flag.
+    BackendOptions.call_style) and lines to show; with `identify`, also what the endpoint says about the
+    model behind the name (PreflightResult.served). BackendError carries one line the caller prefixes
+    with the flag.
     """
     prefix, name = split_spec(spec)
     module = importlib.import_module(_REGISTRY[prefix][0])
     if not module.CAPABILITIES.preflight:
         return PreflightResult()
     try:
-        return module.preflight(name, options)
+        return module.preflight(name, options, identify=identify)
     except ImportError as exc:
         raise BackendError(
             f"backend '{prefix}' needs packages that are not installed ({exc.name or exc}): "

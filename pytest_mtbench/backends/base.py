@@ -111,11 +111,90 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class ServedModel:
+    """What an endpoint says about the model behind a name, read once at preflight.
+
+    A name says nothing about the weights: CI commonly serves each new checkpoint under the same name.
+    `system_fingerprint` (vLLM's and other open servers' tag, which changes with the weights),
+    `served_model` (the name the reply says answered: on OpenAI, the dated snapshot), and the model
+    list's `root` and `max_model_len` are what can tell two of them apart. `official` marks OpenAI's
+    own endpoint, whose fingerprint tags its serving stack rather than the weights.
+    """
+
+    served_model: str | None = None
+    system_fingerprint: str | None = None
+    root: str | None = None
+    max_model_len: int | None = None
+    official: bool = False
+
+    def stamp(self) -> dict[str, Any]:
+        """What a cached value records of it (only the fields the endpoint told)."""
+        fields_told = {
+            "served_model": self.served_model,
+            "system_fingerprint": None if self.official else self.system_fingerprint,
+            "root": self.root,
+            "max_model_len": self.max_model_len,
+        }
+        return {name: value for name, value in fields_told.items() if value is not None}
+
+    @property
+    def identifies_weights(self) -> bool:
+        """Does the endpoint name these weights and no others? A fingerprint does on an open server; on
+        OpenAI the snapshot name does (a model there never changes under a snapshot's name)."""
+        return bool(self.served_model) if self.official else bool(self.system_fingerprint)
+
+    def conflict(self, value: Mapping[str, Any]) -> str | None:
+        """Why a cached value was made by another model than the one served now (None if nothing says
+        so). Values record `served` (this version on) or at least their call's fingerprint and name."""
+        recorded = value.get("served")
+        if not isinstance(recorded, Mapping):
+            recorded = {name: value.get(name) for name in ("served_model", "system_fingerprint")}
+        for name, now in self.stamp().items():
+            then = recorded.get(name)
+            if then is not None and then != now:
+                return f"{name} {then} -> {now}"
+        return None
+
+    def vouches_for(self, value: Mapping[str, Any]) -> bool:
+        """Does a cached value record the same weights as those served now (by what identifies them)?"""
+        if not self.identifies_weights or self.conflict(value) is not None:
+            return False
+        recorded = value.get("served") if isinstance(value.get("served"), Mapping) else value
+        key = "served_model" if self.official else "system_fingerprint"
+        return recorded.get(key) == getattr(self, key)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain builtins for the report and for xdist workers (read back by `from_dict`)."""
+        told = {
+            "served_model": self.served_model,
+            "system_fingerprint": self.system_fingerprint,
+            "root": self.root,
+            "max_model_len": self.max_model_len,
+        }
+        data: dict[str, Any] = {name: value for name, value in told.items() if value is not None}
+        if self.official:
+            data["official"] = True
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServedModel:
+        return cls(
+            served_model=data.get("served_model"),
+            system_fingerprint=data.get("system_fingerprint"),
+            root=data.get("root"),
+            max_model_len=data.get("max_model_len"),
+            official=bool(data.get("official", False)),
+        )
+
+
+@dataclass(frozen=True)
 class PreflightResult:
-    """What a preflight learnt: the call style it settled (None: nothing to settle) and lines to show."""
+    """What a preflight learnt: the call style it settled (None: nothing to settle), lines to show and,
+    when asked for, what the endpoint says about the model it serves."""
 
     call_style: str | None = None
     notes: tuple[str, ...] = ()
+    served: ServedModel | None = None
 
 
 @dataclass(frozen=True)

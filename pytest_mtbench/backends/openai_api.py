@@ -61,6 +61,7 @@ from .base import (
     PreflightResult,
     ResultCallback,
     SamplingParams,
+    ServedModel,
 )
 
 log = logging.getLogger(__name__)
@@ -932,6 +933,7 @@ def preflight(
     environ: Mapping[str, str] | None = None,
     today: date | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    identify: bool = False,
 ) -> PreflightResult:
     """Check before a run that the endpoint answers, accepts the key and serves `name`, and settle the
     call style.
@@ -951,6 +953,10 @@ def preflight(
     SGLang, llama.cpp, Ollama: OPEN_SERVERS), which always takes the official call. A refusal of those
     parameters as OpenAI words it (`unsupported_parameter` / `unsupported_value`) settles on the
     reasoning-model call, which is then tried once.
+
+    With `identify`, the one-token chat call is always made (its reply's `system_fingerprint` and
+    `model` name the weights) and the result's `served` holds what the endpoint told, with the model
+    list entry's `root` and `max_model_len` (vLLM's).
     """
     env = os.environ if environ is None else environ
     try:
@@ -971,12 +977,22 @@ def preflight(
     credentials = _credentials(options, env)
     import openai  # lazy: importing this module must stay cheap and work without the extra
 
-    check = _Preflight(openai, name, base, options, credentials, sleep)
+    check = _Preflight(openai, name, base, options, credentials, sleep, identify)
     try:
         check.run(official)
     finally:
         check.client.close()
-    return PreflightResult(None if check.style == CALL_AUTO else check.style, tuple(notes))
+    served = None
+    if identify:
+        told = {**check.listed, **check.replied}
+        served = ServedModel(
+            served_model=_str_or_none(told.get("model")),
+            system_fingerprint=_str_or_none(told.get("system_fingerprint")),
+            root=_str_or_none(told.get("root")),
+            max_model_len=_count(told.get("max_model_len")),
+            official=official,
+        )
+    return PreflightResult(None if check.style == CALL_AUTO else check.style, tuple(notes), served)
 
 
 class _Preflight:
@@ -990,6 +1006,7 @@ class _Preflight:
         options: BackendOptions,
         credentials: _Credentials,
         sleep: Callable[[float], None],
+        identify: bool = False,
     ) -> None:
         self.openai = openai
         self.name = name
@@ -1002,6 +1019,9 @@ class _Preflight:
         self.sleep = sleep
         self.client = _build_client(openai, credentials, self.timeout)
         self.style = options.call_style  # settled by the first chat call when "auto"
+        self.identify = identify  # always make the chat call: its reply names the weights
+        self.listed: dict[str, Any] = {}  # the model list's entry for the model (root, max_model_len)
+        self.replied: dict[str, Any] = {}  # the chat call's reply (model, system_fingerprint)
 
     def run(self, official: bool) -> None:
         openai = self.openai
@@ -1022,7 +1042,8 @@ class _Preflight:
             entry = served[ids.index(self.name) if self.name in ids else ids.index(f"{self.name}:latest")]
             if isinstance(entry.get("shutdown_date"), str):
                 log.warning("%s at %s shuts down on %s", self.name, self.base, entry["shutdown_date"])
-            if self.style == CALL_AUTO and entry.get("owned_by") not in OPEN_SERVERS:
+            self.listed = {k: entry[k] for k in ("root", "max_model_len") if k in entry}
+            if self.identify or (self.style == CALL_AUTO and entry.get("owned_by") not in OPEN_SERVERS):
                 self._probe_chat(served=ids)
             return
         if official:
@@ -1053,7 +1074,7 @@ class _Preflight:
         sent = call_parameters(replace(self.options, call_style=style, thinking_budget=0), probe)
         sent.pop("extra_body", None)
         try:
-            self._send(
+            raw = self._send(
                 lambda: self.client.chat.completions.with_raw_response.create(
                     model=self.name,
                     messages=[{"role": "user", "content": "Reply with OK."}],
@@ -1095,6 +1116,12 @@ class _Preflight:
             return
         if self.style == CALL_AUTO:
             self.style = style
+        try:
+            reply = json.loads(raw.http_response.text)
+        except ValueError:
+            reply = None
+        if isinstance(reply, dict):
+            self.replied = {k: reply[k] for k in ("model", "system_fingerprint") if k in reply}
 
     def _refused(self, exc: Any, what: str) -> None:
         """An error status other than "no such model": raise for what the user must fix, else log it."""

@@ -147,6 +147,8 @@ class FakeOpenAIServer:
         self.reasoning_model = reasoning_model  # reject max_tokens and temperature != 1, as OpenAI's o-series
         # The model list's `owned_by`: vLLM's own word by default; OpenAI's ("system") for a reasoning model.
         self.owned_by = owned_by if owned_by is not None else ("system" if reasoning_model else "vllm")
+        # More fields of every model list entry, e.g. vLLM's {"root": path, "max_model_len": n}.
+        self.model_card: dict[str, Any] = {}
 
         self._lock = threading.Lock()
         self.request_count = 0  # chat requests received, faults and rejections included
@@ -385,7 +387,10 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             if self._refuse_unauthorized():
                 return
             if self.path.rstrip("/") in ("/v1/models", "/models") and server.models_endpoint:
-                data = [{"id": m, "object": "model", "owned_by": server.owned_by} for m in server.model_ids]
+                data = [
+                    {"id": m, "object": "model", "owned_by": server.owned_by, **server.model_card}
+                    for m in server.model_ids
+                ]
                 self._send(200, json.dumps({"object": "list", "data": data}).encode())
             else:
                 self._send(404, _error_body(404, f"no route GET {self.path}"))
