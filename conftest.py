@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import fcntl
+import io
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy  # noqa: F401  (see below)
 import pytest
 import scipy.special  # noqa: F401  (see below)
+
+if TYPE_CHECKING:
+    from pytest_mtbench.testing.judge_server import FakeOpenAIServer
 
 # pytester's in-process runs drop, when they end, the modules first imported during them; numpy's and
 # scipy's C cores cannot be imported twice in one process, so they are imported here, before any such run.
@@ -159,7 +166,10 @@ def strip_timing(value):
 
 
 def run_pytest_subprocess(cwd: Path, *args: str, timeout: float = 600, env: dict | None = None):
-    """Run `python -m pytest ARGS` in a subprocess in `cwd`, as a user would; returns the finished process."""
+    """Run `python -m pytest ARGS` in a subprocess in `cwd`, as a user would; returns the finished process.
+
+    Only for what needs a process of its own (signals, a kill, a console script, a fresh interpreter's
+    imports); everything else goes through `run_plugin`, which runs in this process."""
     import subprocess
 
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -173,10 +183,103 @@ def run_pytest_subprocess(cwd: Path, *args: str, timeout: float = 600, env: dict
     )
 
 
+@dataclass
+class PluginRun:
+    """A finished pytest run of the plugin: exit code and output, the same whether it ran in this process
+    or in a subprocess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    cwd: Path
+
+    def explain(self) -> str:
+        """The end of the output, for an assertion message."""
+        return self.stdout[-3000:] + self.stderr[-2000:]
+
+    def outcomes(self) -> dict[str, int]:
+        """The counts of the last summary line: {"passed": 3, "failed": 1, ...}."""
+        return pytest.RunResult.parse_summary_nouns(self.stdout.splitlines())
+
+    def report(self, path: str | Path = "report.json") -> dict:
+        """A JSON report the run wrote (relative paths are read from its working directory)."""
+        return json.loads((self.cwd / path).read_text(encoding="utf-8"))
+
+
+def run_plugin(
+    cwd: Path, *args: str, env: dict | None = None, subprocess: bool = False, timeout: float = 600
+) -> PluginRun:
+    """`pytest ARGS` run in `cwd` as a user runs it, in this process unless `subprocess` is true.
+
+    In this process a run costs no interpreter start nor re-import of the plugin; `-n 2` still starts its
+    workers. The environment, working directory and sys.path are restored after the run."""
+    if subprocess:
+        proc = run_pytest_subprocess(cwd, *args, timeout=timeout, env=env)
+        return PluginRun(proc.returncode, proc.stdout, proc.stderr, Path(cwd))
+    saved_environ, saved_path, saved_cwd = dict(os.environ), list(sys.path), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+        os.chdir(cwd)
+        with redirect_stdout(out), redirect_stderr(err):
+            # Its own basetemp: a run's numbered temporary directories must never prune this session's.
+            code = pytest.main(["-p", "no:cacheprovider", f"--basetemp={_inner_basetemp()}", *args])
+    finally:
+        os.chdir(saved_cwd)
+        sys.path[:] = saved_path
+        os.environ.clear()  # a run may set variables of its own (MLflow's HTTP defaults)
+        os.environ.update(saved_environ)
+    return PluginRun(int(code), out.getvalue(), err.getvalue(), Path(cwd))
+
+
+def _inner_basetemp() -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="mtbench-inner-"))
+
+
 @pytest.fixture(scope="session")
 def run_pytest():
     """`run_pytest_subprocess` as a fixture."""
     return run_pytest_subprocess
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., FakeOpenAIServer]]:
+    """Start loopback OpenAI-compatible servers, `FakeOpenAIServer(**options)`; all stop after the test."""
+    from pytest_mtbench.testing.judge_server import FakeOpenAIServer
+
+    servers: list[FakeOpenAIServer] = []
+
+    def start(**options: Any) -> FakeOpenAIServer:
+        options.setdefault("lifetime", 60.0)
+        options.setdefault("max_requests", 200)
+        server = FakeOpenAIServer(**options).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def fake_runner(official, model: str, judge: str, cache: Path, reuse=None):
+    """A `BenchmarkRunner` in single-answer mode over `official`'s prompts and references, with a cache in
+    `cache`; `reuse` is a source of judgments recorded elsewhere."""
+    from pytest_mtbench.backends.base import BackendOptions
+    from pytest_mtbench.cache import ResultCache
+    from pytest_mtbench.modes.single import SingleAnswerMode
+    from pytest_mtbench.runner import BenchmarkRunner, LazyBackend, RunSettings
+
+    _, references, prompts = official
+    return BenchmarkRunner(
+        model=LazyBackend(model, BackendOptions()),
+        judge=LazyBackend(judge, BackendOptions()),
+        mode=SingleAnswerMode(prompts, references),
+        cache=ResultCache(cache),
+        settings=RunSettings(),
+        reuse=() if reuse is None else (reuse,),
+    )
 
 
 @pytest.fixture

@@ -58,22 +58,6 @@ class SleepRecorder:
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., FakeOpenAIServer]]:
-    servers: list[FakeOpenAIServer] = []
-
-    def factory(**kwargs: Any) -> FakeOpenAIServer:
-        kwargs.setdefault("lifetime", 60.0)
-        kwargs.setdefault("max_requests", 200)
-        server = FakeOpenAIServer(**kwargs).start()
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        server.stop()
-
-
-@pytest.fixture
 def sleeps() -> SleepRecorder:
     return SleepRecorder()
 

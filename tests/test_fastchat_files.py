@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mtbench.backends import BackendOptions
+from conftest import fake_runner
 from pytest_mtbench.backends import replay as replay_module
 from pytest_mtbench.backends.replay import prepare
-from pytest_mtbench.cache import ResultCache
 from pytest_mtbench.fastchat import (
     FastChatFileError,
     ImportedJudgments,
@@ -33,10 +32,8 @@ from pytest_mtbench.fastchat import (
 from pytest_mtbench.judge import JudgeRequest
 from pytest_mtbench.modes import JudgeReply
 from pytest_mtbench.modes.pairwise import PairwiseMode, make_matches
-from pytest_mtbench.modes.single import SingleAnswerMode
 from pytest_mtbench.ratings import win_rates
 from pytest_mtbench.records import CallInfo
-from pytest_mtbench.runner import BenchmarkRunner, LazyBackend, RunSettings
 from pytest_mtbench.stats import aggregate
 
 SUBSET = (81, 82, 91, 101, 111, 121, 131, 141, 151, 152)
@@ -109,25 +106,13 @@ def _forget_prepared(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(replay_module, "_PREPARED", {})
 
 
-def _runner(official, model: str, judge: str, cache: Path, reuse=None) -> BenchmarkRunner:
-    _, references, prompts = official
-    return BenchmarkRunner(
-        model=LazyBackend(model, BackendOptions()),
-        judge=LazyBackend(judge, BackendOptions()),
-        mode=SingleAnswerMode(prompts, references),
-        cache=ResultCache(cache),
-        settings=RunSettings(),
-        reuse=() if reuse is None else (reuse,),  # judgments recorded elsewhere, in the order tried
-    )
-
-
 @pytest.fixture
 def judged(official, tmp_path: Path):
     """A run on 10 questions: 9 judged with varied ratings, one (152) by a judge that writes none."""
     questions, _, _ = official
     rated = [questions[q] for q in SUBSET if q != 152]
-    records = _runner(official, "fake/echo", "fake/judge-varied", tmp_path / "cache").run(rated)
-    silent = _runner(official, "fake/echo", "fake/silent", tmp_path / "cache").run([questions[152]])
+    records = fake_runner(official, "fake/echo", "fake/judge-varied", tmp_path / "cache").run(rated)
+    silent = fake_runner(official, "fake/echo", "fake/silent", tmp_path / "cache").run([questions[152]])
     return {**records, **silent}
 
 
@@ -188,7 +173,7 @@ def test_round_trip_export_import_gives_identical_scores_without_judge_calls(
     spec = f"replay/{answer_path}"
     assert fastchat_name(spec) == "echo"
     # A judge that writes no rating at all: any judgment not served from the import would be unscored.
-    again_runner = _runner(official, spec, "fake/silent", tmp_path / "fresh-cache", reuse=imported)
+    again_runner = fake_runner(official, spec, "fake/silent", tmp_path / "fresh-cache", reuse=imported)
     again = again_runner.run([questions[q] for q in SUBSET])
     assert again_runner.judging.calls == 0 and again_runner.judging.cached == 20
     for qid in SUBSET:
@@ -222,7 +207,7 @@ def test_imported_judgment_of_another_prompt_is_not_reused_and_is_counted(
     assert check.differing_examples == ("question 91 turn 2 echo (single-v1-multi-turn)",)
     assert json.loads(json.dumps(check.as_dict())) == check.as_dict()
 
-    runner = _runner(official, "fake/echo", "fake/judge-varied", tmp_path / "fresh-cache", reuse=imported)
+    runner = fake_runner(official, "fake/echo", "fake/judge-varied", tmp_path / "fresh-cache", reuse=imported)
     runner.run([questions[q] for q in SUBSET])
     assert runner.judging.calls == 1  # only the judgment whose prompt differs is paid again
 

@@ -6,11 +6,12 @@ Every server binds 127.0.0.1 only and stops itself; waits between retries go to 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -37,21 +38,11 @@ BEFORE_SHUTDOWNS = date(2025, 1, 1)
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., FakeOpenAIServer]]:
-    servers: list[FakeOpenAIServer] = []
-
-    def factory(**kwargs: Any) -> FakeOpenAIServer:
-        kwargs.setdefault("lifetime", 60.0)
-        kwargs.setdefault("max_requests", 50)
-        kwargs.setdefault("model_ids", ("judge-a", "judge-b"))
-        kwargs.setdefault("reject_unknown_models", True)
-        server = FakeOpenAIServer(**kwargs).start()
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        server.stop()
+def make_server(make_server: Callable[..., FakeOpenAIServer]) -> Callable[..., FakeOpenAIServer]:
+    """conftest's loopback servers, serving two judges and refusing any other model by default."""
+    return functools.partial(
+        make_server, max_requests=50, model_ids=("judge-a", "judge-b"), reject_unknown_models=True
+    )
 
 
 class Waits(list):

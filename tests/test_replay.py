@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fake_runner
 from pytest_mtbench.backends import BackendError, BackendOptions, SamplingParams, capabilities
 from pytest_mtbench.backends import replay as replay_module
 from pytest_mtbench.backends import static_identity as backend_static_identity
 from pytest_mtbench.backends.replay import FINISH_MISSING_ANSWER, create, prepare
-from pytest_mtbench.cache import ResultCache
 from pytest_mtbench.fastchat import write_answer_file
-from pytest_mtbench.modes.single import SingleAnswerMode
 from pytest_mtbench.questions import Question
-from pytest_mtbench.runner import BenchmarkRunner, LazyBackend, RunSettings
 
 FIRST_OF_EACH_CATEGORY = (81, 91, 101, 111, 121, 131, 141, 151)
 PARAMS = SamplingParams(temperature=0.0, max_new_tokens=16)
@@ -24,17 +22,6 @@ PARAMS = SamplingParams(temperature=0.0, max_new_tokens=16)
 @pytest.fixture(autouse=True)
 def _forget_prepared(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(replay_module, "_PREPARED", {})
-
-
-def _runner(official, model: str, cache: Path, judge: str = "fake/judge-varied") -> BenchmarkRunner:
-    _, references, prompts = official
-    return BenchmarkRunner(
-        model=LazyBackend(model, BackendOptions()),
-        judge=LazyBackend(judge, BackendOptions()),
-        mode=SingleAnswerMode(prompts, references),
-        cache=ResultCache(cache),
-        settings=RunSettings(),
-    )
 
 
 def _answer_line(qid: int, turns: list[str], model_id: str = "m", **extra) -> str:
@@ -66,7 +53,9 @@ def _conversation(*turns: str) -> list[dict[str, str]]:
 def test_replay_scores_equal_generating_the_same_answers(official, tmp_path: Path) -> None:
     questions, _, _ = official
     subset = [questions[q] for q in FIRST_OF_EACH_CATEGORY]
-    generated = _runner(official, "fake/echo", tmp_path / "cache-generated").run(subset)
+    generated = fake_runner(official, "fake/echo", "fake/judge-varied", tmp_path / "cache-generated").run(
+        subset
+    )
     answer_file, skipped = write_answer_file(tmp_path / "fastchat", "echo", generated.values(), tstamp=0.0)
     assert skipped == [] and answer_file == tmp_path / "fastchat" / "model_answer" / "echo.jsonl"
 
@@ -74,7 +63,9 @@ def test_replay_scores_equal_generating_the_same_answers(official, tmp_path: Pat
     assert prepared.errors == [] and prepared.model == "echo" and prepared.note is None
     # every question the file lacks fails its item (here: the 72 not exported)
     assert len(prepared.item_failures) == 80 - len(subset)
-    replayed_runner = _runner(official, f"replay/{answer_file}", tmp_path / "cache-replayed")
+    replayed_runner = fake_runner(
+        official, f"replay/{answer_file}", "fake/judge-varied", tmp_path / "cache-replayed"
+    )
     replayed = replayed_runner.run(subset)
     assert replayed_runner.generation.calls == 16 and replayed_runner.judging.calls == 16
     scores = []
@@ -263,7 +254,9 @@ def test_runner_fails_a_question_missing_from_the_file(official, tmp_path: Path)
     questions, _, _ = official
     path = _write(tmp_path / "m.jsonl", [_answer_line(81, ["a", "b"])])
     assert prepare(path, questions.values()).errors == []
-    records = _runner(official, f"replay/{path}", tmp_path / "cache").run([questions[81], questions[82]])
+    records = fake_runner(official, f"replay/{path}", "fake/judge-varied", tmp_path / "cache").run(
+        [questions[81], questions[82]]
+    )
     assert records[81].error is None
     assert records[82].error is not None and "question 82: no answer in" in records[82].error
 
