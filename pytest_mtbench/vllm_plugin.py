@@ -11,6 +11,7 @@ SIGTERM stop a loading server too; they stop at unconfigure, and with the proces
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ def log_root(settings: Settings) -> Path:
     from .data import default_cache_dir
 
     root = Path(settings.cache).expanduser() if settings.cache else default_cache_dir()
-    return root / "vllm-logs" / time.strftime("%Y%m%d-%H%M%S")
+    return root / "vllm-logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
 class VllmServers:

@@ -372,3 +372,22 @@ def test_a_crashed_worker_leaves_no_server(tmp_path: Path, shared_data: Path, st
         except subprocess.TimeoutExpired:
             proc.kill()
     assert not alive(entry["pid"])
+
+
+def test_two_models_of_a_pairwise_run_get_a_server_each_and_the_judge_shares_one(
+    tmp_path: Path, shared_data: Path, standin: dict
+) -> None:
+    other = _model_dir(tmp_path / "other")
+    args = _args(standin, tmp_path, shared_data, "-k", "81")
+    args[1:1] = [
+        f"--mtbench-model=vllm/{other}",
+        "--mtbench-mode=pairwise",
+        f"--mtbench-baseline-model=vllm/{other}",
+    ]
+    proc = run_pytest_subprocess(tmp_path, *args, env=standin["env"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    entries = started(standin["records"])
+    assert sorted(e["served"] for e in entries) == sorted([str(standin["model"]), str(other)])
+    assert _all_gone(entries) == []
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {s["spec"] for s in report["run"]["vllm"]} == {f"vllm/{standin['model']}", f"vllm/{other}"}

@@ -39,6 +39,7 @@ _REGISTRY: dict[str, tuple[str, str | None]] = {
     "openai": ("pytest_mtbench.backends.openai_api", "openai"),
     "fake": ("pytest_mtbench.backends.fake", None),
     "replay": ("pytest_mtbench.backends.replay", None),
+    "vllm": ("pytest_mtbench.backends.vllm", "openai"),  # a vLLM server the plugin starts (vllm_server.py)
 }
 # extra -> the packages it provides (looked up without importing them)
 _EXTRA_PACKAGES: dict[str, tuple[str, ...]] = {"hf": ("torch", "transformers"), "openai": ("openai",)}
