@@ -11,6 +11,7 @@ exit code must be the in-run gate's.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import shlex
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO_ROOT, run_pytest_subprocess, strip_timing
+from conftest import REPO_ROOT, run_plugin, strip_timing
 from pytest_mtbench.questions import CATEGORIES
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
 
@@ -98,7 +100,7 @@ def is_judgment(body: dict[str, Any]) -> bool:
     return body["model"].startswith(JUDGE) and bool(ANSWER.search(body["messages"][-1]["content"]))
 
 
-# ---- runs, each a pytest subprocess, memoised for the module -----------------------------------------
+# ---- runs, each a pytest run in this process, memoised for the module -------------------------------
 @dataclass
 class Run:
     """One finished pytest run: its output, the reports it wrote and what it asked the endpoint."""
@@ -178,7 +180,7 @@ class Bench:
             args.append(f"--mtbench-baseline={baseline}")
         before = len(self.server.requests)
         # An empty GITHUB_STEP_SUMMARY: a test run inside GitHub Actions must not write to the real one.
-        proc = run_pytest_subprocess(directory, *args, *extra, timeout=300, env={"GITHUB_STEP_SUMMARY": ""})
+        proc = run_plugin(directory, *args, *extra, env={"GITHUB_STEP_SUMMARY": ""})
         run = Run(proc.returncode, proc.stdout, proc.stderr, directory, self.server.requests[before:])
         self._done[key] = run
         return run
@@ -217,10 +219,16 @@ def bench(
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m pytest_mtbench.cli ARGS`."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_mtbench.cli", *args], capture_output=True, text=True, timeout=120
-    )
+    """`pytest-mtbench ARGS`, called in this process (the console script itself is run once, below)."""
+    from pytest_mtbench.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's exit on a bad command line
+            code = exc.code if isinstance(exc.code, int) else 2
+    return subprocess.CompletedProcess(["pytest-mtbench", *args], code, out.getvalue(), err.getvalue())
 
 
 def _markdown_table(text: str) -> list[dict[str, str]]:
@@ -274,7 +282,8 @@ def test_same_answers_reuse_every_judgment_and_are_unchanged(bench: Bench, worke
     )
     assert run.returncode == 0, run.explain()
     assert run.judge_requests == 0
-    assert sum(body["model"] == "model-a" for body in run.requests) == 40  # the answers were generated
+    answers = [body for body in run.requests if body["model"] == "model-a" and body.get("max_tokens") != 1]
+    assert len(answers) == 40  # the answers were generated (not counting the one-token preflight call)
     report = run.report
     turns = [turn for q in report["questions"] for turn in q["turns"]]
     assert len(turns) == 40
@@ -315,6 +324,8 @@ def test_small_noisy_change_is_inconclusive_and_fails_only_when_strict(bench: Be
 
 def test_margin_per_category(bench: Bench) -> None:
     """--mtbench-margin=coding=3 tolerates model-b's 2-point coding drop (same cache: no calls)."""
+    judged = bench.run("model-b", workers=0, baseline=bench.baseline, cache="model-b-0")  # fills the cache
+    assert judged.returncode == 1, judged.explain()
     run = bench.run("model-b", "--mtbench-margin=coding=3", baseline=bench.baseline, cache="model-b-0")
     assert run.returncode == 0, run.explain()
     assert run.judge_requests == 0
@@ -535,7 +546,7 @@ def test_unusable_baseline_file_is_a_one_line_usage_error(
     change, expect = UNUSABLE[kind]
     path = tmp_path / "baseline.json"
     path.write_text(change(bench.baseline.read_text(encoding="utf-8")), encoding="utf-8")
-    proc = run_pytest_subprocess(tmp_path, *mtbench_args(f"--mtbench-baseline={path}"), "--co", "-q")
+    proc = run_plugin(tmp_path, *mtbench_args(f"--mtbench-baseline={path}"), "--co", "-q")
     assert proc.returncode == USAGE_ERROR, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -615,14 +626,12 @@ def test_readme_ci_workflow_is_valid_and_its_commands_parse(
     assert {baseline_flag, "--mtbench-report=report.json", "--mtbench-report=report.md"} <= set(argv)
 
     # A baseline judged as the rewritten command judges (fake backends), where the workflow puts it.
-    made = run_pytest_subprocess(
-        tmp_path, *mtbench_args(f"--mtbench-report={download['path']}/report.json"), "-k", "81"
-    )
+    made = run_plugin(tmp_path, *mtbench_args(f"--mtbench-report={download['path']}/report.json"), "-k", "81")
     assert made.returncode == 0, made.stdout[-2000:]
     ours = {arg.partition("=")[0]: arg for arg in mtbench_args()}  # model, judge, data and cache: the fakes
     rewritten = [ours.get(arg.partition("=")[0], arg) for arg in argv[1:]]
     rewritten += [arg for flag, arg in ours.items() if flag not in {a.partition("=")[0] for a in rewritten}]
-    proc = run_pytest_subprocess(tmp_path, *rewritten, "--co", "-q", env={"GITHUB_STEP_SUMMARY": ""})
+    proc = run_plugin(tmp_path, *rewritten, "--co", "-q", env={"GITHUB_STEP_SUMMARY": ""})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "80 tests collected" in proc.stdout
 
