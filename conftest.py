@@ -6,7 +6,9 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -217,25 +219,36 @@ def run_plugin(
         proc = run_pytest_subprocess(cwd, *args, timeout=timeout, env=env)
         return PluginRun(proc.returncode, proc.stdout, proc.stderr, Path(cwd))
     saved_environ, saved_path, saved_cwd = dict(os.environ), list(sys.path), os.getcwd()
+    saved_modules = dict(sys.modules)
+    # Its own basetemp: a run's numbered temporary directories must never prune this session's.
+    basetemp = Path(tempfile.mkdtemp(prefix="mtbench-run-"))
     out, err = io.StringIO(), io.StringIO()
     try:
         os.environ.update({"PYTHONUNBUFFERED": "1", **(env or {})})
         os.chdir(cwd)
         with redirect_stdout(out), redirect_stderr(err):
-            # Its own basetemp: a run's numbered temporary directories must never prune this session's.
-            code = pytest.main(["-p", "no:cacheprovider", f"--basetemp={_inner_basetemp()}", *args])
+            code = pytest.main(["-p", "no:cacheprovider", f"--basetemp={basetemp}", *args])
     finally:
+        shutil.rmtree(basetemp, ignore_errors=True)
         os.chdir(saved_cwd)
         sys.path[:] = saved_path
         os.environ.clear()  # a run may set variables of its own (MLflow's HTTP defaults)
         os.environ.update(saved_environ)
+        _forget_modules_of(Path(cwd), saved_modules)
     return PluginRun(int(code), out.getvalue(), err.getvalue(), Path(cwd))
 
 
-def _inner_basetemp() -> Path:
-    import tempfile
-
-    return Path(tempfile.mkdtemp(prefix="mtbench-inner-"))
+def _forget_modules_of(directory: Path, saved: dict[str, Any]) -> None:
+    """Undo a run's imports of its own files (a `conftest.py` or test module written into `directory`,
+    which would shadow this repository's `conftest`), keeping every other module it imported: numpy's
+    and torch's cores cannot be imported twice in one process."""
+    root = str(directory.resolve())
+    for name, module in list(sys.modules.items()):
+        if name in saved:
+            if module is not saved[name]:
+                sys.modules[name] = saved[name]
+        elif str(getattr(module, "__file__", None) or "").startswith(root):
+            del sys.modules[name]
 
 
 @pytest.fixture(scope="session")

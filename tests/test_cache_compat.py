@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_pytest_subprocess
+from conftest import run_plugin
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
@@ -29,7 +29,7 @@ def _phases(report: Path) -> dict:
 def test_the_0_1_0_fake_cache_is_fully_reused(tmp_path: Path, shared_data: Path, workers: str) -> None:
     cache = _copy("fake", tmp_path)
     report = tmp_path / "r.json"
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         tmp_path,
         "--mtbench-model=fake/echo",
         "--mtbench-judge=fake/judge-7",
@@ -51,7 +51,7 @@ def test_the_0_1_0_tiny_model_cache_is_fully_reused_offline(tmp_path: Path, shar
     """A real model's answer keys (weights hash, chat template, sampling) and an API judge's keys."""
     cache = _copy("tiny", tmp_path)
     report = tmp_path / "r.json"
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         tmp_path,
         f"--mtbench-model={FIXTURES / 'tiny-model-0.1.0'}",
         "--mtbench-judge=openai/gpt-4",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_pytest_subprocess
+from conftest import run_plugin
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
 
 
@@ -25,7 +25,7 @@ def test_cut_off_replies_are_marked_and_counted_and_the_served_judge_is_recorded
         reply=_reply, finish_reason="length", served_model="judge-2026-01-01", system_fingerprint="fp_abc"
     ) as server:
         report_path = tmp_path / "r.json"
-        proc = run_pytest_subprocess(
+        proc = run_plugin(
             tmp_path,
             "--mtbench-model=openai/candidate",
             f"--mtbench-model-base-url={server.base_url}",
@@ -59,7 +59,7 @@ def test_a_local_model_stopped_by_max_new_tokens_is_marked_truncated(
 ) -> None:
     pytest.importorskip("torch")
     report_path = tmp_path / "r.json"
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         tmp_path,
         f"--mtbench-model={chat_dir}",
         "--mtbench-judge=fake/judge-7",

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO_ROOT, run_pytest_subprocess
+from conftest import REPO_ROOT, run_plugin
 from pytest_mtbench.judge import read_rating
 from pytest_mtbench.prompts import PromptError, load_judge_prompts
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
@@ -72,7 +72,7 @@ def test_a_run_with_the_1_to_5_set_scores_on_its_scale(tmp_path: Path, shared_da
 
     report_path = tmp_path / "r.json"
     with FakeOpenAIServer(reply=reply, model_ids=("candidate", "judge")) as server:
-        proc = run_pytest_subprocess(
+        proc = run_plugin(
             tmp_path,
             "--mtbench-model=openai/candidate",
             f"--mtbench-model-base-url={server.base_url}",

@@ -13,11 +13,11 @@ from pytest_mtbench.records import SCHEMA_VERSION, ReportError, RunReport
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """A full 80-question run's JSON report (fake candidate, varied judge, a threshold gate)."""
-    from conftest import run_pytest_subprocess
+    from conftest import run_plugin
 
     where = tmp_path_factory.mktemp("full")
     path = where / "report.json"
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         where,
         "--mtbench-model=fake/echo",
         "--mtbench-judge=fake/judge-varied",

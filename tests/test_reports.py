@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_pytest_subprocess
+from conftest import run_plugin
 from pytest_mtbench.questions import CATEGORIES
 
 
@@ -20,7 +20,7 @@ def _markdown_rows(text: str) -> dict[str, list[str]]:
 
 
 def _run(tmp_path: Path, shared_data: Path, *extra: str, env: dict | None = None):
-    return run_pytest_subprocess(
+    return run_plugin(
         tmp_path,
         "--mtbench-model=fake/echo",
         "--mtbench-judge=fake/judge-varied",
