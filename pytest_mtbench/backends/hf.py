@@ -338,9 +338,12 @@ class HFBackend:
         # The keys and values of conversations to be continued, as far as they were read and written
         # (see chat's follow_up), in host memory.
         self._follow_ups = _FollowUps(_FOLLOW_UP_BYTES)
-        # Per layer, the shape of the model's keys and values (see _kv_layout), and the memory every
-        # batch's cache is laid out in (see _slab).
-        self._layout = self._kv_layout()
+        # What the model keeps between steps, from one token: whether this backend builds each decoding
+        # step itself (see _steps_by_position), per layer the shape of its keys and values (see
+        # _kv_layout), and the memory every batch's cache is laid out in (see _slab).
+        probe_cache = self._one_token_cache()
+        self._own_steps = _steps_by_position(probe_cache)
+        self._layout = self._kv_layout(probe_cache)
         self._pool: Any = None
         # Logits processors the model's generation config asks generate() for (see _generate).
         self._config_processors = _config_processors(self.model.generation_config)
@@ -669,7 +672,7 @@ class HFBackend:
 
                 cache = self._prefill_rows(prompts, width, limit)
                 sampler = self._row_sampler([rows[i] for i in indices])
-                decode = self._generate if self._config_processors else self._decode
+                decode = self._decode if self._own_steps and not self._config_processors else self._generate
                 decode(prompts, width, limit, cache, sampler, leave)
                 if on_result is not None:
                     for index in indices:
@@ -798,17 +801,21 @@ class HFBackend:
         mask = [[0] * (width - len(prompt)) + [1] * len(prompt) for prompt in prompts]
         return torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device)
 
-    def _kv_layout(self) -> list[tuple[int, int, int]] | None:
-        """Per layer, (heads, key size, value size) of the model's keys and values, from one token; None
-        for a model whose cache layers are not all full attention by position (sliding windows, linear
-        attention) or keep another dtype than its weights, or a transformers release before cache
-        layers: _prefill_rows then leaves its batches to a batched read."""
+    def _one_token_cache(self) -> Any:
+        """The cache the model returns after reading one token (None when it returns none)."""
         torch = self._torch
-        if _slab_layer_class() is None:
-            return None
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([[0]], device=self.device), use_cache=True)
-        layers = _position_layers(getattr(out, "cache", None) or out.past_key_values)
+        return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+    def _kv_layout(self, cache: Any) -> list[tuple[int, int, int]] | None:
+        """Per layer, (heads, key size, value size) of the keys and values in `cache` (the model's after
+        one token); None for a model whose cache layers are not all full attention by position (sliding
+        windows, linear attention) or keep another dtype than its weights, or a transformers release
+        before cache layers: _prefill_rows then leaves its batches to a batched read."""
+        if _slab_layer_class() is None:
+            return None
+        layers = _position_layers(cache)
         if layers is None or any(layer.keys.dtype != self.model.dtype for layer in layers):
             return None
         return [(layer.keys.shape[1], layer.keys.shape[-1], layer.values.shape[-1]) for layer in layers]
@@ -1269,6 +1276,34 @@ def _config_processors(config: Any) -> list[str]:
 # The kinds of cache layer that hold (batch, heads, position, head_dim) keys and values from position 0
 # (full attention): a plain DynamicCache's, and _prefill_rows' (see _slab_layer_class).
 _POSITION_LAYERS = ("DynamicLayer", "_SlabLayer")
+
+
+def _steps_by_position(cache: Any) -> bool:
+    """Whether HFBackend._decode can build a model's decoding steps itself, from the cache the model
+    returns after one token: only where every layer keeps keys and values by position (attention, full or
+    in a sliding window), which each step extends by one token under a mask one position longer. A model
+    that keeps a recurrent state instead (a state-space model such as Mamba, or a hybrid) reads only the
+    new token at each step, without the mask (fed the growing mask, Mamba's layers read the whole mask's
+    length of positions at every step: other text, about 100 times slower): generate() builds such
+    steps as the model's own prepare_inputs_for_generation says, so those models decode through it."""
+    try:
+        from transformers import Cache, DynamicCache
+    except ImportError:  # pragma: no cover - every supported transformers release has both
+        return False
+    if not isinstance(cache, Cache):
+        return False  # no cache, or one of the model's own kind (Mamba's before transformers 5)
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # a release before cache layers: its plain DynamicCache holds keys and values only
+        return type(cache) is DynamicCache
+    try:
+        from transformers.cache_utils import LinearAttentionCacheLayerMixin as recurrent
+    except ImportError:  # a release before recurrent cache layers
+        recurrent = ()
+    layers = getattr(cache, "layers", None) or []
+    return bool(layers) and all(
+        isinstance(layer, DynamicLayer) and not isinstance(layer, recurrent) for layer in layers
+    )
 
 
 def _position_layers(cache: Any) -> list[Any] | None:

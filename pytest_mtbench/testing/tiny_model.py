@@ -143,6 +143,70 @@ def build_tiny_chat_model(path: str | Path, seed: int = 0) -> Path:
     return _save(model, tokenizer, path)
 
 
+# Tiny random-weight models of several architectures, for checking the local engine against generate():
+# name -> (transformers config class, its settings). Every one has 2 layers, 4 query heads (2 key/value
+# heads where the architecture has grouped queries) of 16 numbers, and a sliding window of 8 positions
+# where the architecture has one, so that prompts overrun it.
+_ATTENTION = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+}
+TINY_ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama": ("LlamaConfig", _ATTENTION),
+    "qwen2": ("Qwen2Config", _ATTENTION),
+    "qwen3": ("Qwen3Config", {**_ATTENTION, "head_dim": 16}),
+    "mistral-sliding": ("MistralConfig", {**_ATTENTION, "sliding_window": 8}),
+    "gemma2": ("Gemma2Config", {**_ATTENTION, "head_dim": 16, "sliding_window": 8}),
+    "gemma3-text": (
+        "Gemma3TextConfig",
+        {
+            **_ATTENTION,
+            "head_dim": 16,
+            "sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention"],
+        },
+    ),
+    "phi3": ("Phi3Config", _ATTENTION),
+    "gpt2": ("GPT2Config", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 4096}),
+    "olmo": ("OlmoConfig", _ATTENTION),
+    "mamba": (
+        "MambaConfig",
+        {"hidden_size": 64, "state_size": 8, "num_hidden_layers": 2, "expand": 2, "conv_kernel": 4},
+    ),
+}
+
+
+def build_tiny_architecture(path: str | Path, architecture: str, seed: int = 0, **settings: Any) -> Path:
+    """Save a tiny random-weight chat model of one of TINY_ARCHITECTURES (the tiny chat model's tokenizer
+    and template) to `path`; `settings` override the architecture's config settings (a larger model for a
+    benchmark). Deterministic for a seed; reused when `path` already holds a built model."""
+    import torch
+    import transformers
+
+    path = Path(path)
+    if _is_built(path):
+        return path
+    config_name, defaults = TINY_ARCHITECTURES[architecture]
+    tokenizer = _tokenizer(seed)
+    config = getattr(transformers, config_name)(
+        vocab_size=len(tokenizer),
+        # A wide init gives peaked logits, so greedy argmax is not decided by float rounding noise.
+        initializer_range=0.3,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **{**defaults, **settings},
+    )
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config).float()
+    return _save(model, tokenizer, path)
+
+
 def _random_text(rng: random.Random) -> str:
     """Prompt-like text: corpus words, numbers and a few odd characters, of very different lengths."""
     n_words = rng.choice((1, 3, 8, 20, 40, 80))
