@@ -214,7 +214,8 @@ def run_plugin(
     """`pytest ARGS` run in `cwd` as a user runs it, in this process unless `subprocess` is true.
 
     In this process a run costs no interpreter start nor re-import of the plugin; `-n 2` still starts its
-    workers. The environment, working directory and sys.path are restored after the run."""
+    workers. The environment, working directory and sys.path are restored after the run; runs in this
+    process go one at a time (they share its working directory and standard streams)."""
     if subprocess:
         proc = run_pytest_subprocess(cwd, *args, timeout=timeout, env=env)
         return PluginRun(proc.returncode, proc.stdout, proc.stderr, Path(cwd))

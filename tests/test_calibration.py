@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_pytest_subprocess, strip_timing
+from conftest import run_plugin, strip_timing
 from pytest_mtbench.calibration import (
     EXCLUDED_DUPLICATE,
     EXCLUDED_NO_ANSWER,
@@ -117,7 +117,7 @@ class Run:
 def _run(server: FakeOpenAIServer, where: Path, *args: str, cache: str = "cache") -> Run:
     where.mkdir(parents=True, exist_ok=True)
     before = server.request_count
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         where,
         f"--mtbench-judge-base-url={server.base_url}",
         f"--mtbench-cache={where.parent / cache}",

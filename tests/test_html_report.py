@@ -11,7 +11,6 @@ import os
 import re
 import struct
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from conftest import run_pytest_subprocess
+from conftest import run_plugin
 from pytest_mtbench.questions import CATEGORIES
 from pytest_mtbench.records import RunReport
 from pytest_mtbench.reports import html, radar
@@ -34,7 +33,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 def _run(cwd: Path, data: Path, model: str, *extra: str) -> Path:
     """One plugin run on all 80 questions; returns its JSON report."""
     report = cwd / f"{model.replace('/', '-')}.json"
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         cwd,
         f"--mtbench-model={model}",
         "--mtbench-judge=fake/judge-varied",
@@ -72,8 +71,8 @@ def model_runs(build_shared: Callable, shared_data: Path) -> list[Path]:
         if (root / "done").exists():
             return root
         root.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda model: _run(root, shared_data, model), TEN_MODELS))
+        for model in TEN_MODELS:  # one after the other: runs in this process share its working directory
+            _run(root, shared_data, model)
         (root / "done").write_text("")
         return root
 

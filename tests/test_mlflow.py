@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_pytest_subprocess, strip_timing
+from conftest import run_plugin, strip_timing
 from pytest_mtbench.mlflow_log import DEFAULT_EXPERIMENT, mlflow_payload, public_uri
 from pytest_mtbench.questions import CATEGORIES
 from pytest_mtbench.records import RunReport
@@ -22,7 +22,7 @@ TIMING_METRICS = ("wall_seconds", "seconds/", "cached/", "calls/")
 
 
 def _run(cwd: Path, data: Path, uri: str, *extra: str):
-    return run_pytest_subprocess(
+    return run_plugin(
         cwd,
         "--mtbench-model=fake/echo",
         "--mtbench-judge=fake/judge-varied",

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import run_pytest_subprocess
+from conftest import run_plugin
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer, judge_like_reply
 
 pytest.importorskip("openai")
@@ -68,7 +68,7 @@ def test_no_secret_in_any_artefact_of_a_loud_run(workers: str, shared_data: Path
     def run(server: FakeOpenAIServer, name: str, *extra: str) -> Any:
         out = tmp_path / name
         out.mkdir()
-        return run_pytest_subprocess(
+        return run_plugin(
             out,
             "--mtbench-model=openai/candidate",
             f"--mtbench-model-base-url={secret_url(server)}",
