@@ -112,16 +112,19 @@ class BenchmarkRun:
         """The first model's runner: the judge, the cache and the judged records of the gated model."""
         return self.runners[0]
 
-    def cached_records(self, questions: Sequence[Question]) -> dict[tuple[str, int], QuestionRecord]:
+    def cached_records(
+        self, questions: Sequence[Question], since: float | None = None
+    ) -> dict[tuple[str, int], QuestionRecord]:
         """Every model's records of the questions whose answers and judgments are all in the cache, by
-        (model spec, question id), read without a call: what a run that stopped early had finished."""
+        (model spec, question id), read without a call: what a run that stopped early had finished.
+        Entries written since `since` (the run's start) are recorded as the calls they were."""
         import dataclasses
 
         found: dict[tuple[str, int], QuestionRecord] = {}
         if not self.runner.cache.read_enabled:
             return found
         for runner in self.runners:
-            cache = ResultCache(runner.cache.root, read=True, write=False)
+            cache = ResultCache(runner.cache.root, read=True, write=False, fresh_since=since)
             offline = dataclasses.replace(runner.settings, offline=True)
             replay = BenchmarkRunner(
                 runner.model, runner.judge, runner.mode, cache, offline, reuse=runner.reuse
@@ -131,11 +134,13 @@ class BenchmarkRun:
                     found[(runner.model.spec, question_id)] = record
         return found
 
-    def failed_group(self, questions: Sequence[Question], why: str) -> dict[int, GroupResult]:
+    def failed_group(
+        self, questions: Sequence[Question], why: str, since: float | None = None
+    ) -> dict[int, GroupResult]:
         """The results of a group whose backend failed for good: what the cache holds of it (every call
-        that arrived was stored), and a record failing with `why` for each of the rest, so the table and
-        the reports still show every question."""
-        finished = self.cached_records(questions) if self.pairwise is None else {}
+        that arrived was stored; since `since`, this run's calls), and a record failing with `why` for
+        each of the rest, so the table and the reports still show every question."""
+        finished = self.cached_records(questions, since) if self.pairwise is None else {}
         return {
             q.question_id: GroupResult(
                 [

@@ -75,8 +75,17 @@ VALUE_SHAPES: dict[str, Callable[[dict[str, Any]], bool]] = {
 class ResultCache:
     """A directory of JSON entries `<root>/<kind>/<key[:2]>/<key>.json`; `root=None` disables it."""
 
-    def __init__(self, root: str | Path | None, *, read: bool = True, write: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | Path | None,
+        *,
+        read: bool = True,
+        write: bool = True,
+        fresh_since: float | None = None,
+    ) -> None:
         self.root = Path(root) if root is not None else None
+        # Entries written at or after this epoch time are this run's own calls (see `fresh`).
+        self.fresh_since = fresh_since
         self.read_enabled = read and self.root is not None
         self.write_enabled = write and self.root is not None
         self.hits = 0
@@ -130,6 +139,17 @@ class ResultCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def fresh(self, kind: str, key: str) -> bool:
+        """Was this entry written by the run that began at `fresh_since` (any of its processes)? What a
+        partial report reads back from the cache after an interruption is then counted as the call it
+        was, not as a cache hit."""
+        if self.fresh_since is None or self.root is None:
+            return False
+        try:
+            return self._path(kind, key).stat().st_mtime >= self.fresh_since
+        except OSError:
+            return False
 
     def path_for(self, kind: str, key: str) -> Path | None:
         return self._path(kind, key) if self.root is not None else None

@@ -290,15 +290,34 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 # ---- interruption: SIGTERM is Ctrl-C; under -n a signal to the controller stops its workers too ----------
+FINISHED_BEFORE_INTERRUPT = "finished before the interrupt"  # a key of pytest's summary counts
+FINISHED_PROPERTY = "mtbench_finished_before_interrupt"
+
+
+def _finished_report(record: Any) -> pytest.TestReport:
+    """The test report of a question that finished before an interrupt but was not reported."""
+    name = f"test_mtbench[{record.category}-{record.question_id}]"
+    return pytest.TestReport(
+        nodeid=f"{COLLECTOR_NAME}::{record.category}::{name}",
+        location=(COLLECTOR_NAME, None, name),
+        keywords={COLLECTOR_NAME: 1, record.category: 1},
+        outcome="passed",
+        longrepr=None,
+        when="call",
+        user_properties=[(FINISHED_PROPERTY, True)],
+    )
+
+
 class InterruptHandler:
     """Signal handlers for the main thread of every process of an active run, restored at unconfigure.
 
     SIGTERM raises KeyboardInterrupt as SIGINT does, so pytest's own interrupt path runs: the summary, the
     partial report at sessionfinish, the backends closed (calls in flight cut) at unconfigure. The xdist
-    controller first passes SIGINT on to each worker it started, so none is left calling the API. A worker
-    stops on the first signal and ignores later ones (a terminal's Ctrl-C reaches it twice: directly and
-    from the controller), so a copy never cuts its clean-up short. A signal someone else handles is left
-    alone, and so is an ignored one (a background job's SIGINT).
+    controller first passes SIGTERM on to each worker it started, so none is left calling the API: SIGTERM,
+    not SIGINT, because a run started in the background (`pytest ... &` in a script) has SIGINT ignored in
+    every process, and its workers would not hear it. A worker stops on the first signal and ignores later
+    ones (a terminal's Ctrl-C reaches it twice: directly and from the controller), so a copy never cuts
+    its clean-up short. A signal someone else handles is left alone, and so is an ignored one.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -327,8 +346,16 @@ class InterruptHandler:
         self.interrupted = True
         for process in self.workers:
             with contextlib.suppress(OSError):
-                process.send_signal(signal.SIGINT)  # does nothing once that worker has exited
+                process.send_signal(signal.SIGTERM)  # does nothing once that worker has exited
         raise KeyboardInterrupt
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        # pytest renders the interrupt's whole traceback (reading each frame's source) to show its last
+        # line; with calls in flight that stack is deep and takes seconds, in every worker: keep the
+        # last entry, unless --full-trace asks for all of it.
+        if self.interrupted and not self.config.option.fulltrace and len(excinfo.traceback) > 1:
+            excinfo.traceback = excinfo.traceback[-1:]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_newgateway(self, gateway: Any) -> None:
@@ -358,8 +385,21 @@ class InterruptHandler:
             for q in questions
             if any((s, q.question_id) not in state.records for s in state.settings.models)
         ]
-        for key, record in state.run.cached_records(missing).items():
+        reported = {qid for _, qid in state.records}
+        for key, record in state.run.cached_records(missing, since=state.started).items():
             state.records.setdefault(key, record)
+            if record.question_id not in reported:
+                # Finished, but stopped before it could report (a worker's category is one batch): it
+                # counts in pytest's summary, which would otherwise say "no tests ran".
+                reported.add(record.question_id)
+                report = _finished_report(record)
+                self.config.hook.pytest_runtest_logreport(report=report)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> tuple[str, str, str] | None:
+        if any(name == FINISHED_PROPERTY for name, _ in getattr(report, "user_properties", ())):
+            return FINISHED_BEFORE_INTERRUPT, "", ""
+        return None
 
     def pytest_unconfigure(self) -> None:
         for signum, handler in self.previous.items():
@@ -464,7 +504,7 @@ def _record_for(item: MTBenchItem) -> GroupResult:
     if state.backend_failure is not None and qid not in state.local_results:
         # The endpoint stopped answering: no more calls, but the question is still recorded and reported.
         state.local_results.update(
-            state.run.failed_group([item.question], f"not run: {state.backend_failure}")
+            state.run.failed_group([item.question], f"not run: {state.backend_failure}", since=state.started)
         )
     if qid not in state.local_results:
         same_unit = _is_worker(item.config)
@@ -487,7 +527,7 @@ def _record_for(item: MTBenchItem) -> GroupResult:
                 # group, and a failed record for the rest), so the table and the reports come out, and
                 # the failures give the exit code.
                 state.backend_failure = str(exc)
-                state.local_results.update(state.run.failed_group(group, str(exc)))
+                state.local_results.update(state.run.failed_group(group, str(exc), since=state.started))
                 return state.local_results[qid]
             message = str(exc) if isinstance(exc, PromptError) else f"{type(exc).__name__}: {exc}"
             for q in group:
@@ -509,6 +549,18 @@ def pytest_collection_modifyitems(
 
 
 # ---- results, gates and reports (controller) ----------------------------------------------------
+def _unchecked_thresholds(settings: Settings, report: RunReport) -> list[str]:
+    """A line for each category threshold with no question of its category in the run (deselected, or
+    not in a custom question file): it was not checked, and must not pass silently."""
+    if settings.mode != "single":
+        return []
+    return [
+        f"mtbench: --mtbench-threshold {name}={value:g} was not checked: no {name} question ran"
+        for name, value in settings.thresholds.items()
+        if name != "overall" and name not in report.categories
+    ]
+
+
 def _gate_report(gate: GateResult) -> pytest.TestReport:
     from dataclasses import asdict
 
@@ -539,7 +591,8 @@ class ResultReporter:
         self.state = state
         self.report: RunReport | None = None
         self.problems: list[str] = []
-        self.notes: list[str] = []  # lines shown under the table (where the MLflow run is)
+        # Lines shown under the table: the run's own (a replayed file's name), where the MLflow run is.
+        self.notes: list[str] = list(state.run.notes)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -589,6 +642,7 @@ class ResultReporter:
         # Built once, here: the records are complete, and the gates and the written reports must agree.
         self.report = self.build_report()
         self.state.gates = self.report.gates
+        self.notes.extend(_unchecked_thresholds(self.state.settings, self.report))
         for gate in self.state.gates:
             # A gate is a test report of its own: it shows in the summary, in JUnit and in the exit code.
             report = _gate_report(gate)

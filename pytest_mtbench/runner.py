@@ -254,7 +254,7 @@ class Completer:
                     hit, job.reused_from = found
                     self.cache.put(kind, job.key, job.material, hit)
             if hit is not None:
-                job.value, job.cached = hit, True
+                job.value, job.cached = hit, not self.cache.fresh(kind, job.key)
             else:
                 missing.append(job)
         with self._lock:

@@ -36,8 +36,9 @@ def _run(pytester: pytest.Pytester, shared_data: Path, server: FakeOpenAIServer,
 def test_a_judge_call_that_keeps_failing_fails_only_its_question(
     pytester: pytest.Pytester, shared_data: Path
 ) -> None:
-    # Calls go one at a time: the 2nd call fails on every attempt (3 with --mtbench-retries=2).
-    faults = [None, ("500",), ("500",), ("500",)]
+    # After the preflight's one-token call, calls go one at a time: the 2nd fails on every attempt (3
+    # with --mtbench-retries=2).
+    faults = [None, None, ("500",), ("500",), ("500",)]
     with FakeOpenAIServer(model_ids=("judge",), faults=faults) as server:
         result, report = _run(
             pytester, shared_data, server, "--mtbench-concurrency=1", "--mtbench-retries=2", "-p", "no:xdist"
@@ -49,7 +50,7 @@ def test_a_judge_call_that_keeps_failing_fails_only_its_question(
     out = result.stdout.str()
     assert "failed after 3 attempts" in out and "--mtbench-retries allows more attempts" in out
     assert "writing     18/18" in out  # the table of the nine finished questions
-    assert calls == 20 + 2  # every judgment asked once, the failing one three times
+    assert calls == 1 + 20 + 2  # the preflight, every judgment asked once, the failing one three times
     assert report is not None and len(report["questions"]) == 10
     failed = [q for q in report["questions"] if q["error"]]
     assert len(failed) == 1 and "HTTP 500" in failed[0]["error"]
@@ -76,7 +77,7 @@ def test_an_endpoint_that_is_gone_stops_the_calls_and_the_table_still_comes_out(
 
 
 def test_a_timeout_names_the_option_to_change(pytester: pytest.Pytester, shared_data: Path) -> None:
-    faults = [("hang", 5.0)] + [None] * 40
+    faults = [None, ("hang", 5.0)] + [None] * 40  # the preflight's call is answered, the 1st judgment hangs
     with FakeOpenAIServer(model_ids=("judge",), faults=faults) as server:
         result, report = _run(
             pytester,

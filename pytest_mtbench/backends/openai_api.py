@@ -1106,6 +1106,14 @@ class _Preflight:
                     f"{self.base} refuses the {style} call's parameters for {self.name} "
                     f"(HTTP 400: {message}): {hint}"
                 ) from None
+            if exc.status_code == 404 and served is None and not _says_model_unknown(exc):
+                # Neither a model list nor a chat endpoint here, and no word about the model: a wrong path.
+                path = urlsplit(self.base).path.rstrip("/") or "/"
+                hint = " (OpenAI-compatible servers answer under /v1)" if not path.endswith("/v1") else ""
+                raise BackendError(
+                    f"nothing answers chat requests at {self.base}/chat/completions (HTTP 404: {message}): "
+                    f"check the path of the base URL{hint}"
+                ) from None
             if exc.status_code == 404 or (exc.status_code in (400, 422) and _says_model_unknown(exc)):
                 if served is not None:
                     raise BackendError(self._not_served(served)) from None

@@ -51,9 +51,32 @@ def baseline_lines(baseline: dict) -> list[str]:
     return lines
 
 
+HEADER_WIDTH = 24  # characters of a model's name in a column header
+FILE_SUFFIXES = (".jsonl", ".json", ".gguf")  # of replayed answer files and model files: not names
+
+
 def short(spec: str) -> str:
-    """A model's name in a column header (the last part of its spec)."""
-    return spec.rstrip("/").rsplit("/", 1)[-1][:24]
+    """A model's name in a column header: the last part of its spec without a file suffix, cut at a
+    word boundary (marked with "…") when it is longer than HEADER_WIDTH."""
+    name = spec.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in FILE_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    if len(name) <= HEADER_WIDTH:
+        return name
+    room = HEADER_WIDTH - 1
+    cut = max((i for i, c in enumerate(name[: room + 1]) if c in "-_. "), default=0)
+    return (name[:cut] if cut >= room // 2 else name[:room]) + "…"
+
+
+def column_names(specs: list[str]) -> list[str]:
+    """Each model's header; models whose headers would read the same are numbered."""
+    names = [short(spec) for spec in specs]
+    return [
+        f"{name}#{names[:i].count(name) + 1}" if names.count(name) > 1 else name
+        for i, name in enumerate(names)
+    ]
 
 
 def models_lines(models: dict) -> list[str]:
@@ -61,8 +84,9 @@ def models_lines(models: dict) -> list[str]:
     specs = list(models)
     names = list(models[specs[0]]["categories"])
     width = max([len(n) for n in names] + [len("category")])
-    widths = [max(6, len(short(spec))) for spec in specs]
-    header = f"{'category':<{width}}  " + "  ".join(f"{short(s):>{w}}" for s, w in zip(specs, widths))
+    columns = column_names(specs)
+    widths = [max(6, len(name)) for name in columns]
+    header = f"{'category':<{width}}  " + "  ".join(f"{name:>{w}}" for name, w in zip(columns, widths))
     lines = ["", "score per model:", header, "-" * len(header)]
     for name in [*names, "overall"]:
         rows = [
