@@ -257,7 +257,7 @@ def test_judging_that_fails_fails_the_category_and_writes_no_file(server, publis
     ],
 )  # fmt: skip
 def test_calibration_usage_errors(args, expect, published, shared_data, pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "-p",
         "no:cacheprovider",
         f"--mtbench-calibrate={published[0]}",
@@ -273,7 +273,7 @@ def test_a_directory_without_the_published_judgments_is_one_line(
 ) -> None:
     (tmp_path / "model_answer").mkdir()
     (tmp_path / "model_answer" / "m.jsonl").write_text("{}\n")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--mtbench-calibrate={tmp_path}")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--mtbench-calibrate={tmp_path}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert result.stderr.lines[0] == (
         f"ERROR: --mtbench-calibrate={tmp_path}: no model_judgment/gpt-4_single.jsonl there; point it at "
@@ -313,7 +313,7 @@ def test_a_run_with_the_calibration_shows_gpt4_scale_scores(
 def test_a_calibration_of_another_judge_is_refused(
     plus_one: Run, shared_data, pytester: pytest.Pytester
 ) -> None:
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", "--co", "--mtbench-model=fake/echo", "--mtbench-judge=fake/judge-7",
         f"--mtbench-data={shared_data}", f"--mtbench-calibration={plus_one.out}",
     )  # fmt: skip
@@ -329,7 +329,7 @@ def test_a_file_that_is_no_calibration_is_refused(
 ) -> None:
     bad = tmp_path / "report.json"
     bad.write_text('{"kind": "pytest-mtbench report"}')
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "-p", "no:cacheprovider", "--co", "--mtbench-model=fake/echo", f"--mtbench-data={shared_data}",
         f"--mtbench-calibration={bad}",
     )  # fmt: skip
