@@ -138,8 +138,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     run = _build(config, settings, build_run)
     settings.check_threshold_names({q.category for q in run.questions.values()})
-    if _is_worker(config):  # the call styles the controller's preflight settled
+    if _is_worker(config):  # the call styles and served models the controller's preflight learnt
         run.settle_calls(config.workerinput.get("mtbench_settled", {}))
+        run.know_served(config.workerinput.get("mtbench_served", {}))
     state = RunState(run)
     config.stash[STATE] = state
     if not _is_worker(config):
