@@ -36,15 +36,15 @@ from .baseline import (
     regression_gates,
 )
 from .cache import ResultCache
-from .data import DataError, default_cache_dir, resolve_official_data, sha256_file
+from .data import default_cache_dir, resolve_official_data, sha256_file
+from .errors import MTBenchError
 from .judge import JUDGE_TEMPERATURE
 from .modes import load_mode
-from .prompts import PromptError, load_judge_prompts
+from .prompts import load_judge_prompts
 from .questions import (
     CATEGORY_TEMPERATURE,
     DEFAULT_TEMPERATURE,
     Question,
-    QuestionFileError,
     load_questions,
     load_references,
 )
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 
-class SetupError(Exception):
+class SetupError(MTBenchError):
     """A run that cannot start; the message is one line naming the flag, the file and the fix."""
 
 
@@ -566,7 +566,7 @@ def load_inputs(settings: Settings) -> tuple[list[Question], dict[int, tuple[str
                 references = {**load_references(named), **references}
         else:
             references.update(load_references(settings.references))
-    except (DataError, PromptError, QuestionFileError) as exc:
+    except MTBenchError as exc:  # a data, question, prompt or reference file that cannot be used
         raise SetupError(str(exc)) from None
     check_references(questions, references)
     questions_file = Path(settings.questions or official.questions)

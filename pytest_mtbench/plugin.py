@@ -107,7 +107,7 @@ def _progress_printer(config: pytest.Config, interval: float):
 
 def _build(config: pytest.Config, settings: Settings, builder: Any) -> Any:
     """Build what this process runs (a benchmark run or a calibration): a problem is a usage error."""
-    from .assembly import SetupError
+    from .errors import MTBenchError
 
     workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
     try:
@@ -117,7 +117,7 @@ def _build(config: pytest.Config, settings: Settings, builder: Any) -> Any:
             will_call=not (settings.offline or config.option.collectonly),
             progress=_progress_printer(config, settings.progress_interval),
         )
-    except SetupError as exc:
+    except MTBenchError as exc:  # SetupError, or a backend or file error met while building the run
         raise pytest.UsageError(str(exc)) from None
 
 

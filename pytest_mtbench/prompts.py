@@ -15,10 +15,11 @@ from typing import Any
 
 import jinja2
 
+from .errors import MTBenchError
 from .jsonl import read_jsonl
 
 
-class PromptError(ValueError):
+class PromptError(MTBenchError, ValueError):
     """A judge prompt file that cannot be used; the message names the file and the prompt."""
 
 

@@ -6,6 +6,7 @@ import keyword
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import MTBenchError
 from .jsonl import read_jsonl
 
 # The single source of truth for the official MT-Bench categories, in the order FastChat lists them.
@@ -54,7 +55,7 @@ RESERVED_CATEGORIES: frozenset[str] = frozenset(
 )
 
 
-class QuestionFileError(ValueError):
+class QuestionFileError(MTBenchError, ValueError):
     """A question or reference file that cannot be used; the message names the file and line."""
 
 

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import MTBenchError
+
 SCHEMA_VERSION = 1
 REPORT_KIND = "pytest-mtbench report"
 
@@ -28,7 +30,7 @@ SCORED_BY_OFFICIAL = "official"
 SCORED_BY_CONSTRAINED = "constrained"
 
 
-class ReportError(ValueError):
+class ReportError(MTBenchError, ValueError):
     """A file that cannot be read as a report; the message names the file and what is wrong."""
 
 

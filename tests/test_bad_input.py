@@ -217,6 +217,12 @@ ROWS: list[Row] = [
         ("--mtbench-model-call=fast",),
     ),
     Row(
+        "model-revision-several-models",
+        "--mtbench-model-revision=step-1 names one model's weights, and 2 models were given: drop it, or run "
+        "the models one at a time",
+        ("--mtbench-model-revision=step-1", "--mtbench-model=fake/judge-3"),
+    ),
+    Row(
         "thinking-budget-negative",
         "--mtbench-thinking-budget=-5: out of range; give an integer of at least 0",
         ("--mtbench-thinking-budget=-5",),

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
+from ..errors import MTBenchError
 from ..reasoning import DEFAULT_MARKERS
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
 
-class BackendError(Exception):
+class BackendError(MTBenchError):
     """A failure the user can act on (bad path, missing extra, endpoint gone): shown as one line."""
 
 

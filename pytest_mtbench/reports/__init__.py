@@ -24,10 +24,6 @@ WRITERS: dict[str, str] = {
 }
 
 
-class ReportWriteError(OSError):
-    """A report that could not be written; the message names the path."""
-
-
 def known_suffixes() -> tuple[str, ...]:
     """The report suffixes `--mtbench-report` accepts."""
     return tuple(WRITERS)
