@@ -54,7 +54,7 @@ def test_vllm_cpu_serves_candidate_and_judge_from_one_server(tmp_path: Path, sha
     # A fresh cache root sharing the fetched model and its converted copy with the user cache.
     cache = tmp_path / "cache"
     cache.mkdir()
-    for name in ("models", "converted", "vllm-models"):
+    for name in ("models", "converted"):
         if (default_cache_dir() / name).is_dir():
             (cache / name).symlink_to(default_cache_dir() / name, target_is_directory=True)
     env = {

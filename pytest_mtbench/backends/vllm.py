@@ -13,7 +13,6 @@ mixed with hf/ answers of the same directory (`backend: vllm`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
 from dataclasses import replace
@@ -81,31 +80,25 @@ def serving_model(name: str, options: BackendOptions) -> str:
 
 
 def _converted(name: str, options: BackendOptions) -> Path:
-    """The standard safetensors directory of a .gguf model: the hf backend keeps one when it first loads
-    the file (dequantised, `architectures` in its config). Where it is, is noted by the file's hash, so
-    later runs find it without loading the model (torch and transformers take half a minute to start)."""
-    from ..data import default_cache_dir
-    from . import hf
+    """The standard safetensors directory of a .gguf model: the hf backend keeps one (dequantised,
+    `architectures` in its config) when it first loads the file, so it is loaded once, then reused."""
+    from ..data import fetch_smollm2
+    from .hf import create
+    from .hf.loading import converted_dir
 
-    root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
-    note = root / "vllm-models" / f"{weights_identity(name, options)['model_sha256'][:32]}.txt"
-    with contextlib.suppress(OSError):
-        noted = Path(note.read_text(encoding="utf-8").strip())
-        if (noted / "config.json").is_file():
-            return noted
-    backend = hf.create(name, replace(options, device="cpu", chat_template=None))
-    try:
-        directory = backend._converted_dir()  # the hf backend's own copy of this file
-    finally:
-        backend.close()
+    cpu = replace(options, device="cpu", chat_template=None)
+    if name == SMOLLM2:
+        path = fetch_smollm2(Path(options.cache_dir) if options.cache_dir else None)
+    else:
+        path = Path(name).expanduser()
+    directory = converted_dir(path.resolve().parent, path.name, cpu, "cpu")
+    if directory is not None and not (directory / "config.json").is_file():
+        create(name, cpu).close()  # loading the .gguf file writes the copy
     if directory is None or not (directory / "config.json").is_file():
         raise BackendError(
             f"{name} could not be converted to a model directory vLLM reads (too large, or its weights stay "
             "quantised): give vllm/ a model directory"
         )
-    with contextlib.suppress(OSError):
-        note.parent.mkdir(parents=True, exist_ok=True)
-        note.write_text(f"{directory.resolve()}\n", encoding="utf-8")
     return directory
 
 
