@@ -1,6 +1,7 @@
 """End to end: a real tiny Llama model as the candidate, a real loopback OpenAI-compatible judge server.
 
-Each run is a pytest subprocess, in-process (-p no:xdist) and with -n 2, exactly as a user runs it.
+Each run is a pytest run in this process, with -n 0 and with -n 2, as a user runs it; the run that is
+killed half way is a subprocess of its own.
 The judge server scores every prompt with a number derived from the prompt text, so the test knows
 which score each turn must get and checks the table and the JSON report against the server's record.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import strip_timing
+from conftest import run_plugin, strip_timing
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
 
 pytest_plugins = ["pytester"]
@@ -29,6 +30,11 @@ def score_for(body: dict[str, Any]) -> float:
     """A deterministic score in 1..10 (some halves) from the judge prompt the server received."""
     digest = hashlib.sha256(body["messages"][-1]["content"].encode()).digest()
     return 1 + digest[0] % 10 if digest[1] % 4 else 1.5 + digest[0] % 9
+
+
+def judge_calls(server: FakeOpenAIServer) -> int:
+    """Chat requests the server received, less the one-token preflight calls (which weights are served)."""
+    return sum(body.get("max_tokens") != 1 for body in server.requests)
 
 
 @pytest.fixture(scope="session")
@@ -60,13 +66,13 @@ def bench_args(tiny_model: Path, judge_server: FakeOpenAIServer, shared_data: Pa
 
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_full_run_table_and_report_agree_with_the_judge_server(
-    run_pytest, workers: str, bench_args, judge_server: FakeOpenAIServer, tmp_path: Path
+    workers: str, bench_args, judge_server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     report_path = tmp_path / "report.json"
-    proc = run_pytest(tmp_path, *bench_args(f"--mtbench-report={report_path}"), "-n", workers)
+    proc = run_plugin(tmp_path, *bench_args(f"--mtbench-report={report_path}"), "-n", workers)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "80 passed" in proc.stdout
-    assert judge_server.request_count == 160
+    assert judge_calls(judge_server) == 160
 
     given = {body["messages"][-1]["content"]: score_for(body) for body in judge_server.requests}
     report = json.loads(report_path.read_text())
@@ -95,21 +101,24 @@ def test_full_run_table_and_report_agree_with_the_judge_server(
 
     # The same command again: everything from the cache, zero requests to the judge, same report.
     again_path = tmp_path / "again.json"
-    again = run_pytest(tmp_path, *bench_args(f"--mtbench-report={again_path}"), "-n", workers)
+    again = run_plugin(tmp_path, *bench_args(f"--mtbench-report={again_path}"), "-n", workers)
     assert again.returncode == 0
-    assert judge_server.request_count == 160
+    assert judge_calls(judge_server) == 160
     warm = json.loads(again_path.read_text())
     assert (
         warm["run"]["phases"]["generation"]["calls"] == 0 and warm["run"]["phases"]["judging"]["calls"] == 0
     )
+    # A run served from the cache does not ask the judge which weights it serves.
+    assert report["run"].pop("served")["judge"]["served_model"] == "fake-judge"
+    assert warm["run"].pop("served") == {}
     assert strip_timing(warm) == strip_timing(report) and warm["categories"] == report["categories"]
 
 
-def test_in_process_and_xdist_produce_the_same_answers(run_pytest, bench_args, tmp_path: Path) -> None:
+def test_in_process_and_xdist_produce_the_same_answers(bench_args, tmp_path: Path) -> None:
     reports = []
     for workers in ("0", "2"):
         path = tmp_path / f"r{workers}.json"
-        proc = run_pytest(
+        proc = run_plugin(
             tmp_path, *bench_args(f"--mtbench-report={path}", cache=f"c{workers}"), "-n", workers
         )
         assert proc.returncode == 0, proc.stdout[-2000:]
@@ -118,15 +127,13 @@ def test_in_process_and_xdist_produce_the_same_answers(run_pytest, bench_args, t
     assert reports[0]["categories"] == reports[1]["categories"]
 
 
-def test_model_change_misses_the_cache(
-    run_pytest, bench_args, tiny_model: Path, judge_server, tmp_path: Path
-) -> None:
+def test_model_change_misses_the_cache(bench_args, tiny_model: Path, judge_server, tmp_path: Path) -> None:
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    assert run_pytest(tmp_path, *bench_args("-k", "writing")).returncode == 0
-    assert judge_server.request_count == 20
+    assert run_plugin(tmp_path, *bench_args("-k", "writing")).returncode == 0
+    assert judge_calls(judge_server) == 20
     changed = tmp_path / "changed-model"
     shutil.copytree(tiny_model, changed)
     weights = load_file(changed / "model.safetensors")
@@ -134,7 +141,7 @@ def test_model_change_misses_the_cache(
     save_file(weights, changed / "model.safetensors", metadata={"format": "pt"})
     report_path = tmp_path / "r.json"
     args = [a if not a.startswith("--mtbench-model=") else f"--mtbench-model={changed}" for a in bench_args()]
-    proc = run_pytest(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
+    proc = run_plugin(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
     assert proc.returncode == 0
     assert json.loads(report_path.read_text())["run"]["phases"]["generation"]["cached"] == 0
 
@@ -142,14 +149,14 @@ def test_model_change_misses_the_cache(
     same = tmp_path / "same-model"
     shutil.copytree(tiny_model, same)
     args = [a if not a.startswith("--mtbench-model=") else f"--mtbench-model={same}" for a in bench_args()]
-    proc = run_pytest(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
+    proc = run_plugin(tmp_path, *args, "-k", "writing", f"--mtbench-report={report_path}")
     phases = json.loads(report_path.read_text())["run"]["phases"]
     assert phases["generation"]["calls"] == 0 and phases["judging"]["calls"] == 0
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_killed_run_resumes_with_only_the_remaining_requests(
-    run_pytest, workers: str, shared_data: Path, tmp_path: Path
+    workers: str, shared_data: Path, tmp_path: Path
 ) -> None:
     def args(server: FakeOpenAIServer, cache: str, *extra: str) -> list[str]:
         return [
@@ -175,23 +182,23 @@ def test_killed_run_resumes_with_only_the_remaining_requests(
             start_new_session=True,  # SIGKILL the whole group: controller and xdist workers
         )
         deadline = time.monotonic() + 120
-        while server.request_count < 60 and time.monotonic() < deadline and proc.poll() is None:
+        while judge_calls(server) < 60 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         time.sleep(0.3)  # let the server count a request that was already on the wire
-        assert 60 <= server.request_count < 160, "the run was killed half way"
+        assert 60 <= judge_calls(server) < 160, "the run was killed half way"
         stored = len(list((tmp_path / "cache" / "judgment").rglob("*.json")))
-        before = server.request_count
+        before = judge_calls(server)
         assert stored >= before - max(1, int(workers))  # at most one call in flight per worker was lost
 
         resumed_path = tmp_path / "resumed.json"
-        resumed = run_pytest(tmp_path, *args(server, "cache", f"--mtbench-report={resumed_path}"))
+        resumed = run_plugin(tmp_path, *args(server, "cache", f"--mtbench-report={resumed_path}"))
         assert resumed.returncode == 0, resumed.stdout[-2000:]
-        assert server.request_count - before == 160 - stored  # only what was missing
+        assert judge_calls(server) - before == 160 - stored  # only what was missing
 
         fresh_path = tmp_path / "fresh.json"
-        fresh = run_pytest(tmp_path, *args(server, "fresh-cache", f"--mtbench-report={fresh_path}"))
+        fresh = run_plugin(tmp_path, *args(server, "fresh-cache", f"--mtbench-report={fresh_path}"))
         assert fresh.returncode == 0
     resumed_report, fresh_report = json.loads(resumed_path.read_text()), json.loads(fresh_path.read_text())
     assert strip_timing(resumed_report) == strip_timing(fresh_report)
@@ -199,12 +206,10 @@ def test_killed_run_resumes_with_only_the_remaining_requests(
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
-def test_judge_faults_are_retried_within_budget(
-    run_pytest, workers: str, shared_data: Path, tmp_path: Path
-) -> None:
+def test_judge_faults_are_retried_within_budget(workers: str, shared_data: Path, tmp_path: Path) -> None:
     faults = [("429", 0.05), ("500",), ("hang", 3.0), ("malformed",), ("503", None, {"retry-after-ms": "20"})]
     with FakeOpenAIServer(scores=7, faults=faults, lifetime=120) as server:
-        proc = run_pytest(
+        proc = run_plugin(
             tmp_path,
             "--mtbench-model=fake/echo",
             "--mtbench-judge=openai/fake-judge",
@@ -224,11 +229,9 @@ def test_judge_faults_are_retried_within_budget(
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
-def test_judge_failing_for_good_is_a_clear_failure(
-    run_pytest, workers: str, shared_data: Path, tmp_path: Path
-) -> None:
+def test_judge_failing_for_good_is_a_clear_failure(workers: str, shared_data: Path, tmp_path: Path) -> None:
     with FakeOpenAIServer(scores=7, faults=[("500",)] * 100, lifetime=120) as server:
-        proc = run_pytest(
+        proc = run_plugin(
             tmp_path,
             "--mtbench-model=fake/echo",
             "--mtbench-judge=openai/fake-judge",
@@ -252,7 +255,7 @@ def test_judge_failing_for_good_is_a_clear_failure(
 
 
 def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
-    run_pytest, shared_data: Path, tmp_path: Path
+    shared_data: Path, tmp_path: Path
 ) -> None:
     """`--mtbench-model=openai/NAME` (vLLM, TGI, llama.cpp server) through the same path as a local model."""
 
@@ -263,7 +266,7 @@ def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
 
     with FakeOpenAIServer(reply=reply, lifetime=120, model_ids=("candidate-llm", "fake-judge")) as server:
         report_path = tmp_path / "r.json"
-        proc = run_pytest(
+        proc = run_plugin(
             tmp_path,
             "--mtbench-model=openai/candidate-llm",
             f"--mtbench-model-base-url={server.base_url}",
@@ -276,7 +279,7 @@ def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
             f"--mtbench-report={report_path}",
         )
         assert proc.returncode == 0, proc.stdout[-2000:]
-        candidate = [b for b in server.requests if b["model"] == "candidate-llm"]
+        candidate = [b for b in server.requests if b["model"] == "candidate-llm" and b["max_tokens"] != 1]
     assert len(candidate) == 40
     temperatures = {b["messages"][0]["content"][:20]: b["temperature"] for b in candidate}
     assert set(temperatures.values()) == {0.7, 0.0}
@@ -298,12 +301,13 @@ def test_openai_compatible_candidate_multi_turn_with_category_temperatures(
 
 
 def test_api_key_and_url_credentials_never_reach_output_or_report(
-    run_pytest, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "sk-test-DO-NOT-LEAK-1234567890"
     monkeypatch.setenv("OPENAI_API_KEY", secret)
+    # The judge's one-token preflight call is answered; the first judgment is refused.
     with FakeOpenAIServer(
-        scores=7, faults=[("401", None, None, f"Incorrect API key provided: {secret}")]
+        scores=7, faults=[None, ("401", None, None, f"Incorrect API key provided: {secret}")]
     ) as server:
         url = server.base_url.replace("http://", "http://user:hunter2@")
         report_path = tmp_path / "r.json"
@@ -317,15 +321,15 @@ def test_api_key_and_url_credentials_never_reach_output_or_report(
             "81",
             f"--mtbench-report={report_path}",
         ]
-        failing = run_pytest(tmp_path, *args)
+        failing = run_plugin(tmp_path, *args)
         assert failing.returncode == 1 and "HTTP 401" in failing.stdout
         # The 401 is not retried; the other judgment, sent at the same time, may or may not have left
         # before the refusal cancelled it.
-        refused = server.request_count
+        refused = judge_calls(server)
         assert 1 <= refused <= 2
-        passing = run_pytest(tmp_path, *args, "--junitxml=junit.xml")
+        passing = run_plugin(tmp_path, *args, "--junitxml=junit.xml")
         assert passing.returncode == 0, passing.stdout[-2000:]
-        assert server.request_count - refused == 2  # the turn-1 and turn-2 judgments
+        assert judge_calls(server) - refused == 2  # the turn-1 and turn-2 judgments
     written = report_path.read_text() + (tmp_path / "junit.xml").read_text()
     for output in (failing.stdout + failing.stderr, passing.stdout + passing.stderr, written):
         assert secret not in output and "hunter2" not in output
