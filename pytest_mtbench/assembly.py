@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
 from .backends import (
     ALIASES,
     BackendError,
@@ -25,40 +23,30 @@ from .backends import (
     missing_credentials,
     split_spec,
 )
-from .baseline import (
-    BaselineJudgments,
-    GateOptions,
-    check_compatible,
-    compare_runs,
-    drift_sample,
-    judge_drift,
-    mark_judge_changed,
-    regression_gates,
-)
+from .baseline import ALLOW_HINT, BaselineJudgments, check_compatible
 from .cache import ResultCache
 from .data import default_cache_dir, resolve_official_data, sha256_file
 from .errors import MTBenchError
-from .judge import JUDGE_TEMPERATURE
 from .modes import load_mode
 from .prompts import load_judge_prompts
 from .questions import (
-    CATEGORY_TEMPERATURE,
-    DEFAULT_TEMPERATURE,
     Question,
     load_questions,
     load_references,
 )
 from .records import (
-    CallInfo,
-    CategorySummary,
+    DataInfo,
+    FastChatExport,
+    FastChatImport,
+    FastChatSummary,
     GateResult,
+    PairwiseSummary,
     QuestionRecord,
     ReportError,
-    RunInfo,
     RunReport,
     TurnRecord,
-    finite_or_none,
 )
+from .reporting import RunFacts, build_report, judge_call, public_url, run_info
 from .runner import (
     BenchmarkRunner,
     CachedJudge,
@@ -66,14 +54,6 @@ from .runner import (
     ProgressCallback,
     RunSettings,
     side_by_side,
-)
-from .stats import (
-    aggregate,
-    answer_lengths,
-    evaluate_gates,
-    phase_totals,
-    question_scores,
-    served_judges,
 )
 
 if TYPE_CHECKING:
@@ -101,7 +81,7 @@ class BenchmarkRun:
     settings: Settings
     questions: dict[int, Question]
     runners: list[BenchmarkRunner]  # one per candidate model, in the order given; they share the judge
-    data_info: dict[str, Any]
+    data_info: DataInfo  # the question, reference and judge prompt files read, and their hashes
     pairwise: Any = None  # modes.pairwise.PairwiseMode with --mtbench-mode=pairwise
     baseline: RunReport | None = None  # --mtbench-baseline, read and checked at start-up
     calibration: Calibration | None = None  # --mtbench-calibration, read and checked at start-up
@@ -190,32 +170,6 @@ class BenchmarkRun:
             results[qid].pair_errors.append(f"{model_a} vs {model_b}: {why}")
         return results
 
-    def sampling(self) -> dict[str, Any]:
-        """The answer sampling parameters, as the report records them."""
-        return {
-            "temperature_by_category": dict(CATEGORY_TEMPERATURE),
-            "default_temperature": DEFAULT_TEMPERATURE,
-            "max_new_tokens": self.settings.max_new_tokens,
-            "seed": self.settings.seed,
-        }
-
-    def judge_call(self) -> dict[str, Any]:
-        """The judge call's parameters as the report records them: the official call's as they always
-        were; the reasoning-model call's style, token limit and effort (a thinking budget adds to the
-        limit in either style)."""
-        verdict = self.settings.judge_max_tokens
-        identity = self.runner.judge.identity()
-        budget = int(identity.get("thinking_budget") or 0)
-        if identity.get("call") == "reasoning":
-            call: dict[str, Any] = {"style": "reasoning", "max_completion_tokens": verdict + budget}
-            if identity.get("reasoning_effort"):
-                call["reasoning_effort"] = identity["reasoning_effort"]
-            return call
-        call = {"temperature": JUDGE_TEMPERATURE, "max_tokens": verdict + budget}
-        if budget:
-            call["thinking_budget"] = budget
-        return call
-
     def settle_calls(self, styles: dict[str, str]) -> None:
         """Apply the call styles the preflight settled ("model" and "judge": official or reasoning) to
         backends that asked for `auto`."""
@@ -251,38 +205,10 @@ class BenchmarkRun:
             runner.model.close()
         self.runner.judge.close()
 
-    def run_info(
-        self,
-        records: Iterable[QuestionRecord],
-        started: float,
-        finished: float,
-        workers: int,
-        pair_calls: Sequence[CallInfo] = (),
-    ) -> RunInfo:
-        """What ran, for the report (base URLs without credentials)."""
-        records = list(records)
-        settings = self.settings
-        return RunInfo(
-            plugin_version=__version__,
-            model=settings.model,
-            judge=settings.judge,
-            judge_scoring=settings.judge_scoring,
-            model_base_url=public_url(settings.model_base_url),
-            judge_base_url=public_url(settings.judge_base_url),
-            judge_served=sorted(
-                set(served_judges(records)) | {c.served_model for c in pair_calls if c.served_model}
-            ),
-            judge_repeats=settings.judge_repeats,
-            data=self.data_info,
-            sampling=self.sampling(),
-            judge_call=self.judge_call(),
-            started=datetime.fromtimestamp(started, timezone.utc).isoformat(),
-            finished=datetime.fromtimestamp(finished, timezone.utc).isoformat(),
-            wall_seconds=finished - started,
-            workers=workers,
-            phases=phase_totals(records, pair_calls),
-            answer_tokens=answer_lengths(r for r in records if r.model == settings.model),
-            served=self.served(),
+    def facts(self) -> RunFacts:
+        """What the report says about the run's set-up that only the built run knows."""
+        return RunFacts(
+            self.data_info, judge_call(self.settings, self.runner.judge.identity()), self.served()
         )
 
     def report(
@@ -294,57 +220,24 @@ class BenchmarkRun:
         workers: int,
         pairs: Sequence[Any] = (),
     ) -> RunReport:
-        """The whole run as one typed report: summaries, gates and every question's record (every
-        model's; the table, thresholds and baseline are the first model's)."""
-        order = {spec: i for i, spec in enumerate(self.settings.models)}
-        ordered = sorted(records, key=lambda r: (order.get(r.model, len(order)), r.question_id))
-        primary = [r for r in ordered if r.model == self.settings.model]
-        single = self.pairwise is None
-        thresholds = self.settings.thresholds if single else {}
-        categories, overall = aggregate(primary, thresholds)
-        _add_intervals([*categories.values(), overall], primary, self.settings.confidence)
-        pair_calls = [game.call for pair in pairs for game in (pair.g1, pair.g2)]
-        report = RunReport(
-            run=self.run_info(ordered, started, finished, workers, pair_calls),
-            categories=categories,
-            overall_detail=overall,
-            gates=evaluate_gates(categories, overall, thresholds),
-            questions=ordered,
-            judge_noise=_judge_noise(primary) if self.settings.judge_repeats > 1 else None,
+        """The whole run as one typed report (reporting.build_report over this run's records)."""
+        pairwise = self._pairwise_summary(pairs) if self.pairwise is not None else None
+        return build_report(
+            self.settings,
+            self.facts(),
+            records,
+            started=started,
+            finished=finished,
+            workers=workers,
+            pairs=pairs,
+            pairwise=pairwise,
+            pairwise_gates=self._win_rate_gates(pairwise) if pairwise is not None else (),
+            baseline=self.baseline,
+            calibration=self.calibration,
+            rejudge=self.runner.rejudge,
         )
-        if single and len(self.runners) > 1:
-            report.models = self._model_summaries(ordered)
-        if not single:
-            report.pairwise = self._pairwise_summary(pairs)
-            report.gates.extend(self._win_rate_gates(report.pairwise))
-        if self.baseline is not None:
-            self._compare_with_baseline(report)
-        if self.calibration is not None:
-            from .calibration import calibrated_report
 
-            report.calibration = calibrated_report(
-                self.calibration,
-                ordered,
-                path=str(self.settings.calibration),
-                confidence=self.settings.confidence,
-                judge_served=report.run.judge_served,
-            )
-        return report
-
-    def _model_summaries(self, records: list[QuestionRecord]) -> dict[str, Any]:
-        """Every model's category and overall scores (the table's column per model)."""
-        summaries = {}
-        for spec in self.settings.models:
-            mine = [r for r in records if r.model == spec]
-            categories, overall = aggregate(mine)
-            _add_intervals([*categories.values(), overall], mine, self.settings.confidence)
-            summaries[spec] = {
-                "categories": {name: asdict(row) for name, row in categories.items()},
-                "overall": asdict(overall),
-            }
-        return summaries
-
-    def _pairwise_summary(self, pairs: Sequence[Any]) -> dict[str, Any]:
+    def _pairwise_summary(self, pairs: Sequence[Any]) -> PairwiseSummary:
         """Pair results, each model's win rates (against the baseline model, or all others), and
         Bradley-Terry ratings when three or more models were compared."""
         from .ratings import battles_from_results, bradley_terry, win_rates
@@ -352,24 +245,21 @@ class BenchmarkRun:
         baseline = self.settings.baseline_model
         confidence = self.settings.confidence
         contenders = [spec for spec in self.settings.models if spec != baseline]
-        summary: dict[str, Any] = {
-            "baseline_model": baseline,
-            "models": list(self.settings.models),
-            "n_pairs": len(pairs),
-            "n_unparsable": sum(p.winner is None for p in pairs),
-            "win_rates": {
-                spec: [row.as_dict() for row in win_rates(pairs, spec, baseline, confidence=confidence)]
-                for spec in contenders
-            },
-            "ratings": None,
-            "results": [pair.to_dict() for pair in pairs],
-        }
+        summary = PairwiseSummary(
+            baseline_model=baseline,
+            models=list(self.settings.models),
+            n_pairs=len(pairs),
+            n_unparsable=sum(p.winner is None for p in pairs),
+            win_rates={spec: win_rates(pairs, spec, baseline, confidence=confidence) for spec in contenders},
+            ratings=None,
+            results=list(pairs),
+        )
         battles = battles_from_results(pairs)
         if len(self.settings.models) >= 3 and battles:
-            summary["ratings"] = bradley_terry(battles, confidence=confidence).as_dict()
+            summary.ratings = bradley_terry(battles, confidence=confidence)
         return summary
 
-    def _win_rate_gates(self, pairwise: dict[str, Any]) -> list[GateResult]:
+    def _win_rate_gates(self, pairwise: PairwiseSummary) -> list[GateResult]:
         """`--mtbench-threshold=win_rate=X`: each model's overall win rate against its opponents."""
         from .settings import WIN_RATE
 
@@ -377,10 +267,10 @@ class BenchmarkRun:
         if threshold is None:
             return []
         gates = []
-        against = pairwise["baseline_model"] or "the other models"
-        for spec, rows in pairwise["win_rates"].items():
-            overall = next(row for row in rows if row["group"] == "overall")
-            rate = overall["win_rate"]
+        against = pairwise.baseline_model or "the other models"
+        for spec, rows in pairwise.win_rates.items():
+            overall = next(row for row in rows if row.group == "overall")
+            rate = overall.win_rate
             passed = rate is not None and rate >= threshold
             shown = f"{rate:.3f}" if rate is not None else "none (no parsable pair)"
             relation = ">=" if passed else "below"
@@ -395,20 +285,28 @@ class BenchmarkRun:
 
         settings = self.settings
         names = {spec: fastchat_name(spec) for spec in settings.models}
-        pairs = [_pair_from_dict(p) for p in (report.pairwise or {}).get("results", [])]
-        info: dict[str, Any] = {}
+        pairs = report.pairwise.results if report.pairwise is not None else []
+        info = FastChatSummary()
         imported = [source for source in self.runner.reuse if source.source == "import"]
         if imported:
             check = imported[0].check(_judgment_slots(report.questions, pairs, names))
-            info["import"] = {"files": list(settings.import_judgments), **asdict(check)}
-            info["import"]["reused"] = sum(
-                j.call.imported for q in report.questions for t in q.turns for j in t.judgments
-            ) + sum(game.call.imported for p in pairs for game in (p.g1, p.g2))
+            reused = sum(j.call.imported for q in report.questions for t in q.turns for j in t.judgments)
+            info.imported = FastChatImport(
+                files=list(settings.import_judgments),
+                rows=check.rows,
+                reusable=check.reusable,
+                differing=check.differing,
+                not_in_run=check.not_in_run,
+                other_judge=check.other_judge,
+                api_errors=check.api_errors,
+                differing_examples=list(check.differing_examples),
+                reused=reused + sum(game.call.imported for p in pairs for game in (p.g1, p.g2)),
+            )
         if settings.export:
-            info["export"] = self._export(report, pairs, names)
-        report.fastchat = info or None
+            info.exported = self._export(report, pairs, names)
+        report.fastchat = info if info.imported or info.exported else None
 
-    def _export(self, report: RunReport, pairs: list[Any], names: dict[str, str]) -> dict[str, Any]:
+    def _export(self, report: RunReport, pairs: list[Any], names: dict[str, str]) -> FastChatExport:
         from .fastchat import fastchat_name, write_answer_file, write_pair_judgments, write_single_judgments
 
         directory = Path(str(self.settings.export))
@@ -417,72 +315,23 @@ class BenchmarkRun:
             str(write_answer_file(directory, names[spec], records)[0]) for spec, records in by_model.items()
         ]
         judge = fastchat_name(self.settings.judge)
-        summary: dict[str, Any] = {"dir": str(directory), "answer_files": files}
         if self.pairwise is None:
             single = write_single_judgments(directory, judge, {names[s]: r for s, r in by_model.items()})
-            summary.update(
-                judgment_file=str(single.path), single_rows=single.rows, unscored_as_minus_1=single.unscored
+            return FastChatExport(
+                dir=str(directory),
+                answer_files=files,
+                judgment_file=str(single.path),
+                single_rows=single.rows,
+                unscored_as_minus_1=single.unscored,
             )
-        else:
-            pair = write_pair_judgments(directory, judge, pairs, names=names)
-            summary.update(
-                judgment_file=str(pair.path), pair_rows=pair.rows, unparsable_as_error=pair.unparsable
-            )
-        return summary
-
-    def gate_options(self) -> GateOptions:
-        settings = self.settings
-        return GateOptions(
-            margins=settings.margins,
-            default_margin=settings.margin,
-            confidence=settings.confidence,
-            strict=settings.strict,
+        pair = write_pair_judgments(directory, judge, pairs, names=names)
+        return FastChatExport(
+            dir=str(directory),
+            answer_files=files,
+            judgment_file=str(pair.path),
+            pair_rows=pair.rows,
+            unparsable_as_error=pair.unparsable,
         )
-
-    def _judge_drift(self, judge_sd: float | None) -> dict[str, Any]:
-        """Re-judge a sample of the baseline's turns live and compare with the scores it recorded."""
-        assert self.baseline is not None
-        sample = drift_sample(self.baseline, self.settings.judge_drift)
-        rescored = self.runner.rejudge([j.prompt for j in sample])
-        return judge_drift([float(j.score) for j in sample], rescored, judge_sd)  # type: ignore[arg-type]
-
-    def _compare_with_baseline(self, report: RunReport) -> None:
-        """Add the baseline comparison and its regression gates (refused when judged differently)."""
-        assert self.baseline is not None
-        settings = self.settings
-        mismatches = check_compatible(self.baseline.run, report.run)
-        reused = sum(j.call.from_baseline for q in report.questions for t in q.turns for j in t.judgments)
-        summary: dict[str, Any] = {
-            "path": settings.baseline,
-            "margin": settings.margin,
-            "margins": dict(settings.margins),
-            "confidence": settings.confidence,
-            "strict": settings.strict,
-            "mismatches": mismatches,
-            "allowed_mismatch": bool(mismatches) and settings.allow_mismatch,
-            "reused_judgments": reused,
-            "comparisons": [],
-        }
-        report.baseline = summary
-        if mismatches and not settings.allow_mismatch:
-            # Only the served judge model is learnt during the run; the rest was refused at start-up.
-            message = f"baseline {settings.baseline} is not comparable: {'; '.join(mismatches)} {ALLOW_HINT}"
-            report.gates.append(GateResult("baseline", "regression", False, message))
-            return
-        summary["comparisons"] = compare_runs(self.baseline.questions, report.questions, self.gate_options())
-        if settings.judge_drift:
-            noise = report.judge_noise or {}
-            drift = self._judge_drift(noise.get("judge_sd"))
-            summary["judge_drift"] = drift
-            if drift["changed"]:
-                mark_judge_changed(summary["comparisons"])
-        report.gates.extend(regression_gates(summary["comparisons"], self.gate_options()))
-
-
-def _pair_from_dict(data: dict[str, Any]) -> Any:
-    from .modes.pairwise import PairResult
-
-    return PairResult.from_dict(data)
 
 
 def _judgment_slots(records: list[QuestionRecord], pairs: list[Any], names: dict[str, str]) -> dict[Any, str]:
@@ -511,39 +360,7 @@ def _judgment_slots(records: list[QuestionRecord], pairs: list[Any], names: dict
     return slots
 
 
-ALLOW_HINT = "(compare runs judged alike, or pass --mtbench-allow-mismatch to compare anyway)"
-
-
-def _add_intervals(rows: list[CategorySummary], records: list[QuestionRecord], confidence: float) -> None:
-    """Each row's question-clustered bootstrap interval of its score."""
-    from .comparison import score_interval
-
-    groups = question_scores(records)
-    for row in rows:
-        clusters = groups.get(row.name)
-        if clusters:
-            interval = score_interval(clusters, confidence=confidence)
-            row.ci_low, row.ci_high = finite_or_none(interval.low), finite_or_none(interval.high)
-
-
-def _judge_noise(records: list[QuestionRecord]) -> dict[str, Any]:
-    """The judge's own spread over repeated judgments of the same turn, and its share of the score's."""
-    from .comparison import judge_noise
-
-    repeats = {r.question_id: [[float(s) for s in t.scores] for t in r.turns] for r in records if r.turns}
-    return {
-        k: finite_or_none(v) if isinstance(v, float) else v for k, v in judge_noise(repeats).as_dict().items()
-    }
-
-
-def public_url(url: str | None) -> str | None:
-    """A base URL as it may appear in a report: credentials in it are dropped."""
-    from .backends.openai_api import normalise_base_url
-
-    return normalise_base_url(url) if url else None
-
-
-def load_inputs(settings: Settings) -> tuple[list[Question], dict[int, tuple[str, ...]], dict[str, Any], Any]:
+def load_inputs(settings: Settings) -> tuple[list[Question], dict[int, tuple[str, ...]], DataInfo, Any]:
     """Questions, reference answers, judge prompts and the official data's description."""
     try:
         official = resolve_official_data(settings.data)
@@ -571,17 +388,21 @@ def load_inputs(settings: Settings) -> tuple[list[Question], dict[int, tuple[str
     check_references(questions, references)
     questions_file = Path(settings.questions or official.questions)
     references_file = Path(official.references.get(settings.references, settings.references))
-    data_info = {
-        **official.as_dict(),
-        "questions_file": str(questions_file),
-        "references": settings.references,
-        # What the scores depend on, by content: comparable across machines, unlike the paths.
-        "inputs_sha256": {
-            "questions": sha256_file(questions_file),
-            "references": sha256_file(references_file) if references_file.is_file() else None,
-            "judge_prompts": sha256_file(Path(settings.judge_prompts)) if settings.judge_prompts else None,
-        },
-    }
+    data_info = DataInfo.from_dict(
+        {
+            **official.as_dict(),
+            "questions_file": str(questions_file),
+            "references": settings.references,
+            # What the scores depend on, by content: comparable across machines, unlike the paths.
+            "inputs_sha256": {
+                "questions": sha256_file(questions_file),
+                "references": sha256_file(references_file) if references_file.is_file() else None,
+                "judge_prompts": sha256_file(Path(settings.judge_prompts))
+                if settings.judge_prompts
+                else None,
+            },
+        }
+    )
     return questions, references, data_info, prompts
 
 
@@ -871,7 +692,7 @@ def _attach_baseline(run: BenchmarkRun) -> None:
     except ReportError as exc:
         raise SetupError(f"--mtbench-baseline: {exc}") from None
     now = time.time()
-    mismatches = check_compatible(baseline.run, run.run_info([], now, now, 0))
+    mismatches = check_compatible(baseline.run, run_info(settings, run.facts(), [], now, now, 0))
     if mismatches and not settings.allow_mismatch:
         raise SetupError(
             f"--mtbench-baseline={settings.baseline} is not comparable with this run: "

@@ -12,14 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from .cache import canonical_json
-from .records import GateResult, Judgment, QuestionRecord, RunInfo, RunReport, finite_or_none
+from .records import (
+    BaselineComparison,
+    GateResult,
+    JudgeDrift,
+    Judgment,
+    QuestionRecord,
+    RunInfo,
+    RunReport,
+    finite_or_none,
+)
 from .stats import OVERALL, category_order, question_scores
 
 VERDICT_REGRESSED = "regressed"
 VERDICT_INCONCLUSIVE = "inconclusive"
+ALLOW_HINT = "(compare runs judged alike, or pass --mtbench-allow-mismatch to compare anyway)"
 
 
 def check_compatible(old: RunInfo, new: RunInfo) -> list[str]:
@@ -30,30 +39,37 @@ def check_compatible(old: RunInfo, new: RunInfo) -> list[str]:
     if old.judge_served and new.judge_served and old.judge_served != new.judge_served:
         before, after = ", ".join(old.judge_served), ", ".join(new.judge_served)
         problems.append(f"served judge model {before} in the baseline, {after} now")
-    if old.data.get("references") != new.data.get("references"):
-        problems.append(
-            f"references {old.data.get('references')!r} in the baseline, {new.data.get('references')!r} now"
-        )
+    if old.data.references != new.data.references:
+        problems.append(f"references {old.data.references!r} in the baseline, {new.data.references!r} now")
+    before_inputs, after_inputs = old.data.inputs_sha256 or {}, new.data.inputs_sha256 or {}
     hashes = {  # the inputs by content, and the pinned official judge prompts
-        "the questions file differs": ("inputs_sha256", "questions"),
-        "the references file differs": ("inputs_sha256", "references"),
-        "custom judge prompts differ": ("inputs_sha256", "judge_prompts"),
+        "the questions file differs": (before_inputs.get("questions"), after_inputs.get("questions")),
+        "the references file differs": (before_inputs.get("references"), after_inputs.get("references")),
+        "custom judge prompts differ": (
+            before_inputs.get("judge_prompts"),
+            after_inputs.get("judge_prompts"),
+        ),
         # Equal within a version (pinned); a baseline written under another pin was judged with others.
-        "the official judge prompts differ": ("sha256", "judge_prompts.jsonl"),
+        "the official judge prompts differ": (
+            (old.data.sha256 or {}).get("judge_prompts.jsonl"),
+            (new.data.sha256 or {}).get("judge_prompts.jsonl"),
+        ),
     }
-    for what, (table, name) in hashes.items():
-        before = (old.data.get(table) or {}).get(name)
-        after = (new.data.get(table) or {}).get(name)
+    for what, (before, after) in hashes.items():
         if before != after:
             problems.append(f"{what} (sha256 {str(before)[:12]} in the baseline, {str(after)[:12]} now)")
-    before, after = old.judge_call.get("style", "official"), new.judge_call.get("style", "official")
-    if before != after:
-        problems.append(f"judge call {before} in the baseline, {after} now")
-    for name in ("max_tokens", "max_completion_tokens", "reasoning_effort") if before == after else ():
-        before, after = old.judge_call.get(name), new.judge_call.get(name)
-        if before != after:
-            shown = "judge max tokens" if name == "max_tokens" else f"judge {name.replace('_', ' ')}"
-            problems.append(f"{shown} {before} in the baseline, {after} now")
+    old_call, new_call = old.judge_call, new.judge_call
+    if old_call.call_style != new_call.call_style:
+        problems.append(f"judge call {old_call.call_style} in the baseline, {new_call.call_style} now")
+    else:
+        limits = (
+            ("judge max tokens", old_call.max_tokens, new_call.max_tokens),
+            ("judge max completion tokens", old_call.max_completion_tokens, new_call.max_completion_tokens),
+            ("judge reasoning effort", old_call.reasoning_effort, new_call.reasoning_effort),
+        )
+        for shown, before, after in limits:
+            if before != after:
+                problems.append(f"{shown} {before} in the baseline, {after} now")
     if old.judge_scoring != new.judge_scoring:
         problems.append(f"judge scoring {old.judge_scoring} in the baseline, {new.judge_scoring} now")
     return problems
@@ -100,7 +116,7 @@ class GateOptions:
 
 def compare_runs(
     baseline: Iterable[QuestionRecord], current: Iterable[QuestionRecord], options: GateOptions
-) -> list[dict[str, Any]]:
+) -> list[BaselineComparison]:
     """Per category and overall: baseline and new score, paired difference, interval, verdict."""
     from .comparison import compare
 
@@ -115,7 +131,9 @@ def compare_runs(
         seed=options.seed,
     )
     return [
-        {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.as_dict().items()}
+        BaselineComparison.from_dict(
+            {k: finite_or_none(v) if isinstance(v, float) else v for k, v in result.as_dict().items()}
+        )
         for result in results
     ]
 
@@ -124,26 +142,25 @@ def _signed(value: float | None) -> str:
     return f"{value:+.3f}" if value is not None else "unbounded"
 
 
-def describe(row: Mapping[str, Any]) -> str:
+def describe(row: BaselineComparison) -> str:
     """One line for a compared group: verdict, difference, interval, margin, both scores."""
-    if row["difference"] is None:
-        return f"{row['name']}: {row['verdict']} (no question scored in both runs)"
-    if row.get("reason"):
-        return f"{row['name']}: {row['verdict']} ({row['reason']}), difference {row['difference']:+.3f}"
+    if row.difference is None:
+        return f"{row.name}: {row.verdict} (no question scored in both runs)"
+    if row.reason:
+        return f"{row.name}: {row.verdict} ({row.reason}), difference {row.difference:+.3f}"
     return (
-        f"{row['name']}: {row['verdict']}, difference {row['difference']:+.3f} "
-        f"(interval {_signed(row['low'])} to {_signed(row['high'])}, margin {row['margin']:g}; "
-        f"baseline {row['baseline_score']:.3f}, now {row['new_score']:.3f}, {row['n_questions']} questions)"
+        f"{row.name}: {row.verdict}, difference {row.difference:+.3f} "
+        f"(interval {_signed(row.low)} to {_signed(row.high)}, margin {row.margin:g}; "
+        f"baseline {row.baseline_score:.3f}, now {row.new_score:.3f}, {row.n_questions} questions)"
     )
 
 
-def regression_gates(comparisons: list[Mapping[str, Any]], options: GateOptions) -> list[GateResult]:
+def regression_gates(comparisons: list[BaselineComparison], options: GateOptions) -> list[GateResult]:
     """A gate per compared category and overall: regressed fails; inconclusive fails only when strict."""
     gates = []
     for row in comparisons:
-        verdict = row["verdict"]
-        failed = verdict == VERDICT_REGRESSED or (options.strict and verdict == VERDICT_INCONCLUSIVE)
-        gates.append(GateResult(row["name"], "regression", not failed, describe(row), score=row["new_score"]))
+        failed = row.verdict == VERDICT_REGRESSED or (options.strict and row.verdict == VERDICT_INCONCLUSIVE)
+        gates.append(GateResult(row.name, "regression", not failed, describe(row), score=row.new_score))
     return gates
 
 
@@ -167,7 +184,7 @@ def drift_sample(baseline: RunReport, n: int, seed: int = 0) -> list[Judgment]:
     return random.Random(seed).sample(pool, min(n, len(pool)))
 
 
-def judge_drift(before: list[float], after: list[float | None], judge_sd: float | None) -> dict[str, Any]:
+def judge_drift(before: list[float], after: list[float | None], judge_sd: float | None) -> JudgeDrift:
     """Did the judge change? The mean of (re-judged - baseline) against what the judge's own noise allows.
 
     Each difference of two judgings of the same prompt has SD sqrt(2) * judge_sd when nothing changed, so
@@ -176,24 +193,24 @@ def judge_drift(before: list[float], after: list[float | None], judge_sd: float 
     pairs = [(b, a) for b, a in zip(before, after) if a is not None]
     sd = judge_sd if judge_sd else DEFAULT_JUDGE_SD
     if not pairs:
-        return {"n": 0, "changed": False, "reason": "no re-judged turn could be scored"}
+        return JudgeDrift(n=0, changed=False, reason="no re-judged turn could be scored")
     diffs = [a - b for b, a in pairs]
     mean = sum(diffs) / len(diffs)
     threshold = DRIFT_Z * sd * (2 / len(diffs)) ** 0.5
-    return {
-        "n": len(diffs),
-        "unscored": len(after) - len(pairs),
-        "mean_difference": mean,
-        "mean_absolute_difference": sum(abs(d) for d in diffs) / len(diffs),
-        "threshold": threshold,
-        "judge_sd": sd,
-        "judge_sd_source": "repeats" if judge_sd else "default",
-        "changed": abs(mean) > threshold,
-    }
+    return JudgeDrift(
+        n=len(diffs),
+        unscored=len(after) - len(pairs),
+        mean_difference=mean,
+        mean_absolute_difference=sum(abs(d) for d in diffs) / len(diffs),
+        threshold=threshold,
+        judge_sd=sd,
+        judge_sd_source="repeats" if judge_sd else "default",
+        changed=abs(mean) > threshold,
+    )
 
 
-def mark_judge_changed(comparisons: list[dict[str, Any]]) -> None:
+def mark_judge_changed(comparisons: list[BaselineComparison]) -> None:
     """The judge moved: no verdict can blame the model, so every comparison becomes inconclusive."""
     for row in comparisons:
-        row["verdict"] = VERDICT_INCONCLUSIVE
-        row["reason"] = "judge changed"
+        row.verdict = VERDICT_INCONCLUSIVE
+        row.reason = "judge changed"

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .baseline import GateOptions, check_compatible, compare_runs, regression_gates
-from .records import ReportError, RunReport
+from .records import BaselineSummary, ReportError, RunReport
 
 DEFAULT_MARGIN = 0.5
 DEFAULT_CONFIDENCE = 0.95
@@ -92,19 +92,19 @@ def compare_command(args: argparse.Namespace) -> int:
         return 2
     comparisons = compare_runs(old.questions, new.questions, options)
     gates = regression_gates(comparisons, options)
-    summary = {
-        "path": args.old,
-        "margin": default,
-        "margins": margins,
-        "confidence": args.confidence,
-        "strict": args.strict,
-        "mismatches": mismatches,
-        "allowed_mismatch": bool(mismatches),
-        "reused_judgments": sum(
+    summary = BaselineSummary(
+        path=args.old,
+        margin=default,
+        margins=margins,
+        confidence=args.confidence,
+        strict=args.strict,
+        mismatches=mismatches,
+        allowed_mismatch=bool(mismatches),
+        reused_judgments=sum(
             j.call.from_baseline for q in new.questions for t in q.turns for j in t.judgments
         ),
-        "comparisons": comparisons,
-    }
+        comparisons=comparisons,
+    )
     if args.markdown:
         from .reports.markdown import baseline_markdown
 

@@ -109,31 +109,35 @@ def mlflow_payload(report: RunReport) -> MLflowPayload:
     ):
         _flatten(name, value, params)
     data = run.data
-    for name in ("source", "references"):
-        _flatten(f"data.{name}", data.get(name), params)
-    _flatten("data.sha256", data.get("sha256", {}), params)
-    _flatten("data.inputs_sha256", data.get("inputs_sha256", {}), params)
-    _flatten("sampling", run.sampling, params)
-    _flatten("judge_call", run.judge_call, params)
+    _flatten("data.source", data.source, params)
+    _flatten("data.references", data.references, params)
+    _flatten("data.sha256", data.sha256, params)
+    _flatten("data.inputs_sha256", data.inputs_sha256, params)
+    _flatten("sampling", run.sampling.to_dict(), params)
+    _flatten("judge_call", run.judge_call.to_dict(), params)
 
     metrics = payload.metrics
     for row in [*report.categories.values(), report.overall_detail]:
         _summary_metrics(row, metrics)
-    for comparison in (report.baseline or {}).get("comparisons", []):
-        name = _key(comparison["name"])
-        for metric, key in (
-            ("baseline_score", "baseline_score"),
-            ("baseline_change", "difference"),
-            ("baseline_change_low", "low"),
-            ("baseline_change_high", "high"),
+    comparisons = report.baseline.comparisons if report.baseline is not None else []
+    for comparison in comparisons:
+        name = _key(comparison.name)
+        for metric, value in (
+            ("baseline_score", comparison.baseline_score),
+            ("baseline_change", comparison.difference),
+            ("baseline_change_low", comparison.low),
+            ("baseline_change_high", comparison.high),
         ):
-            value = comparison.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 metrics[f"{metric}/{name}"] = float(value)
     for phase, totals in run.phases.items():
-        for metric in ("calls", "cached", "tokens", "seconds"):
-            if isinstance(totals.get(metric), (int, float)):
-                metrics[f"{metric}/{_key(phase)}"] = float(totals[metric])
+        for metric, count in (
+            ("calls", totals.calls),
+            ("cached", totals.cached),
+            ("tokens", totals.tokens),
+            ("seconds", totals.seconds),
+        ):
+            metrics[f"{metric}/{_key(phase)}"] = float(count)
     if run.wall_seconds is not None:
         metrics["wall_seconds"] = float(run.wall_seconds)
     metrics["gates_failed"] = float(sum(not g.passed for g in report.gates))
@@ -146,9 +150,9 @@ def mlflow_payload(report: RunReport) -> MLflowPayload:
     for gate in report.gates:
         tags[_key(f"mtbench.gate.{gate.kind}.{gate.name}")] = "PASS" if gate.passed else "FAIL"
     if report.baseline is not None:
-        tags["mtbench.baseline"] = str(report.baseline.get("path"))
-        for comparison in report.baseline.get("comparisons", []):
-            tags[_key(f"mtbench.baseline.{comparison['name']}")] = str(comparison.get("verdict"))
+        tags["mtbench.baseline"] = str(report.baseline.path)
+        for comparison in comparisons:
+            tags[_key(f"mtbench.baseline.{comparison.name}")] = comparison.verdict
     return payload
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from .questions import CATEGORIES
 from .reasoning import UNFINISHED_REASONING
-from .records import CallInfo, CategorySummary, GateResult, QuestionRecord
+from .records import AnswerTokens, CallInfo, CategorySummary, GateResult, PhaseTotals, QuestionRecord
 
 OVERALL = "overall"
 
@@ -103,15 +103,13 @@ def evaluate_gates(
 
 def phase_totals(
     records: Iterable[QuestionRecord], pair_calls: Iterable[CallInfo] = ()
-) -> dict[str, dict[str, float | int]]:
+) -> dict[str, PhaseTotals]:
     """Calls, cache hits, generated tokens and backend seconds per phase, summed over all turns (and the
     pairwise judge calls, which belong to no single record). `seconds` sums each call's share of its
     batch; `wall_seconds` is the time during which the phase had calls under way (the union of the calls'
     spans, across xdist workers too), and tokens/s is over it: concurrent API batches and a model
     generating beside the judge would otherwise count their overlap twice or more."""
-    totals: dict[str, dict[str, float | int]] = {
-        phase: {"calls": 0, "cached": 0, "tokens": 0, "seconds": 0.0} for phase in ("generation", "judging")
-    }
+    totals = {phase: PhaseTotals() for phase in ("generation", "judging")}
     spans: dict[str, list[tuple[float, float]]] = {phase: [] for phase in totals}
     calls = [
         (phase, call)
@@ -122,20 +120,20 @@ def phase_totals(
     for phase, call in [*calls, *(("judging", call) for call in pair_calls)]:
         bucket = totals[phase]
         if call.cached:
-            bucket["cached"] += 1
+            bucket.cached += 1
         else:
-            bucket["calls"] += 1
-            bucket["tokens"] += call.tokens
-            bucket["seconds"] += call.seconds
-            if call.reasoning_tokens:  # the key only in runs of thinking models
-                bucket["reasoning_tokens"] = bucket.get("reasoning_tokens", 0) + call.reasoning_tokens
+            bucket.calls += 1
+            bucket.tokens += call.tokens
+            bucket.seconds += call.seconds
+            if call.reasoning_tokens:  # written only in runs of thinking models
+                bucket.reasoning_tokens = (bucket.reasoning_tokens or 0) + call.reasoning_tokens
             if call.started is not None and call.finished is not None:
                 spans[phase].append((call.started, call.finished))
     for phase, bucket in totals.items():
-        seconds = float(bucket["seconds"])
+        seconds = float(bucket.seconds)
         if spans[phase]:
-            bucket["wall_seconds"] = seconds = _covered(spans[phase])
-        bucket["tokens_per_second"] = bucket["tokens"] / seconds if seconds > 0 else None  # type: ignore[assignment]
+            bucket.wall_seconds = seconds = _covered(spans[phase])
+        bucket.tokens_per_second = bucket.tokens / seconds if seconds > 0 else None
     return totals
 
 
@@ -149,7 +147,7 @@ def _covered(spans: list[tuple[float, float]]) -> float:
     return total
 
 
-def answer_lengths(records: Iterable[QuestionRecord]) -> dict[str, float | int] | None:
+def answer_lengths(records: Iterable[QuestionRecord]) -> AnswerTokens | None:
     """A thinking model's answers: mean generated tokens a turn with the reasoning and without it, and
     the share spent reasoning (cached turns included); None when no answer holds reasoning."""
     turns = [t for r in records for t in r.turns]
@@ -157,12 +155,12 @@ def answer_lengths(records: Iterable[QuestionRecord]) -> dict[str, float | int] 
     if not turns or not any(t.reasoning is not None for t in turns):
         return None
     total = sum(t.answer_call.tokens for t in turns)
-    return {
-        "turns": len(turns),
-        "mean_tokens": total / len(turns),
-        "mean_answer_tokens": (total - thinking) / len(turns),
-        "reasoning_share": thinking / total if total else 0.0,
-    }
+    return AnswerTokens(
+        turns=len(turns),
+        mean_tokens=total / len(turns),
+        mean_answer_tokens=(total - thinking) / len(turns),
+        reasoning_share=thinking / total if total else 0.0,
+    )
 
 
 def served_judges(records: Iterable[QuestionRecord]) -> list[str]:

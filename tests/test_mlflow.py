@@ -74,7 +74,7 @@ def test_a_run_is_logged_with_parameters_metrics_tags_and_both_reports(
     params = run.data.params
     assert params["model"] == "fake/echo" and params["judge"] == "fake/judge-varied"
     assert params["judge_scoring"] == "official" and params["questions"] == "80"
-    for name, digest in report.run.data["sha256"].items():
+    for name, digest in (report.run.data.sha256 or {}).items():
         assert params[f"data.sha256.{name}"] == digest
     assert params["sampling.max_new_tokens"] == "1024" and params["sampling.seed"] == "0"
     assert params["sampling.temperature_by_category.writing"] == "0.7"
@@ -221,22 +221,35 @@ def test_ini_switch_off_logs_nothing(pytester: pytest.Pytester, shared_data: Pat
 
 
 def test_payload_of_a_compared_run() -> None:
-    from pytest_mtbench.records import CategorySummary, GateResult, RunInfo
+    from pytest_mtbench.records import (
+        BaselineComparison,
+        BaselineSummary,
+        CategorySummary,
+        GateResult,
+        RunInfo,
+    )
 
     row = CategorySummary("coding", 10, 19, 1, 6.0, 5.5, 5.75, n_truncated=2, ci_low=None, ci_high=None)
     overall = CategorySummary("overall", 10, 19, 1, 6.0, 5.5, 5.75)
+    coding = BaselineComparison(
+        "coding", 10, 7.0, 5.75, -1.25, None, -0.5, 0.99, 0.001, 0.008, 0.5, "regressed"
+    )
     report = RunReport(
         run=RunInfo("0.1.0", "hf/my model", "openai/gpt-4", "official", judge_served=["gpt-4-0613"]),
         categories={"coding": row},
         overall_detail=overall,
         gates=[GateResult("coding", "regression", False, "worse")],
-        baseline={
-            "path": "old.json",
-            "comparisons": [
-                {"name": "coding", "baseline_score": 7.0, "difference": -1.25, "low": None, "high": -0.5}
-                | {"verdict": "regressed"},
-            ],
-        },
+        baseline=BaselineSummary(
+            path="old.json",
+            margin=0.5,
+            margins={},
+            confidence=0.95,
+            strict=False,
+            mismatches=[],
+            allowed_mismatch=False,
+            reused_judgments=0,
+            comparisons=[coding],
+        ),
     )
     payload = mlflow_payload(report)
     assert payload.run_name == "hf/my model judged by openai/gpt-4"

@@ -75,14 +75,14 @@ def test_phase_totals_count_calls_and_cache_hits_separately_and_truncation_is_co
         QuestionRecord(2, "writing", "m", [_turn(1, 5, answer=cut, judge=judged)]),
     ]
     totals = phase_totals(records)
-    assert totals["generation"] == {
+    assert totals["generation"].to_dict() == {
         "calls": 2,
         "cached": 1,
         "tokens": 20,
         "seconds": 1.0,
         "tokens_per_second": 20.0,
     }
-    assert totals["judging"] == {
+    assert totals["judging"].to_dict() == {
         "calls": 2,
         "cached": 1,
         "tokens": 6,
@@ -105,5 +105,5 @@ def test_throughput_is_over_the_wall_time_calls_were_under_way_not_their_summed_
         QuestionRecord(3, "math", "m", [_turn(1, 7, answer=call(20, 22), judge=call(20, 22))]),
     ]
     judging = phase_totals(records)["judging"]
-    assert judging["seconds"] == 22.0 and judging["wall_seconds"] == 17.0
-    assert judging["tokens_per_second"] == pytest.approx(300 / 17.0)
+    assert judging.seconds == 22.0 and judging.wall_seconds == 17.0
+    assert judging.tokens_per_second == pytest.approx(300 / 17.0)

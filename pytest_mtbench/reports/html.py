@@ -23,7 +23,17 @@ from pathlib import Path
 from markupsafe import Markup
 
 from ..reasoning import UNFINISHED_REASONING
-from ..records import CategorySummary, Judgment, QuestionRecord, RunReport, Score, TurnRecord
+from ..records import (
+    BaselineComparison,
+    BaselineSummary,
+    CategorySummary,
+    GateResult,
+    Judgment,
+    QuestionRecord,
+    RunReport,
+    Score,
+    TurnRecord,
+)
 from ..stats import category_order
 from . import write_text_atomically
 from .radar import chart_title, colour, radar_axes, radar_series, series_labels, svg
@@ -174,7 +184,7 @@ class ModelView:
     heading: str
     rows: list[ScoreRow]
     gates: list[tuple[str, str, str, str]]  # (PASS/FAIL, kind, name, message)
-    baseline: dict | None
+    baseline: BaselineSummary | None
     judge_noise: str
     facts: list[tuple[str, str]]
 
@@ -288,7 +298,9 @@ def _question_view(
     return view
 
 
-def _score_row(row: CategorySummary, gates: dict, comparison: dict | None, overall: bool) -> ScoreRow:
+def _score_row(
+    row: CategorySummary, gates: dict[str, GateResult], comparison: BaselineComparison | None, overall: bool
+) -> ScoreRow:
     gate = gates.get(row.name)
     notes = row.notes()
     interval = f"{_two(row.ci_low)} to {_two(row.ci_high)}" if row.ci_low is not None else "–"
@@ -306,25 +318,25 @@ def _score_row(row: CategorySummary, gates: dict, comparison: dict | None, overa
         overall=overall,
     )
     if comparison is not None:
-        view.before = _two(comparison.get("baseline_score"))
-        view.change = _signed(comparison.get("difference"))
-        view.change_interval = f"{_signed(comparison.get('low'))} to {_signed(comparison.get('high'))}"
-        view.baseline_verdict = str(comparison.get("verdict", ""))
+        view.before = _two(comparison.baseline_score)
+        view.change = _signed(comparison.difference)
+        view.change_interval = f"{_signed(comparison.low)} to {_signed(comparison.high)}"
+        view.baseline_verdict = comparison.verdict
     return view
 
 
 def _model_view(index: int, label: str, report: RunReport) -> ModelView:
     threshold_gates = {g.name: g for g in report.gates if g.kind == "threshold"}
-    comparisons = {c["name"]: c for c in (report.baseline or {}).get("comparisons", [])}
+    comparisons = {c.name: c for c in report.baseline.comparisons} if report.baseline else {}
     rows = [_score_row(r, threshold_gates, comparisons.get(n), False) for n, r in report.categories.items()]
     overall = report.overall_detail
     rows.append(_score_row(overall, threshold_gates, comparisons.get(overall.name), True))
     gates = [("PASS" if g.passed else "FAIL", g.kind, g.name, g.message) for g in report.gates]
-    noise = report.judge_noise or {}
+    noise = report.judge_noise
     judge_noise = ""
-    if noise.get("judge_sd") is not None:
-        share = noise.get("judge_share")
-        judge_noise = f"{noise['repeats']} judgments per turn, SD {noise['judge_sd']:.2f} within a turn" + (
+    if noise is not None and noise.judge_sd is not None:
+        share = noise.judge_share
+        judge_noise = f"{noise.repeats} judgments per turn, SD {noise.judge_sd:.2f} within a turn" + (
             f"; {share:.0%} of the overall score's variance" if share is not None else ""
         )
     run = report.run
@@ -336,17 +348,16 @@ def _model_view(index: int, label: str, report: RunReport) -> ModelView:
             "judge scoring",
             run.judge_scoring + (f", {run.judge_repeats} repeats" if run.judge_repeats > 1 else ""),
         ),
-        ("data", str(run.data.get("source", "–"))),
-        ("references", str(run.data.get("references", "–"))),
+        ("data", _recorded(run.data.source)),
+        ("references", _recorded(run.data.references)),
     ]
-    facts += [(f"sha256 {name}", digest) for name, digest in sorted(run.data.get("sha256", {}).items())]
+    facts += [(f"sha256 {name}", digest) for name, digest in sorted((run.data.sha256 or {}).items())]
     sampling = run.sampling
-    if sampling:
-        facts.append(
-            ("sampling", f"max {sampling.get('max_new_tokens')} new tokens, seed {sampling.get('seed')}")
-        )
-    if run.judge_call:
-        facts.append(("judge call", ", ".join(f"{k} {v}" for k, v in run.judge_call.items())))
+    if sampling.to_dict():  # anything recorded (a report made by hand may record nothing)
+        facts.append(("sampling", f"max {sampling.max_new_tokens} new tokens, seed {sampling.seed}"))
+    judge_call = run.judge_call.to_dict()  # the parameters the call had, in the report's words
+    if judge_call:
+        facts.append(("judge call", ", ".join(f"{k} {v}" for k, v in judge_call.items())))
     facts += [
         ("plugin", f"pytest-mtbench {run.plugin_version}"),
         ("started", run.started or "–"),
@@ -357,17 +368,22 @@ def _model_view(index: int, label: str, report: RunReport) -> ModelView:
             ("wall time", f"{run.wall_seconds:.1f} s" + (f", {run.workers} workers" if run.workers else ""))
         )
     for name, phase in run.phases.items():
-        rate = phase.get("tokens_per_second")
+        rate = phase.tokens_per_second
         facts.append(
             (
                 name,
-                f"{phase['calls']} calls, {phase['cached']} cached, {phase['tokens']} tokens in "
-                f"{phase['seconds']:.1f} s" + (f" ({rate:.1f} tokens/s)" if rate else ""),
+                f"{phase.calls} calls, {phase.cached} cached, {phase.tokens} tokens in "
+                f"{phase.seconds:.1f} s" + (f" ({rate:.1f} tokens/s)" if rate else ""),
             )
         )
     return ModelView(
         index, label, colour(index), run_title(report), rows, gates, report.baseline, judge_noise, facts
     )
+
+
+def _recorded(value: object) -> str:
+    """A run detail as the page shows it; an en dash when the report does not record it."""
+    return "–" if value is None else str(value)
 
 
 def _content_nonce(reports: Sequence[RunReport]) -> str:

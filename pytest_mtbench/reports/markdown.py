@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from ..records import CategorySummary, RunReport
+from ..records import BaselineSummary, CalibratedScores, CategorySummary, RunReport
 from . import write_text_atomically
 from .terminal import title
 
@@ -71,25 +70,25 @@ def _signed(value: float | None) -> str:
     return f"{value:+.2f}" if value is not None else "-"
 
 
-def baseline_markdown(baseline: dict[str, Any]) -> str:
+def baseline_markdown(baseline: BaselineSummary) -> str:
     """The comparison with the baseline as a Markdown table."""
     lines = [
-        f"**Baseline** `{_cell(str(baseline['path']))}`: margin {baseline['margin']:g}, confidence "
-        f"{baseline['confidence']:g} (Holm-adjusted); {baseline['reused_judgments']} judgments of unchanged "
+        f"**Baseline** `{_cell(str(baseline.path))}`: margin {baseline.margin:g}, confidence "
+        f"{baseline.confidence:g} (Holm-adjusted); {baseline.reused_judgments} judgments of unchanged "
         "answers reused.",
         "",
     ]
-    if baseline["mismatches"]:
-        lines += [f"Compared despite: {_cell('; '.join(baseline['mismatches']))}.", ""]
+    if baseline.mismatches:
+        lines += [f"Compared despite: {_cell('; '.join(baseline.mismatches))}.", ""]
     lines += [
         "| category | before | now | change | interval | verdict |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    for row in baseline["comparisons"]:
-        interval = f"{_signed(row['low'])} to {_signed(row['high'])}"
+    for row in baseline.comparisons:
+        interval = f"{_signed(row.low)} to {_signed(row.high)}"
         lines.append(
-            f"| {_cell(row['name'])} | {_num(row['baseline_score'])} | {_num(row['new_score'])} | "
-            f"{_signed(row['difference'])} | {interval} | {row['verdict']} |"
+            f"| {_cell(row.name)} | {_num(row.baseline_score)} | {_num(row.new_score)} | "
+            f"{_signed(row.difference)} | {interval} | {row.verdict} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -104,21 +103,20 @@ def append_step_summary(report: RunReport, path: str | Path) -> None:
         handle.write(render(report) + "\n")
 
 
-def calibrated_markdown(calibration: dict[str, Any]) -> str:
+def calibrated_markdown(calibration: CalibratedScores) -> str:
     """The run's scores on the GPT-4-0613 scale (the interval is the uncertainty the mapping adds)."""
-    agreement = calibration.get("agreement") or {}
-    pearson = agreement.get("pearson")
+    pearson = calibration.agreement.pearson if calibration.agreement else None
     lines = [
-        f"**{_cell(calibration['target'])} scale** (calibration `{_cell(str(calibration['path']))}`: "
-        f"{calibration['turns']} published turns"
+        f"**{_cell(calibration.target)} scale** (calibration `{_cell(str(calibration.path))}`: "
+        f"{calibration.turns} published turns"
         + (f", Pearson {pearson:.2f}" if pearson is not None else "")
-        + f"; interval: the mapping's, {calibration['confidence']:g})",
+        + f"; interval: the mapping's, {calibration.confidence:g})",
         "",
         "| category | raw | GPT-4 scale | interval |",
         "|---|---:|---:|---:|",
     ]
-    rows = {**calibration["categories"], "overall": calibration["overall"]}
+    rows = {**calibration.categories, "overall": calibration.overall}
     for name, row in rows.items():
-        interval = f"{_num(row['low'])} to {_num(row['high'])}" if row["low"] is not None else "-"
-        lines.append(f"| {_cell(name)} | {_num(row['raw'])} | {_num(row['calibrated'])} | {interval} |")
+        interval = f"{_num(row.low)} to {_num(row.high)}" if row.low is not None else "-"
+        lines.append(f"| {_cell(name)} | {_num(row.raw)} | {_num(row.calibrated)} | {interval} |")
     return "\n".join(lines) + "\n"

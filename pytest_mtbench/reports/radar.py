@@ -141,8 +141,8 @@ def radar_series(reports: Sequence[RunReport]) -> list[RadarSeries]:
         RadarSeries(label, {name: row.score for name, row in report.categories.items()}, colour(i))
         for i, (label, report) in enumerate(zip(labels, reports))
     ]
-    if len(reports) == 1 and reports[0].baseline and reports[0].baseline.get("comparisons"):
-        before = {row["name"]: row["baseline_score"] for row in reports[0].baseline["comparisons"]}
+    if len(reports) == 1 and reports[0].baseline and reports[0].baseline.comparisons:
+        before = {row.name: row.baseline_score for row in reports[0].baseline.comparisons}
         series.insert(0, RadarSeries("baseline", before, BASELINE_COLOUR, dashed=True))
     return series
 
@@ -278,7 +278,7 @@ def chart_title(reports: Sequence[RunReport]) -> str:
     """The chart's title: the model (and what it is compared with), or how many models."""
     if len(reports) == 1:
         report = reports[0]
-        versus = " vs baseline" if report.baseline and report.baseline.get("comparisons") else ""
+        versus = " vs baseline" if report.baseline and report.baseline.comparisons else ""
         return f"MT-Bench: {report.run.model}{versus} (judge {report.run.judge})"
     return f"MT-Bench: {len(reports)} models"
 

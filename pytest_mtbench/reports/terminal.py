@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..records import RunReport
+from ..records import (
+    BaselineSummary,
+    CalibratedScores,
+    FastChatSummary,
+    ModelSummary,
+    PairwiseSummary,
+    RunReport,
+)
 
 
 def _num(value: float | None, width: int) -> str:
@@ -19,35 +26,35 @@ def _interval(low: float | None, high: float | None, signed: bool = False) -> st
     return f"{start} to {fmt.format(high) if high is not None else 'inf'}"
 
 
-def baseline_lines(baseline: dict) -> list[str]:
+def baseline_lines(baseline: BaselineSummary) -> list[str]:
     """The comparison with the baseline: per category and overall, paired by question."""
-    margins = ", ".join(f"{name} {value:g}" for name, value in baseline["margins"].items())
+    margins = ", ".join(f"{name} {value:g}" for name, value in baseline.margins.items())
     lines = [
-        f"baseline {baseline['path']}: margin {baseline['margin']:g}"
+        f"baseline {baseline.path}: margin {baseline.margin:g}"
         + (f" ({margins})" if margins else "")
-        + f", confidence {baseline['confidence']:g}, Holm-adjusted over {len(baseline['comparisons'])} groups"
-        + f"; {baseline['reused_judgments']} judgments of unchanged answers reused from it",
+        + f", confidence {baseline.confidence:g}, Holm-adjusted over {len(baseline.comparisons)} groups"
+        + f"; {baseline.reused_judgments} judgments of unchanged answers reused from it",
     ]
-    if baseline["allowed_mismatch"]:
-        lines.append(f"  compared despite: {'; '.join(baseline['mismatches'])} (--mtbench-allow-mismatch)")
-    drift = baseline.get("judge_drift")
-    if drift and drift.get("n"):
-        verdict = "JUDGE CHANGED: verdicts are inconclusive" if drift["changed"] else "no drift"
-        noise = f"judge SD {drift['judge_sd']:.2f} ({drift['judge_sd_source']})"
-        allowed = f"allowed {drift['threshold']:.2f}, {noise}"
-        change = f"mean change {drift['mean_difference']:+.2f}"
-        lines.append(f"  judge drift: {drift['n']} baseline turns re-judged, {change} ({allowed}): {verdict}")
-    rows = baseline["comparisons"]
+    if baseline.allowed_mismatch:
+        lines.append(f"  compared despite: {'; '.join(baseline.mismatches)} (--mtbench-allow-mismatch)")
+    drift = baseline.judge_drift
+    if drift and drift.n:
+        verdict = "JUDGE CHANGED: verdicts are inconclusive" if drift.changed else "no drift"
+        noise = f"judge SD {drift.judge_sd:.2f} ({drift.judge_sd_source})"
+        allowed = f"allowed {drift.threshold:.2f}, {noise}"
+        change = f"mean change {drift.mean_difference:+.2f}"
+        lines.append(f"  judge drift: {drift.n} baseline turns re-judged, {change} ({allowed}): {verdict}")
+    rows = baseline.comparisons
     if rows:
-        width = max(len(r["name"]) for r in rows + [{"name": "category"}])
+        width = max(len(name) for name in [*(r.name for r in rows), "category"])
         lines.append(
             f"  {'category':<{width}}  {'before':>6}  {'now':>6}  {'change':>6}  {'interval':>15}  verdict"
         )
         for r in rows:
-            change = f"{r['difference']:+.2f}" if r["difference"] is not None else "-"
-            scores = f"{_num(r['baseline_score'], 6)}  {_num(r['new_score'], 6)}  {change:>6}"
-            interval = _interval(r["low"], r["high"], signed=True)
-            lines.append(f"  {r['name']:<{width}}  {scores}  {interval:>15}  {r['verdict']}")
+            change = f"{r.difference:+.2f}" if r.difference is not None else "-"
+            scores = f"{_num(r.baseline_score, 6)}  {_num(r.new_score, 6)}  {change:>6}"
+            interval = _interval(r.low, r.high, signed=True)
+            lines.append(f"  {r.name:<{width}}  {scores}  {interval:>15}  {r.verdict}")
     return lines
 
 
@@ -79,57 +86,55 @@ def column_names(specs: list[str]) -> list[str]:
     ]
 
 
-def models_lines(models: dict) -> list[str]:
+def models_lines(models: dict[str, ModelSummary]) -> list[str]:
     """Every model's score per category, one column each (several --mtbench-model)."""
     specs = list(models)
-    names = list(models[specs[0]]["categories"])
+    names = list(models[specs[0]].categories)
     width = max([len(n) for n in names] + [len("category")])
     columns = column_names(specs)
     widths = [max(6, len(name)) for name in columns]
     header = f"{'category':<{width}}  " + "  ".join(f"{name:>{w}}" for name, w in zip(columns, widths))
     lines = ["", "score per model:", header, "-" * len(header)]
     for name in [*names, "overall"]:
-        rows = [
-            models[s]["overall"] if name == "overall" else models[s]["categories"].get(name) for s in specs
-        ]
-        cells = "  ".join(_num(row["score"] if row else None, w) for row, w in zip(rows, widths))
+        rows = [models[s].overall if name == "overall" else models[s].categories.get(name) for s in specs]
+        cells = "  ".join(_num(row.score if row else None, w) for row, w in zip(rows, widths))
         if name == "overall":
             lines.append("-" * len(header))
         lines.append(f"{name:<{width}}  {cells}")
     return lines
 
 
-def pairwise_lines(pairwise: dict) -> list[str]:
+def pairwise_lines(pairwise: PairwiseSummary) -> list[str]:
     """Pairwise results: win/tie/loss and win rate per model and category, then the ratings."""
-    against = pairwise["baseline_model"] or "every other model"
+    against = pairwise.baseline_model or "every other model"
     lines = [
         f"pairwise against {against}: a win needs both orders to agree; "
-        f"{pairwise['n_pairs']} pairs, {pairwise['n_unparsable']} unparsable (left out)",
+        f"{pairwise.n_pairs} pairs, {pairwise.n_unparsable} unparsable (left out)",
     ]
-    for spec, rows in pairwise["win_rates"].items():
-        width = max([len(r["group"]) for r in rows] + [len("category")])
+    for spec, rows in pairwise.win_rates.items():
+        width = max([len(r.group) for r in rows] + [len("category")])
         header = (
             f"  {'category':<{width}}  {'win':>4}  {'tie':>4}  {'loss':>4}  {'win rate':>8}  "
             f"{'interval':>12}  {'consistent':>10}  {'longer won':>10}"
         )
         lines += [f"  {spec}:", header]
         for r in rows:
-            rate = f"{r['win_rate']:.2f}" if r["win_rate"] is not None else "-"
-            interval = _interval(r["win_rate_low"], r["win_rate_high"])
-            consistent = f"{r['consistency_rate']:.0%}" if r["consistency_rate"] is not None else "-"
-            longer = f"{r['longer_answer_won_rate']:.0%}" if r["longer_answer_won_rate"] is not None else "-"
+            rate = f"{r.win_rate:.2f}" if r.win_rate is not None else "-"
+            interval = _interval(r.win_rate_low, r.win_rate_high)
+            consistent = f"{r.consistency_rate:.0%}" if r.consistency_rate is not None else "-"
+            longer = f"{r.longer_answer_won_rate:.0%}" if r.longer_answer_won_rate is not None else "-"
             lines.append(
-                f"  {r['group']:<{width}}  {r['wins']:>4}  {r['ties']:>4}  {r['losses']:>4}  {rate:>8}  "
+                f"  {r.group:<{width}}  {r.wins:>4}  {r.ties:>4}  {r.losses:>4}  {rate:>8}  "
                 f"{interval:>12}  {consistent:>10}  {longer:>10}"
             )
-    ratings = pairwise.get("ratings")
+    ratings = pairwise.ratings
     if ratings:
         lines.append(
-            f"ratings (Bradley-Terry, Elo scale; interval: {ratings['confidence']:.0%}, "
-            f"{ratings['resamples']} resamples of {ratings['resample']}):"
+            f"ratings (Bradley-Terry, Elo scale; interval: {ratings.confidence:.0%}, "
+            f"{ratings.resamples} resamples of {ratings.resample}):"
         )
-        for r in ratings["ratings"]:
-            lines.append(f"  {r['model']:<40} {r['rating']:7.1f}  {r['low']:7.1f} to {r['high']:7.1f}")
+        for r in ratings.ratings:
+            lines.append(f"  {r.model:<40} {r.rating:7.1f}  {r.low:7.1f} to {r.high:7.1f}")
     return lines
 
 
@@ -168,11 +173,11 @@ def render_table(report: RunReport) -> list[str]:
         )
     if report.baseline is not None:
         lines.extend(baseline_lines(report.baseline))
-    if report.judge_noise and report.judge_noise.get("judge_sd") is not None:
-        noise = report.judge_noise
-        share = noise.get("judge_share")
+    noise = report.judge_noise
+    if noise is not None and noise.judge_sd is not None:
+        share = noise.judge_share
         lines.append(
-            f"judge noise: {noise['repeats']} judgments per turn, SD {noise['judge_sd']:.2f} within a turn"
+            f"judge noise: {noise.repeats} judgments per turn, SD {noise.judge_sd:.2f} within a turn"
             + (f"; {share:.0%} of the overall score's variance" if share is not None else "")
         )
     if report.calibration is not None:
@@ -182,26 +187,24 @@ def render_table(report: RunReport) -> list[str]:
     return lines + _footer(report)
 
 
-def fastchat_lines(fastchat: dict[str, Any]) -> list[str]:
+def fastchat_lines(fastchat: FastChatSummary) -> list[str]:
     """What --mtbench-import-judgments reused and --mtbench-export wrote."""
     lines = []
-    imported = fastchat.get("import")
+    imported = fastchat.imported
     if imported:
         lines.append(
-            f"imported judgments: {imported['rows']} read, {imported['reused']} reused; not reused: "
-            f"{imported['differing']} whose prompt differs from this run's, {imported['other_judge']} by "
-            f"another judge, {imported['not_in_run']} not in this run, {imported['api_errors']} API errors"
+            f"imported judgments: {imported.rows} read, {imported.reused} reused; not reused: "
+            f"{imported.differing} whose prompt differs from this run's, {imported.other_judge} by "
+            f"another judge, {imported.not_in_run} not in this run, {imported.api_errors} API errors"
         )
-    exported = fastchat.get("export")
+    exported = fastchat.exported
     if exported:
-        if "single_rows" in exported:
-            rows, odd = exported["single_rows"], f"{exported['unscored_as_minus_1']} unscored, written as -1"
+        if exported.single_rows is not None:
+            rows, odd = exported.single_rows, f"{exported.unscored_as_minus_1} unscored, written as -1"
         else:
-            rows, odd = exported["pair_rows"], f"{exported['unparsable_as_error']} unparsable, as error"
+            rows, odd = exported.pair_rows, f"{exported.unparsable_as_error} unparsable, as error"
         what = f"{rows} judgments ({odd})"
-        lines.append(
-            f"FastChat files in {exported['dir']}: {len(exported['answer_files'])} answer files, {what}"
-        )
+        lines.append(f"FastChat files in {exported.dir}: {len(exported.answer_files)} answer files, {what}")
     return lines
 
 
@@ -209,19 +212,19 @@ def _footer(report: RunReport) -> list[str]:
     """Per phase: calls, cache hits, tokens, seconds and tokens/s; then the wall time."""
     lines = fastchat_lines(report.fastchat) if report.fastchat else []
     for name, phase in report.run.phases.items():
-        rate = phase.get("tokens_per_second")
-        thinking = phase.get("reasoning_tokens")
+        rate = phase.tokens_per_second
+        thinking = phase.reasoning_tokens
         lines.append(
-            f"{name}: {phase['calls']} calls, {phase['cached']} cached, {phase['tokens']} tokens"
+            f"{name}: {phase.calls} calls, {phase.cached} cached, {phase.tokens} tokens"
             + (f" ({thinking} reasoning)" if thinking else "")
-            + f" in {phase.get('wall_seconds', phase['seconds']):.1f} s"
+            + f" in {phase.elapsed:.1f} s"
             + (f" ({rate:.1f} tokens/s)" if rate else "")
         )
     lengths = report.run.answer_tokens
     if lengths:
         lines.append(
-            f"answers: {lengths['mean_tokens']:.0f} tokens a turn with reasoning, "
-            f"{lengths['mean_answer_tokens']:.0f} without ({lengths['reasoning_share']:.0%} spent reasoning)"
+            f"answers: {lengths.mean_tokens:.0f} tokens a turn with reasoning, "
+            f"{lengths.mean_answer_tokens:.0f} without ({lengths.reasoning_share:.0%} spent reasoning)"
         )
     if report.run.wall_seconds is not None:
         lines.append(f"wall time: {report.run.wall_seconds:.1f} s")
@@ -233,28 +236,26 @@ def _figure(value: float | None, fmt: str, width: int) -> str:
     return f"{value:{fmt}}".rjust(width) if value is not None else "-".rjust(width)
 
 
-def calibrated_lines(calibration: dict[str, Any]) -> list[str]:
+def calibrated_lines(calibration: CalibratedScores) -> list[str]:
     """The run's scores on the GPT-4-0613 scale: a block under the table (the columns above stay as they
     are); the interval is the uncertainty the mapping adds."""
-    agreement = calibration.get("agreement") or {}
-    pearson = agreement.get("pearson")
+    pearson = calibration.agreement.pearson if calibration.agreement else None
     lines = [
-        f"{calibration['target']} scale (calibration {calibration['path']}: {calibration['turns']} published "
-        f"turns"
+        f"{calibration.target} scale (calibration {calibration.path}: {calibration.turns} published turns"
         + (f", Pearson {pearson:.2f}" if pearson is not None else "")
-        + f"; interval: the mapping's, {calibration['confidence']:g})",
+        + f"; interval: the mapping's, {calibration.confidence:g})",
     ]
-    rows = {**calibration["categories"], "overall": calibration["overall"]}
+    rows = {**calibration.categories, "overall": calibration.overall}
     width = max(len(name) for name in [*rows, "category"])
     lines.append(f"  {'category':<{width}}  {'raw':>6}  {'GPT-4 scale':>11}  {'interval':>13}")
     for name, row in rows.items():
         lines.append(
-            f"  {name:<{width}}  {_num(row['raw'], 6)}  {_num(row['calibrated'], 11)}  "
-            f"{_interval(row['low'], row['high']):>13}"
+            f"  {name:<{width}}  {_num(row.raw, 6)}  {_num(row.calibrated, 11)}  "
+            f"{_interval(row.low, row.high):>13}"
         )
-    if calibration.get("served_mismatch"):
+    if calibration.served_mismatch:
         lines.append(
-            f"  note: the calibration was made with {', '.join(calibration['judge_served'])} served; "
+            f"  note: the calibration was made with {', '.join(calibration.judge_served)} served; "
             "this run's judge endpoint served another model"
         )
     return lines
