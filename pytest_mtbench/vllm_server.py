@@ -44,6 +44,7 @@ PROBE_TIMEOUT = 300.0  # seconds `vllm --version` / `import vllm` may take (a co
 STOP_GRACE = 20.0  # seconds a stopped server has to exit before its process group is killed
 HEALTH_POLL = 0.5  # seconds between /health requests while a server loads
 PROGRESS_EVERY = 10.0  # seconds between "still loading" lines
+DEATH_NOTICE = 0.5  # seconds a failed call waits to learn whether the server died
 LOG_TAIL = 4  # lines of a dead server's log quoted in its error
 _PYTHON_NAME = re.compile(r"(?i)^(python|pypy)(\d+(\.\d+)*)?(\.exe)?$")
 _NEGATIVE_NUMBER = re.compile(r"^-\d")
@@ -544,6 +545,18 @@ class ServerPool:
         log_dir = self.log_dir or Path.cwd()
         log_path = log_dir / f"vllm-{_safe(key.served_name)}{who}-{port}.log"
         return VllmServer(label, command, key.served_name, log_path, port, gpus, dict(self.environ))
+
+    def died(self, key: ServerKey) -> str | None:
+        """Why the server this pool started for `key` is gone (with its log's last lines), or None while
+        it runs (or when it is another process's)."""
+        server = self._servers.get(key)
+        if server is None or server.process is None:
+            return None
+        try:  # asked after a failed call: its supervisor may take a moment to see the server gone
+            code = server.process.wait(timeout=DEATH_NOTICE)
+        except subprocess.TimeoutExpired:
+            return None
+        return server._died(f"exited with status {code} during the run")
 
     def servers(self) -> list[VllmServer]:
         return list(self._servers.values())

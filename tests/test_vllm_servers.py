@@ -391,3 +391,17 @@ def test_two_models_of_a_pairwise_run_get_a_server_each_and_the_judge_shares_one
     assert _all_gone(entries) == []
     report = json.loads((tmp_path / "report.json").read_text())
     assert {s["spec"] for s in report["run"]["vllm"]} == {f"vllm/{standin['model']}", f"vllm/{other}"}
+
+
+def test_a_server_that_dies_during_the_run_fails_the_questions_with_its_log(
+    tmp_path: Path, shared_data: Path, standin: dict
+) -> None:
+    env = {**standin["env"], "FAKE_VLLM_DIE_AFTER": "3"}
+    args = _args(standin, tmp_path, shared_data, "-k", "81 or 82 or 83", "--mtbench-retries=0")
+    proc = run_pytest_subprocess(tmp_path, *args, env=env)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    errors = [q["error"] for q in report["questions"]]
+    assert errors and all("exited with status 3 during the run" in (e or "") for e in errors), errors
+    assert all("engine died at request 3 (stand-in: FAKE_VLLM_DIE_AFTER)" in e for e in errors)
+    assert _all_gone(started(standin["records"])) == []

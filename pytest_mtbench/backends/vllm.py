@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from ..vllm_server import ServerKey, active_pool
-from .base import BackendError, BackendOptions, Capabilities, PreflightResult
+from .base import (
+    FINISH_CALL_FAILED,
+    BackendError,
+    BackendOptions,
+    Capabilities,
+    Completion,
+    Message,
+    PreflightResult,
+    ResultCallback,
+)
 
 # Calls to a local HTTP server: independent, so any batching gives the same replies (as openai/). No
 # `preflight`: starting a server is not a cheap check; vllm_plugin starts it (`serve`) when calls are due.
@@ -170,7 +179,8 @@ class VllmBackend:
         self.spec = f"vllm/{name}"
         self.name = name
         self.options = options
-        url = active_pool().server_for(server_key(name, options), self.spec)
+        self._key = server_key(name, options)
+        url = active_pool().server_for(self._key, self.spec)
         self._api = OpenAIBackend(served_name(name), _api_options(options, url))
 
     def __repr__(self) -> str:
@@ -179,8 +189,34 @@ class VllmBackend:
     def identity(self) -> dict[str, Any]:
         return static_identity(self.name, self.options)
 
-    def chat(self, *args: Any, **kwargs: Any) -> Any:
-        return self._api.chat(*args, **kwargs)
+    def chat(
+        self,
+        conversations: list[list[Message]],
+        params: Any,
+        on_result: ResultCallback | None = None,
+        **kwargs: Any,
+    ) -> list[Completion]:
+        """openai/'s chat; a call that failed because the server died says so, with its log's last lines."""
+
+        def told(completion: Completion) -> Completion:
+            if completion.finish_reason == FINISH_CALL_FAILED:
+                died = active_pool().died(self._key)
+                if died is not None:
+                    completion.extra["missing"] = died
+            return completion
+
+        def deliver(index: int, completion: Completion) -> None:
+            if on_result is not None:
+                on_result(index, told(completion))
+
+        try:
+            results = self._api.chat(conversations, params, deliver, **kwargs)
+        except BackendError as exc:
+            died = active_pool().died(self._key)
+            if died is None:
+                raise
+            raise BackendError(died) from exc
+        return [told(completion) for completion in results]
 
     def interrupt(self) -> None:
         self._api.interrupt()
@@ -189,7 +225,7 @@ class VllmBackend:
         self._api.close()  # the server is the pool's: stopped with the others at the end of the run
 
     def __getattr__(self, attribute: str) -> Any:  # anything else the runner asks of an API backend
-        if attribute == "_api":
+        if attribute in ("_api", "_key"):
             raise AttributeError(attribute)
         return getattr(self._api, attribute)
 

@@ -9,7 +9,7 @@ engine, so that tests can see a whole process group stopped.
 
 Switched by the environment (which the server inherits from the plugin's process):
 FAKE_VLLM_LOAD_SECONDS (seconds before it listens: a slow load), FAKE_VLLM_LATENCY (seconds added to
-every request), FAKE_VLLM_FAIL (set: die while loading,
+every request), FAKE_VLLM_DIE_AFTER (die at that chat request), FAKE_VLLM_FAIL (set: die while loading,
 with a traceback-like last line), FAKE_VLLM_RECORD (a directory: one JSON file per start with its
 arguments, pid, child pid and CUDA_VISIBLE_DEVICES), FAKE_VLLM_SCORE (the rating), FAKE_VLLM_VERSION
 (what `--version` prints), FAKE_VLLM_BROKEN (set: `--version` and `import vllm` fail as a broken install).
@@ -73,6 +73,20 @@ def _record(entry: dict[str, Any]) -> None:
         path.write_text(json.dumps(entry), encoding="utf-8")
 
 
+def _die_after(requests: int, child: subprocess.Popen[bytes]) -> Any:
+    """A request callback that kills the server at its `requests`-th chat request (0: never)."""
+
+    def count(number: int) -> None:
+        if requests and number >= requests:
+            print(
+                f"RuntimeError: engine died at request {number} (stand-in: FAKE_VLLM_DIE_AFTER)", flush=True
+            )
+            child.kill()
+            os._exit(3)
+
+    return count
+
+
 def serve(argv: list[str]) -> int:
     """Serve as `vllm serve` / the server module does, until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(prog="vllm serve (stand-in)")
@@ -112,6 +126,7 @@ def serve(argv: list[str]) -> int:
             args.port,
             scores=float(os.environ.get("FAKE_VLLM_SCORE", "7")),
             latency=float(os.environ.get("FAKE_VLLM_LATENCY", "0") or 0),
+            on_request=_die_after(int(os.environ.get("FAKE_VLLM_DIE_AFTER", "0") or 0), child),
             model_ids=(name,),
             reject_unknown_models=True,
             lifetime=LIFETIME,
