@@ -48,7 +48,7 @@ from .judge import JudgeRequest
 from .modes.single import build_single_request, single_prompt_name
 from .prompts import JudgePrompt, PromptError
 from .questions import Question
-from .records import QuestionRecord
+from .records import Agreement, CalibratedScore, CalibratedScores, QuestionRecord
 from .stats import OVERALL, category_order
 
 if sys.version_info >= (3, 11):
@@ -638,28 +638,29 @@ def calibrated_report(
     confidence: float,
     judge_served: Sequence[str] = (),
     resamples: int = DEFAULT_RESAMPLES,
-) -> dict[str, Any]:
-    """The run's scores on GPT-4-0613's scale, for the report's `calibration` key (plain builtins)."""
+) -> CalibratedScores:
+    """The run's scores on GPT-4-0613's scale, for the report's `calibration` section."""
     xs, ys = calibration.scored_pairs()
     groups = calibrated_scores(
         xs, ys, ScoreGroups.from_records(records), confidence=confidence, resamples=resamples
     )
     overall = groups.pop(OVERALL)
     served = sorted(set(judge_served))
-    return {
-        "path": path,
-        "target": calibration.target,
-        "judge": calibration.judge,
-        "judge_served": list(calibration.judge_served),
-        "served_mismatch": bool(served and calibration.judge_served and served != calibration.judge_served),
-        "turns": calibration.sample.get("judged", calibration.sample.get("turns")),
-        "agreement": calibration.agreement.get(OVERALL),
-        "mapping": dict(calibration.mapping),
-        "confidence": confidence,
-        "resamples": resamples,
-        "categories": {name: groups[name] for name in category_order(groups)},
-        OVERALL: overall,
-    }
+    agreement = calibration.agreement.get(OVERALL)
+    return CalibratedScores(
+        path=path,
+        target=calibration.target,
+        judge=calibration.judge,
+        judge_served=list(calibration.judge_served),
+        served_mismatch=bool(served and calibration.judge_served and served != calibration.judge_served),
+        turns=calibration.sample.get("judged", calibration.sample.get("turns")),
+        agreement=Agreement.from_dict(agreement) if agreement is not None else None,
+        mapping=dict(calibration.mapping),
+        confidence=confidence,
+        resamples=resamples,
+        categories={name: CalibratedScore.from_dict(groups[name]) for name in category_order(groups)},
+        overall=CalibratedScore.from_dict(overall),
+    )
 
 
 # ---- fetching the published files --------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from .judge import JUDGE_TEMPERATURE
 from .questions import CATEGORY_TEMPERATURE, DEFAULT_TEMPERATURE
 from .records import (
     BaselineSummary,
-    CalibratedScores,
     CallInfo,
     CategorySummary,
     DataInfo,
@@ -188,14 +187,12 @@ def build_report(
     if calibration is not None:
         from .calibration import calibrated_report
 
-        report.calibration = CalibratedScores.from_dict(
-            calibrated_report(
-                calibration,
-                ordered,
-                path=str(settings.calibration),
-                confidence=settings.confidence,
-                judge_served=report.run.judge_served,
-            )
+        report.calibration = calibrated_report(
+            calibration,
+            ordered,
+            path=str(settings.calibration),
+            confidence=settings.confidence,
+            judge_served=report.run.judge_served,
         )
     return report
 

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..questions import CATEGORIES
 from ..records import RunReport
@@ -155,6 +155,61 @@ def _score(value: float | None) -> str:
     return f"{value:.2f}" if value is not None else "no score"
 
 
+# What templates/radar.svg.j2 lays out: every coordinate computed here, rounded as drawn.
+@dataclass(frozen=True)
+class RingView:
+    """One grid ring: its value (the label) and its polygon."""
+
+    value: float
+    points: str
+    label_y: float
+
+
+@dataclass(frozen=True)
+class AxisView:
+    """One category's axis: from the centre to (x, y); its label at (lx, ly), anchored `anchor`."""
+
+    name: str
+    x: float
+    y: float
+    lx: float
+    ly: float
+    anchor: str
+
+
+@dataclass(frozen=True)
+class DotView:
+    """One vertex of a series, with its tooltip; a missing score is drawn small and hollow."""
+
+    x: float
+    y: float
+    tip: str
+    missing: bool
+
+
+@dataclass(frozen=True)
+class SeriesView:
+    """One polygon and its vertices."""
+
+    label: str
+    colour: str
+    dashed: bool
+    points: str
+    dots: list[DotView]
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    """One series in the legend under the chart (the text cut to fit, the whole label as its tooltip)."""
+
+    x: int
+    y: int
+    label: str
+    text: str
+    colour: str
+    dashed: bool
+
+
 def svg(axes: Sequence[str], series: Sequence[RadarSeries], *, size: int = SVG_SIZE, title: str = "") -> str:
     """The chart as a standalone SVG document (also inlined as is into the HTML report)."""
     geometry = RadarGeometry(tuple(axes), float(size))
@@ -162,65 +217,45 @@ def svg(axes: Sequence[str], series: Sequence[RadarSeries], *, size: int = SVG_S
     rows = math.ceil(len(series) / per_row)
     height = size + rows * LEGEND_ROW + (10 if rows else 0)
     cx, cy = geometry.centre
-    context: dict[str, Any] = {
-        "width": size,
-        "height": height,
-        "title": title or "MT-Bench category scores",
-        "rings": [
-            {"value": value, "points": _points(geometry.ring(value)), "label_y": geometry.point(0, value)[1]}
-            for value in RINGS
-        ],
-        "centre": (round(cx, 1), round(cy, 1)),
-        "axes": [],
-        "series": [],
-        "legend": [],
-    }
+    rings = [RingView(value, _points(geometry.ring(value)), geometry.point(0, value)[1]) for value in RINGS]
+    axis_views = []
     for i, name in enumerate(axes):
         x, y = geometry.point(i, MAX_SCORE)
         lx, ly, anchor = geometry.label_position(i)
-        context["axes"].append(
-            {
-                "name": name,
-                "x": round(x, 1),
-                "y": round(y, 1),
-                "lx": round(lx, 1),
-                "ly": round(ly, 1),
-                "anchor": anchor,
-            }
-        )
+        axis_views.append(AxisView(name, round(x, 1), round(y, 1), round(lx, 1), round(ly, 1), anchor))
+    series_views = []
     for s in series:
         polygon = geometry.polygon(s)
-        context["series"].append(
-            {
-                "label": s.label,
-                "colour": s.colour,
-                "dashed": s.dashed,
-                "points": _points(polygon),
-                "dots": [
-                    {
-                        "x": round(x, 1),
-                        "y": round(y, 1),
-                        "tip": f"{s.label}: {name} {_score(s.values.get(name))}",
-                        "missing": s.values.get(name) is None,
-                    }
-                    for (x, y), name in zip(polygon, axes)
-                ],
-            }
-        )
+        dots = [
+            DotView(
+                round(x, 1),
+                round(y, 1),
+                f"{s.label}: {name} {_score(s.values.get(name))}",
+                s.values.get(name) is None,
+            )
+            for (x, y), name in zip(polygon, axes)
+        ]
+        series_views.append(SeriesView(s.label, s.colour, s.dashed, _points(polygon), dots))
+    legend = []
     for i, s in enumerate(series):
         row, column = divmod(i, per_row)
         text = s.label if len(s.label) <= 24 else s.label[:23] + "…"
-        context["legend"].append(
-            {
-                "x": 10 + column * LEGEND_COLUMN,
-                "y": size + 5 + row * LEGEND_ROW,
-                "label": s.label,
-                "text": text,
-                "colour": s.colour,
-                "dashed": s.dashed,
-            }
+        legend.append(
+            LegendEntry(
+                10 + column * LEGEND_COLUMN, size + 5 + row * LEGEND_ROW, s.label, text, s.colour, s.dashed
+            )
         )
-    return render("radar.svg.j2", **context)
+    return render(
+        "radar.svg.j2",
+        width=size,
+        height=height,
+        title=title or "MT-Bench category scores",
+        rings=rings,
+        centre=(round(cx, 1), round(cy, 1)),
+        axes=axis_views,
+        series=series_views,
+        legend=legend,
+    )
 
 
 def figure(axes: Sequence[str], series: Sequence[RadarSeries], *, title: str = "") -> Figure:
