@@ -26,6 +26,7 @@ from bench_roofline import pick
 
 import pytest_mtbench.backends.hf as hf
 from pytest_mtbench.backends.base import BackendOptions
+from pytest_mtbench.backends.hf import engine, memory
 from pytest_mtbench.cache import ResultCache
 from pytest_mtbench.questions import load_questions
 from pytest_mtbench.runner import BenchmarkRunner, LazyBackend, RunSettings
@@ -51,7 +52,7 @@ def main() -> None:
     questions = pick(load_questions(args.data / "question.jsonl"), args.questions)
     model = LazyBackend("hf/smollm2", options)
     model._backend = backend  # the model loaded above, for every run
-    cut, together, keep = hf._batches, hf._READ_TOGETHER, backend._follow_ups.put
+    cut, together, keep = engine._batches, memory._READ_TOGETHER, backend._follow_ups.put
 
     def keep_nothing(*_: Any) -> None:
         return None
@@ -60,8 +61,8 @@ def main() -> None:
     answers: list[list[str]] = []
     for name in ("new", "old", "old", "new"):
         new = name == "new"
-        hf._batches = cut if new else longest_first
-        hf._READ_TOGETHER = together if new else 0  # 0: every read is a group of its own
+        engine._batches = cut if new else longest_first
+        memory._READ_TOGETHER = together if new else 0  # 0: every read is a group of its own
         backend._follow_ups.put = keep if new else keep_nothing  # type: ignore[method-assign]
         # Generation only: no judging mode needed.
         settings = RunSettings(128)

@@ -268,9 +268,9 @@ def test_a_partial_converted_copy_is_never_loaded_and_is_replaced(gguf_path: Pat
 def test_a_gguf_model_is_not_kept_when_too_large_or_the_cache_is_not_writable(
     gguf_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pytest_mtbench.backends.hf as hf
+    from pytest_mtbench.backends.hf import loading
 
-    monkeypatch.setattr(hf, "_CONVERTED_LIMIT", 1000)
+    monkeypatch.setattr(loading, "_CONVERTED_LIMIT", 1000)
     load_backend(str(gguf_path), BackendOptions(cache_dir=str(tmp_path / "small"))).close()
     assert _converted(tmp_path / "small") == []
     monkeypatch.undo()
