@@ -2,15 +2,16 @@
 
 Each model is built in-process (random weights, the tiny chat model's tokenizer). The engine decodes a
 batch of conversations of different lengths greedily; generate() decodes the same prompts, left-padded
-to one batch as the engine pads them, and alone. The texts must be identical. A model whose steps the
-engine does not build itself (what its cache holds decides, never its class name) decodes through
-generate(): FALLS_BACK lists those architectures and why, and the test checks that they do fall back.
-On a GPU the same runs again in bfloat16.
+to one batch as the engine pads them, and alone. The texts must be identical, and a judge's rating
+probabilities those of each rating's whole sequence. A model whose steps the engine does not build
+itself (what its cache holds decides, never its class name) decodes through generate(): FALLS_BACK
+lists those architectures and why, and the test checks that they do fall back. On a GPU the same runs
+again in bfloat16.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -38,7 +39,7 @@ CONVERSATIONS = [
         {"role": "user", "content": "And doubled?"},
     ],
 ]
-NEW_TOKENS = 10
+NEW_TOKENS = 8
 
 
 def _devices() -> list[Any]:
@@ -49,9 +50,21 @@ def _devices() -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def backend_of(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str, str], Any]]:
+    """`backend_of(architecture, device)`: a tiny model of that architecture, built and loaded once."""
     root = tmp_path_factory.mktemp("architectures")
-    return {name: root / name for name in TINY_ARCHITECTURES}
+    loaded: dict[tuple[str, str], Any] = {}
+
+    def backend_of(architecture: str, device: str) -> Any:
+        if (architecture, device) not in loaded:
+            path = build_tiny_architecture(root / architecture, architecture)
+            options = BackendOptions(batch_size=len(CONVERSATIONS), device=device)
+            loaded[architecture, device] = load_backend(f"hf/{path}", options)
+        return loaded[architecture, device]
+
+    yield backend_of
+    for backend in loaded.values():
+        backend.close()
 
 
 def _generated(backend: Any, prompts: list[list[int]]) -> list[str]:
@@ -71,21 +84,94 @@ def _generated(backend: Any, prompts: list[list[int]]) -> list[str]:
 
 @pytest.mark.parametrize("device", _devices())
 @pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
-def test_greedy_text_is_that_of_generate(architecture: str, device: str, models: dict[str, Path]) -> None:
-    path = build_tiny_architecture(models[architecture], architecture)
-    backend = load_backend(f"hf/{path}", BackendOptions(batch_size=len(CONVERSATIONS), device=device))
+def test_greedy_text_is_that_of_generate(architecture: str, device: str, backend_of) -> None:
+    backend = backend_of(architecture, device)
+    assert str(backend.model.dtype) == ("torch.float32" if device == "cpu" else "torch.bfloat16")
+    # What the model is decides the route, and it is the documented one.
+    assert backend._own_steps is (architecture not in FALLS_BACK)
+    params = SamplingParams(temperature=0.0, max_new_tokens=NEW_TOKENS)
+    batched = [c.text for c in backend.chat(CONVERSATIONS, params)]
+    prompts = [backend._encode(backend.render(c)) for c in CONVERSATIONS]
+    assert batched == _generated(backend, prompts)
+    # One at a time: a long conversation (over the sliding windows) and a short one as generate() answers
+    # each alone.
+    for conversation, prompt in zip(CONVERSATIONS[1:3], prompts[1:3]):
+        assert backend.chat([conversation], params)[0].text == _generated(backend, [prompt])[0]
+    # Not a vacuous pass: the model writes text, and different prompts get different texts.
+    assert len(set(batched)) > 1 and all(batched)
+
+
+@pytest.mark.parametrize("device", _devices())
+@pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
+def test_rating_probabilities_are_those_of_whole_sequences(
+    architecture: str, device: str, backend_of
+) -> None:
+    """A judge's probabilities over the ratings, read after its judgment (on the cache kept from writing
+    it) and afresh, are those of each rating's whole sequence read by a plain forward pass."""
+    import torch
+
+    backend = backend_of(architecture, device)
+    cue = "\nRating: [["
+    params = SamplingParams(temperature=0.0, max_new_tokens=NEW_TOKENS)
+    conversations = CONVERSATIONS[1:3]
+    judgments = [c.text for c in backend.chat(conversations, params, probe_cue=cue)]
+    served = backend.rating_probabilities(conversations, judgments, cue)  # worked out while generating
+    afresh = backend.rating_probabilities(conversations, judgments, cue)
+    for conversation, judgment, *probabilities in zip(conversations, judgments, served, afresh):
+        context = backend.render(conversation) + judgment + cue
+        n_context = len(backend._encode(context))
+        scores = []
+        for rating in range(1, 11):
+            ids = backend._encode(context + f"{rating}]]")
+            with torch.inference_mode():
+                logits = backend.model(torch.tensor([ids], device=backend.device)).logits[0]
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            scores.append(sum(float(log_probs[p - 1, ids[p]]) for p in range(n_context, len(ids))))
+        expected = torch.softmax(torch.tensor(scores, dtype=torch.float64), dim=0).tolist()
+        tolerance = 1e-5 if device == "cpu" else 0.05  # bfloat16 reads the context in other passes
+        for found in probabilities:
+            assert [found[k] for k in range(1, 11)] == pytest.approx(expected, abs=tolerance)
+
+
+def test_the_route_is_chosen_by_what_the_cache_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys and values by position (full or sliding attention): the engine's own steps; a recurrent state,
+    a hybrid, or no transformers cache at all: generate(). A release without an internal class gets the
+    safe answer."""
+    import torch
+    from transformers import DynamicCache
+
+    from pytest_mtbench.backends.hf import internals
+
     try:
-        assert str(backend.model.dtype) == ("torch.float32" if device == "cpu" else "torch.bfloat16")
-        # What the model is decides the route, and it is the documented one.
-        assert backend._own_steps is (architecture not in FALLS_BACK)
-        params = SamplingParams(temperature=0.0, max_new_tokens=NEW_TOKENS)
-        batched = [c.text for c in backend.chat(CONVERSATIONS, params)]
-        prompts = [backend._encode(backend.render(c)) for c in CONVERSATIONS]
-        assert batched == _generated(backend, prompts)
-        # One at a time: each conversation as generate() answers it alone.
-        alone = [backend.chat([c], params)[0].text for c in CONVERSATIONS]
-        assert alone == [_generated(backend, [p])[0] for p in prompts]
-        # Not a vacuous pass: the model writes text, and different prompts get different texts.
-        assert len(set(batched)) > 1 and all(batched)
-    finally:
-        backend.close()
+        from transformers.cache_utils import (
+            DynamicLayer,
+            DynamicSlidingWindowLayer,
+            LinearAttentionAndFullAttentionLayer,
+            LinearAttentionLayer,
+        )
+    except ImportError:
+        pytest.skip("this transformers release has no cache layer classes of these kinds")
+
+    def cache_of(*layers: Any) -> Any:
+        cache = DynamicCache()
+        cache.layers = list(layers)
+        return cache
+
+    attention = cache_of(DynamicLayer(), DynamicSlidingWindowLayer(sliding_window=8))
+    assert internals.steps_by_position(attention)
+    assert not internals.steps_by_position(cache_of(LinearAttentionLayer(), LinearAttentionLayer()))
+    assert not internals.steps_by_position(cache_of(DynamicLayer(), LinearAttentionAndFullAttentionLayer()))
+    assert not internals.steps_by_position(None)
+    assert not internals.steps_by_position(((torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4)),))
+    # Only a plain DynamicCache of full-attention layers is cut into rows and laid out by the engine.
+    keys = torch.zeros(2, 2, 5, 4)
+    full = DynamicCache(ddp_cache_data=[(keys, keys)])
+    assert internals.row_slices(full, 1, 2, 3)[0][0].shape == (1, 2, 3, 4)
+    assert internals.kv_layout(full, torch.float32) == [(2, 4, 4)]
+    assert internals.kv_layout(full, torch.bfloat16) is None  # keys of another dtype than the weights
+    assert internals.row_slices(attention, 0, 0, 1) is None
+    # A release without cache layer classes: a plain DynamicCache still decodes by position, nothing is cut.
+    plain = DynamicCache()
+    monkeypatch.delattr("transformers.cache_utils.DynamicLayer")
+    assert internals.steps_by_position(plain)
+    assert internals.row_slices(full, 1, 2, 3) is None

@@ -13,11 +13,13 @@ The interface, in the engine's words:
   - `cache_parts`, `extend_cache`, `row_slices`, `row_cache`, `rows_can_leave`, `keep_rows`: keys and
     values copied out of, into and between caches
   - `compile_chat_template`: a chat template parsed as transformers will run it
+  - `save_dequantised`: a model loaded from a .gguf file saved as a standard model directory
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 Part = list[tuple[Any, Any]]  # keys and values, per layer
@@ -196,6 +198,20 @@ def compile_chat_template() -> Any:
 
         return ImmutableSandboxedEnvironment(extensions=["jinja2.ext.loopcontrols"]).from_string
     return _compile_jinja_template
+
+
+def save_dequantised(model: Any, config: Any, directory: Path) -> None:
+    """`model.save_pretrained(directory)` with `config` written in place of the model's own, for a model
+    loaded from a .gguf file. transformers refuses to save a model that still holds its GGUF quantizer,
+    though the weights are dequantised; it is set aside for the call, and the model left as it was.
+    save_pretrained, not safetensors' save_model: of a tied embedding, save_model kept `lm_head.weight`
+    only, where loaders such as vLLM read `model.embed_tokens.weight` (and got random embeddings)."""
+    own_config, quantizer = model.config, getattr(model, "hf_quantizer", None)
+    model.config, model.hf_quantizer = config, None
+    try:
+        model.save_pretrained(directory)  # safetensors: the default since transformers 4.35, the only in 5
+    finally:
+        model.config, model.hf_quantizer = own_config, quantizer
 
 
 @functools.cache

@@ -315,7 +315,7 @@ def _keep_converted(model: Any, tokenizer: Any, target: Path) -> None:
             del config.quantization_config  # the weights are plain tensors now, not a .gguf file's
         if not getattr(config, "architectures", None):  # a config built from a .gguf file names none
             config.architectures = [type(model).__name__]
-        _save_dequantised(model, config, staging)
+        internals.save_dequantised(model, config, staging)
         tokenizer.save_pretrained(staging)
         (staging / _CONVERTED_MARK).write_text("complete\n", encoding="utf-8")
         os.rename(staging, target)
@@ -325,20 +325,6 @@ def _keep_converted(model: Any, tokenizer: Any, target: Path) -> None:
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def _save_dequantised(model: Any, config: Any, directory: Path) -> None:
-    """`model.save_pretrained(directory)` with `config` written in place of the model's own, for a model
-    loaded from a .gguf file. transformers refuses to save a model that still holds its GGUF quantizer,
-    though the weights are dequantised; it is set aside for the call, and the model left as it was.
-    save_pretrained, not safetensors' save_model: of a tied embedding, save_model kept `lm_head.weight`
-    only, where loaders such as vLLM read `model.embed_tokens.weight` (and got random embeddings)."""
-    own_config, quantizer = model.config, getattr(model, "hf_quantizer", None)
-    model.config, model.hf_quantizer = config, None
-    try:
-        model.save_pretrained(directory)  # safetensors: the default since transformers 4.35, the only in 5
-    finally:
-        model.config, model.hf_quantizer = own_config, quantizer
 
 
 def _first_line(exc: BaseException) -> str:
