@@ -118,7 +118,8 @@ def test_an_endpoint_that_names_no_weights_is_answered_every_time_unless_a_revis
         assert second.ret == 0 and _calls(report) == (4, 0)  # same answers again: the judgments stand
         second.stdout.fnmatch_lines(
             [
-                "*4 cached answers are not reused*does not say which weights it serves*--mtbench-model-revision*"
+                "*4 cached answers are not reused*does not say which weights it serves*"
+                "--mtbench-model-revision*"
             ]
         )
         trusted, report = _run(pytester, shared_data, server, "--mtbench-trust-model-name")
