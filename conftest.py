@@ -32,8 +32,21 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "mt_bench"
 def pytest_configure(config: pytest.Config) -> None:
     # CI runs every test; `-m "not slow"` is the quick loop while developing.
     config.addinivalue_line(
-        "markers", "slow: a test that runs real models or downloads (quick start, PyPI, trained judges)"
+        "markers",
+        "slow: a test that runs real models or downloads (quick start, PyPI, trained judges), starts xdist "
+        "workers, sends signals or soaks; left out of the quick loop `-m 'not slow'`, run by CI",
     )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow, wherever they are, the tests that use something built once per run (`build_shared`:
+    trained tiny models, ten models' runs) and the whole-plugin runs parametrized with `workers="2"`, whose
+    two xdist workers each start an interpreter and import the plugin."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "build_shared" in getattr(item, "fixturenames", ()) or str(params.get("workers")) == "2":
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -132,8 +145,15 @@ def build_shared(models_root: Path) -> Callable[[Callable[[Path], Path], str], P
     return build
 
 
+def needs_local_models() -> None:
+    """Skip the test, naming what is missing, unless the packages that train a tiny model are installed."""
+    for name in ("torch", "transformers", "safetensors", "tokenizers"):
+        pytest.importorskip(name, reason=f"{name} is not installed: pip install -e '.[test]'")
+
+
 @pytest.fixture(scope="session")
 def chat_dir(build_shared) -> Path:
+    needs_local_models()
     from pytest_mtbench.testing import tiny_model
 
     return build_shared(tiny_model.build_tiny_chat_model, "chat")
@@ -141,6 +161,7 @@ def chat_dir(build_shared) -> Path:
 
 @pytest.fixture(scope="session")
 def judge_dir(build_shared) -> Path:
+    needs_local_models()
     from pytest_mtbench.testing import tiny_model
 
     return build_shared(tiny_model.build_tiny_judge, "judge-7")
@@ -148,6 +169,7 @@ def judge_dir(build_shared) -> Path:
 
 @pytest.fixture(scope="session")
 def silent_judge_dir(build_shared) -> Path:
+    needs_local_models()
     from pytest_mtbench.testing import tiny_model
 
     return build_shared(lambda p: tiny_model.build_tiny_judge(p, with_rating=False), "judge-silent")

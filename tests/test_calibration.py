@@ -194,6 +194,7 @@ def test_a_second_calibration_is_served_from_the_cache(plus_one: Run, server, pu
     assert strip_timing_calibration(again.calibration) == strip_timing_calibration(plus_one.calibration)
 
 
+@pytest.mark.slow  # whole runs with -n 2 (two worker processes)
 def test_under_xdist_the_calibration_is_the_same(plus_one: Run, server, published, shared_data) -> None:
     spread = calibrate(
         server, plus_one.out.parent.parent / "xdist", shared_data, published[0],

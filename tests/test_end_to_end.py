@@ -154,6 +154,7 @@ def test_model_change_misses_the_cache(bench_args, tiny_model: Path, judge_serve
     assert phases["generation"]["calls"] == 0 and phases["judging"]["calls"] == 0
 
 
+@pytest.mark.slow  # a real process, stopped by a signal half way
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_killed_run_resumes_with_only_the_remaining_requests(
     workers: str, shared_data: Path, tmp_path: Path

@@ -135,6 +135,7 @@ def run_args(
     ]
 
 
+@pytest.mark.slow  # a real process, stopped by a signal half way
 @pytest.mark.parametrize("workers", ["0", "2"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_with_calls_in_flight_stops_everything_and_loses_nothing(

@@ -110,6 +110,7 @@ def test_a_run_is_logged_with_parameters_metrics_tags_and_both_reports(
     assert page.count('<details class="question"') == 80 and "fake/echo" in page
 
 
+@pytest.mark.slow  # whole runs with -n 2 (two worker processes)
 def test_under_xdist_exactly_one_run_is_logged(tmp_path: Path, shared_data: Path) -> None:
     single, multi = tmp_path / "single", tmp_path / "multi"
     runs = {}

@@ -205,6 +205,7 @@ def test_replaying_exported_answers_scores_them_like_generating_them(
     assert {q["question_id"]: [t["answer"] for t in q["turns"]] for q in b["questions"]} == generated
 
 
+@pytest.mark.slow  # whole runs with -n 2 (two worker processes)
 def test_several_models_in_process_and_under_xdist_agree(server, shared_data: Path, tmp_path: Path) -> None:
     reports = []
     for workers in ("0", "2"):

@@ -229,6 +229,7 @@ def test_project_rubric_overrides_official_prompt(run, pytester: pytest.Pytester
     assert "Instruction following" in turn["judgments"][0]["prompt"]["user"]
 
 
+@pytest.mark.slow  # whole runs with -n 2 (two worker processes)
 def test_xdist_gives_the_same_table_and_report(run, pytester: pytest.Pytester) -> None:
     serial, parallel = pytester.path / "serial.json", pytester.path / "parallel.json"
     varied = ("--mtbench-model=fake/echo", "--mtbench-judge=fake/judge-varied", "--mtbench-no-cache")
@@ -307,6 +308,7 @@ def test_model_without_chat_template_is_one_clear_error(
     assert "Traceback" not in result.stdout.str()
 
 
+@pytest.mark.slow  # whole runs with -n 2 (two worker processes)
 def test_progress_lines_and_quiet(run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MTBENCH_PROGRESS_INTERVAL", "0")
     loud = run(*FAKE, "--mtbench-no-cache", "-k", "writing")

@@ -85,6 +85,7 @@ def test_an_unreachable_judge_is_named_with_its_url(tmp_path: Path, shared_data:
     assert elapsed < 60  # seconds, not a generation phase and a retry budget
 
 
+@pytest.mark.slow  # whole runs with -n 2 (two worker processes)
 def test_a_healthy_endpoint_costs_a_model_list_and_one_token_and_a_cached_run_asks_only_the_candidate(
     tmp_path: Path, shared_data: Path
 ) -> None:

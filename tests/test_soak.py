@@ -16,7 +16,10 @@ import pytest
 from pytest_mtbench.testing.soak import run_soak
 
 pytest.importorskip("openai")
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+    pytest.mark.slow,
+]
 
 
 def test_soak_accounts_for_every_call_and_leaves_nothing_behind(shared_data: Path, tmp_path: Path) -> None:

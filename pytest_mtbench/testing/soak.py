@@ -185,6 +185,7 @@ class SoakFigures:
     local_threads: tuple[int, int] = (0, 0)  # this process: before the server started, after it stopped
     local_sockets: tuple[int, int] = (0, 0)
     output: str = ""
+    preflight: int = 0  # one-token preflight requests (which weights are served), retries included
 
     @property
     def accounted(self) -> int:
@@ -192,8 +193,8 @@ class SoakFigures:
 
     @property
     def retries(self) -> int:
-        """Requests beyond one per judgment obtained (what the faults cost)."""
-        return self.requests - self.scored - self.unscored
+        """Requests beyond one per judgment obtained and the one preflight call (what the faults cost)."""
+        return self.requests - self.scored - self.unscored - min(1, self.preflight)
 
     def problems(self) -> list[str]:
         """What does not add up (empty when the soak is clean): calls not accounted for, retries that
@@ -334,6 +335,7 @@ def _run(
         unscored=unscored,
         failed=failed,
         requests=server.request_count,
+        preflight=sum(body.get("max_tokens") == 1 for body in server.requests),
         faults={k: v for k, v in faults.counts.items() if k != "none"},
         wall_seconds=wall,
         returncode=proc.returncode,
