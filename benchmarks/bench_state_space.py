@@ -9,9 +9,12 @@ twice each way, alternating:
     only, no mask)
 
 and prints each run's generated tokens/s, whether each way's answers are those of generate() run on each
-prompt alone, and the ratio new / old of each way's best run (the machine's other load only slows runs down).
+prompt alone, and the ratio new / old of each way's best run (other load on the machine only slows a run).
 
-    .venv/bin/python benchmarks/bench_state_space.py [--prompts 4] [--new-tokens 64] [--hidden 64]
+    .venv/bin/python benchmarks/bench_state_space.py [--prompts 4] [--new-tokens 64] [--hidden 64] \
+        [--repeat 1]
+
+`--repeat N` makes every prompt N times as long: the old steps' cost grows with the prompt's length.
 """
 
 from __future__ import annotations
@@ -32,21 +35,23 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=1, help="longer prompts: each sentence this many times")
     args = parser.parse_args()
 
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # one thread: steadier timings on a machine shared with other work
     with tempfile.TemporaryDirectory() as scratch:
         path = tiny_model.build_tiny_architecture(
             Path(scratch) / "mamba", "mamba", hidden_size=args.hidden, num_hidden_layers=4
         )
-        backend = load_backend(f"hf/{path}", BackendOptions(batch_size=args.prompts, num_threads=2))
+        backend = load_backend(f"hf/{path}", BackendOptions(batch_size=args.prompts, num_threads=1))
         conversations = [
             [
                 {
                     "role": "user",
-                    "content": f"Question {i}: " + "Write about a weekend by the sea. " * (1 + i % 4),
+                    "content": f"Question {i}: "
+                    + "Write about a weekend by the sea. " * ((1 + i % 4) * args.repeat),
                 }
             ]
             for i in range(args.prompts)

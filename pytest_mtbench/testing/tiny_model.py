@@ -1,4 +1,5 @@
-"""Tiny local models for tests and demos: a random chat model, a trained judge and a GGUF file.
+"""Tiny local models for tests and demos: a random chat model (and random models of several architectures),
+a trained judge and a GGUF file.
 
 Everything is built in-process from a small built-in corpus (no downloads). torch, transformers,
 tokenizers and gguf are imported inside the builders so importing this module stays cheap.
