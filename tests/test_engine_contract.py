@@ -82,6 +82,7 @@ def _generated(backend: Any, prompts: list[list[int]]) -> list[str]:
     return [backend.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out.tolist()]
 
 
+@pytest.mark.slow  # ten tiny models built and run: about a minute on two cores
 @pytest.mark.parametrize("device", _devices())
 @pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
 def test_greedy_text_is_that_of_generate(architecture: str, device: str, backend_of) -> None:
@@ -101,6 +102,7 @@ def test_greedy_text_is_that_of_generate(architecture: str, device: str, backend
     assert len(set(batched)) > 1 and all(batched)
 
 
+@pytest.mark.slow  # ten tiny models built and run: about a minute on two cores
 @pytest.mark.parametrize("device", _devices())
 @pytest.mark.parametrize("architecture", sorted(TINY_ARCHITECTURES))
 def test_rating_probabilities_are_those_of_whole_sequences(
