@@ -118,7 +118,7 @@ def _locked(lock_path: Path) -> Iterator[None]:
 @pytest.fixture(scope="session", autouse=True)
 def _share_cores_between_workers(worker_id: str) -> None:
     # Under xdist each worker would start one torch thread per core; oversubscribed cores slow training.
-    if worker_id != "master" and "torch" in sys.modules:
+    if worker_id != "master" and sys.modules.get("torch") is not None:
         import torch
 
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_plugin
+from conftest import needs_local_models, run_plugin
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
@@ -49,6 +49,7 @@ def test_the_0_1_0_fake_cache_is_fully_reused(tmp_path: Path, shared_data: Path,
 
 def test_the_0_1_0_tiny_model_cache_is_fully_reused_offline(tmp_path: Path, shared_data: Path) -> None:
     """A real model's answer keys (weights hash, chat template, sampling) and an API judge's keys."""
+    needs_local_models()  # the model is loaded to hash its weights, though nothing is generated
     cache = _copy("tiny", tmp_path)
     report = tmp_path / "r.json"
     proc = run_plugin(
