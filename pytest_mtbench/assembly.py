@@ -27,7 +27,7 @@ from .baseline import ALLOW_HINT, BaselineJudgments, check_compatible
 from .cache import ResultCache
 from .data import default_cache_dir, resolve_official_data, sha256_file
 from .errors import MTBenchError
-from .modes import load_mode
+from .modes import AnsweredQuestion, JudgingMode, RunContext, load_mode
 from .prompts import load_judge_prompts
 from .questions import (
     Question,
@@ -39,8 +39,6 @@ from .records import (
     FastChatExport,
     FastChatImport,
     FastChatSummary,
-    GateResult,
-    PairwiseSummary,
     QuestionRecord,
     ReportError,
     RunReport,
@@ -54,6 +52,7 @@ from .runner import (
     ProgressCallback,
     RunSettings,
     side_by_side,
+    unfinished_turns,
 )
 
 if TYPE_CHECKING:
@@ -82,7 +81,8 @@ class BenchmarkRun:
     questions: dict[int, Question]
     runners: list[BenchmarkRunner]  # one per candidate model, in the order given; they share the judge
     data_info: DataInfo  # the question, reference and judge prompt files read, and their hashes
-    pairwise: Any = None  # modes.pairwise.PairwiseMode with --mtbench-mode=pairwise
+    mode: JudgingMode  # --mtbench-mode: how the answers are judged (each runner rates its own model with
+    # the single mode's judge(), for resuming and the interrupt path)
     baseline: RunReport | None = None  # --mtbench-baseline, read and checked at start-up
     calibration: Calibration | None = None  # --mtbench-calibration, read and checked at start-up
     notes: list[str] = field(default_factory=list)  # lines for the summary (e.g. a replayed file's name)
@@ -120,7 +120,7 @@ class BenchmarkRun:
         """The results of a group whose backend failed for good: what the cache holds of it (every call
         that arrived was stored; since `since`, this run's calls), and a record failing with `why` for
         each of the rest, so the table and the reports still show every question."""
-        finished = self.cached_records(questions, since) if self.pairwise is None else {}
+        finished = self.cached_records(questions, since) if self.mode.name == "single" else {}
         return {
             q.question_id: GroupResult(
                 [
@@ -133,41 +133,45 @@ class BenchmarkRun:
         }
 
     def run_group(self, questions: Sequence[Question]) -> dict[int, GroupResult]:
-        """Answer (every model) and judge a group of questions: one GroupResult per question."""
+        """Answer (every model, side by side where they wait on APIs) and judge (the mode, given every
+        model's answers) a group of questions: one GroupResult per question."""
         models = [runner.model for runner in self.runners]
-        if self.pairwise is None:
-            # API models (and an API judge) answer and are judged side by side, under the process's one
-            # concurrency limit; local models take every core each, so they go one after another.
-            tasks = [partial(runner.run, questions) for runner in self.runners]
-            per_model = side_by_side(tasks, [*models, self.runner.judge])
-            return {q.question_id: GroupResult([m[q.question_id] for m in per_model]) for q in questions}
-        from .modes.pairwise import make_matches
 
         def generate(runner: BenchmarkRunner) -> tuple[dict[int, list[TurnRecord]], dict[int, str]]:
             errors: dict[int, str] = {}
             return runner.generate_answers(questions, errors), errors
 
         generated = side_by_side([partial(generate, runner) for runner in self.runners], models)
-        results = {q.question_id: GroupResult([]) for q in questions}
-        answers: dict[str, dict[int, tuple[str, ...]]] = {}
+        records: dict[tuple[str, int], QuestionRecord] = {}
+        answered: dict[str, list[AnsweredQuestion]] = {}
         for runner, (turns, errors) in zip(self.runners, generated):
-            answers[runner.model.spec] = {}
+            spec = runner.model.spec
+            answered[spec] = []
             for q in questions:
-                record = QuestionRecord(
-                    q.question_id, q.category, runner.model.spec, error=errors.get(q.question_id)
+                record = QuestionRecord(q.question_id, q.category, spec, error=errors.get(q.question_id))
+                # A reply that never finished thinking stays in the record of its failed question.
+                record.turns = (
+                    turns[q.question_id] if record.error is None else unfinished_turns(turns[q.question_id])
                 )
                 if record.error is None:
-                    record.turns = turns[q.question_id]
-                    answers[runner.model.spec][q.question_id] = tuple(t.answer for t in record.turns)
-                results[q.question_id].records.append(record)
+                    answered[spec].append(AnsweredQuestion(q, tuple(t.answer for t in record.turns)))
+                records[(spec, q.question_id)] = record
         first = self.runner
         client = CachedJudge(first.judge, first.completer, first.settings, first.judging, first.reuse)
-        matches = make_matches(questions, answers, baseline=self.settings.baseline_model)
-        outcome = self.pairwise.judge_pairs(matches, client)
-        for pair in outcome.results:
+        outcome = self.mode.judge_models(answered, client)
+        results = {q.question_id: GroupResult([]) for q in questions}
+        for (spec, qid), record in records.items():
+            why = outcome.errors.get((spec, qid))
+            if record.error is None and why is not None:
+                record.error, record.turns = why, []
+            elif record.error is None:
+                for turn in record.turns:
+                    turn.judgments = outcome.judgments.get((spec, qid, turn.turn), [])
+            results[qid].records.append(record)
+        for pair in outcome.pairs:
             results[pair.question_id].pairs.append(pair)
-        for (qid, model_a, model_b), why in outcome.errors.items():
-            results[qid].pair_errors.append(f"{model_a} vs {model_b}: {why}")
+        for qid, why in outcome.pair_errors:
+            results[qid].pair_errors.append(why)
         return results
 
     def settle_calls(self, styles: dict[str, str]) -> None:
@@ -221,7 +225,15 @@ class BenchmarkRun:
         pairs: Sequence[Any] = (),
     ) -> RunReport:
         """The whole run as one typed report (reporting.build_report over this run's records)."""
-        pairwise = self._pairwise_summary(pairs) if self.pairwise is not None else None
+        summary = self.mode.summarize(
+            pairs,
+            RunContext(
+                tuple(self.settings.models),
+                self.settings.baseline_model,
+                self.settings.thresholds,
+                self.settings.confidence,
+            ),
+        )
         return build_report(
             self.settings,
             self.facts(),
@@ -230,53 +242,12 @@ class BenchmarkRun:
             finished=finished,
             workers=workers,
             pairs=pairs,
-            pairwise=pairwise,
-            pairwise_gates=self._win_rate_gates(pairwise) if pairwise is not None else (),
+            pairwise=summary.pairwise,
+            pairwise_gates=summary.gates,
             baseline=self.baseline,
             calibration=self.calibration,
             rejudge=self.runner.rejudge,
         )
-
-    def _pairwise_summary(self, pairs: Sequence[Any]) -> PairwiseSummary:
-        """Pair results, each model's win rates (against the baseline model, or all others), and
-        Bradley-Terry ratings when three or more models were compared."""
-        from .ratings import battles_from_results, bradley_terry, win_rates
-
-        baseline = self.settings.baseline_model
-        confidence = self.settings.confidence
-        contenders = [spec for spec in self.settings.models if spec != baseline]
-        summary = PairwiseSummary(
-            baseline_model=baseline,
-            models=list(self.settings.models),
-            n_pairs=len(pairs),
-            n_unparsable=sum(p.winner is None for p in pairs),
-            win_rates={spec: win_rates(pairs, spec, baseline, confidence=confidence) for spec in contenders},
-            ratings=None,
-            results=list(pairs),
-        )
-        battles = battles_from_results(pairs)
-        if len(self.settings.models) >= 3 and battles:
-            summary.ratings = bradley_terry(battles, confidence=confidence)
-        return summary
-
-    def _win_rate_gates(self, pairwise: PairwiseSummary) -> list[GateResult]:
-        """`--mtbench-threshold=win_rate=X`: each model's overall win rate against its opponents."""
-        from .settings import WIN_RATE
-
-        threshold = self.settings.thresholds.get(WIN_RATE)
-        if threshold is None:
-            return []
-        gates = []
-        against = pairwise.baseline_model or "the other models"
-        for spec, rows in pairwise.win_rates.items():
-            overall = next(row for row in rows if row.group == "overall")
-            rate = overall.win_rate
-            passed = rate is not None and rate >= threshold
-            shown = f"{rate:.3f}" if rate is not None else "none (no parsable pair)"
-            relation = ">=" if passed else "below"
-            message = f"{spec} win rate against {against}: {shown}, {relation} {threshold:g}"
-            gates.append(GateResult(spec, WIN_RATE, passed, message, threshold=threshold, score=rate))
-        return gates
 
     def fastchat_files(self, report: RunReport) -> None:
         """--mtbench-import-judgments: how the imported judgments matched this run's prompts;
@@ -315,7 +286,7 @@ class BenchmarkRun:
             str(write_answer_file(directory, names[spec], records)[0]) for spec, records in by_model.items()
         ]
         judge = fastchat_name(self.settings.judge)
-        if self.pairwise is None:
+        if self.mode.name != "pairwise":
             single = write_single_judgments(directory, judge, {names[s]: r for s, r in by_model.items()})
             return FastChatExport(
                 dir=str(directory),
@@ -596,8 +567,12 @@ def build_run(
         scoring=settings.judge_scoring,
         repeats=settings.judge_repeats,
     )
-    pairwise = (
-        load_mode("pairwise", prompts=prompts, references=references) if settings.mode == "pairwise" else None
+    mode = (
+        single
+        if settings.mode == "single"
+        else load_mode(
+            settings.mode, prompts=prompts, references=references, baseline_model=settings.baseline_model
+        )
     )
     reuse = (_imported_judgments(settings),) if settings.import_judgments else ()
     runners = [
@@ -612,7 +587,7 @@ def build_run(
         )
         for model in models
     ]
-    run = BenchmarkRun(settings, {q.question_id: q for q in questions}, runners, data_info, pairwise=pairwise)
+    run = BenchmarkRun(settings, {q.question_id: q for q in questions}, runners, data_info, mode)
     run.notes.extend(notes)
     if settings.baseline:
         _attach_baseline(run)

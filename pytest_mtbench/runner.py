@@ -344,6 +344,12 @@ def chat_compute(
     return compute
 
 
+def unfinished_turns(turns: Sequence[TurnRecord]) -> list[TurnRecord]:
+    """What a failed question's record keeps of its turns: a reply that never finished thinking (its
+    reasoning and its count)."""
+    return [t for t in turns if t.answer_call.finish_reason == UNFINISHED_REASONING]
+
+
 def read_reply(value: dict[str, Any], markers: tuple[str, str]) -> SplitReply:
     """A stored reply's answer and reasoning (reasoning.split_reply over its text and reasoning field)."""
     return split_reply(str(value.get("text") or ""), value.get("reasoning"), markers)
@@ -645,10 +651,7 @@ class BenchmarkRunner:
             record = QuestionRecord(q.question_id, q.category, self.model.spec)
             if q.question_id in errors:
                 record.error = errors[q.question_id]
-                # A reply that never finished thinking stays in the record: its reasoning and its count.
-                record.turns = [
-                    t for t in turns[q.question_id] if t.answer_call.finish_reason == UNFINISHED_REASONING
-                ]
+                record.turns = unfinished_turns(turns[q.question_id])
             else:
                 for turn in turns[q.question_id]:
                     turn.judgments = outcome.judgments.get((q.question_id, turn.turn), [])

@@ -34,6 +34,8 @@ import pytest
 
 from .jsonl import read_text
 from .judge import JUDGE_MAX_TOKENS
+from .modes import MODES
+from .modes.pairwise import WIN_RATE
 from .stats import OVERALL
 
 # A dated snapshot, so the judge cannot change behind an alias; it takes the official judge call
@@ -41,7 +43,6 @@ from .stats import OVERALL
 # 2026-10-23; `--mtbench-judge=openai/gpt-4` still works against endpoints that serve it.
 DEFAULT_JUDGE = "openai/gpt-4.1-2025-04-14"
 REFERENCE_SETS = ("gpt-4", "gpt-4-0125-preview")
-WIN_RATE = "win_rate"  # the pairwise gate's name in --mtbench-threshold
 SCORING_MODES = ("official", "constrained")
 # Strings accepted for a switch set in the ini file or the environment.
 _TRUE = ("1", "true", "yes", "on")
@@ -133,6 +134,11 @@ def _choice(*choices: str) -> Parser:
     return parse
 
 
+def _mode(text: str, origin: Origin) -> str:
+    """A judging mode registered in modes.MODES (read when parsed, so a mode added there is accepted)."""
+    return _choice(*MODES)(text, origin)
+
+
 def _device(text: str, origin: Origin) -> str:
     # Only the form is checked here (no torch import at start-up); whether the GPU exists is checked
     # when the local model is set up.
@@ -208,7 +214,7 @@ def _server_args(text: str, origin: Origin) -> tuple[str, ...]:
     try:
         return ServerArgs.parse(text).tokens
     except ValueError as exc:
-        raise _Invalid(f"{exc}; quote it as one string of flags, e.g. \"--dtype float16\"") from None
+        raise _Invalid(f'{exc}; quote it as one string of flags, e.g. "--dtype float16"') from None
 
 
 def _references(text: str, origin: Origin) -> str:
@@ -384,7 +390,7 @@ OPTIONS: tuple[Option, ...] = (
         "How the judge grades: single (each answer rated 1-10, the MT-Bench score) or pairwise (two "
         "models' answers compared, in both orders, as FastChat's pairwise judging).",
         default="single",
-        parse=_choice("single", "pairwise"),
+        parse=_mode,
         ini="mtbench_mode",
         metavar="MODE",
     ),
@@ -821,8 +827,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "--mtbench-vllm-args",
-        "Extra arguments for every vLLM server, as one shell-quoted string, e.g. \"--tensor-parallel-size 2 "
-        "--max-model-len 8192\". Those that change outputs (dtype, quantization, max model length, chat "
+        'Extra arguments for every vLLM server, as one shell-quoted string, e.g. "--tensor-parallel-size 2 '
+        '--max-model-len 8192". Those that change outputs (dtype, quantization, max model length, chat '
         "template, reasoning parser, ...) are part of the model's identity; ports and memory shares are not.",
         parse=_server_args,
         ini="mtbench_vllm_args",

@@ -1,20 +1,23 @@
-"""Judging modes behind one small protocol, one module per mode (as single.py).
+"""Judging modes behind one small protocol, one module per mode (single.py, pairwise.py).
 
-A mode turns answered questions into judge requests and the judge's replies into `Judgment` records.
-It never touches a backend or the cache: it asks a `JudgeClient`, which the runner provides and which
-serves each request from the cache or the judge (the same path answers go through).
+A mode receives every model's answers to a group of questions and the judge client, and returns what
+it made of them (`GroupJudging`: judgments per model and turn, pair results); at the end of the run it
+sums its results up and says which gates pass (`summarize`). It never touches a backend or the cache:
+it asks a `JudgeClient`, which the runner provides and which serves each request from the cache or the
+judge (the same path answers go through). A new mode is one module with `create(**options)` and one
+line in MODES; `--mtbench-mode` accepts every name there.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..judge import JudgeRequest
 from ..questions import Question
-from ..records import CallInfo, Judgment
+from ..records import CallInfo, GateResult, Judgment
 
 # Whether a judge reply (request, text) will have its rating probed next.
 ProbeIf = Callable[[JudgeRequest, str], bool]
@@ -63,12 +66,50 @@ class JudgingOutcome:
     errors: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass
+class GroupJudging:
+    """What a mode made of one group's answers: judgments by (model spec, question id, turn), the
+    questions a model's answers could not be judged for, by (model spec, question id), and, for a mode
+    that compares models, pair results and the pairs that could not be judged ((question id, why))."""
+
+    judgments: dict[tuple[str, int, int], list[Judgment]] = field(default_factory=dict)
+    errors: dict[tuple[str, int], str] = field(default_factory=dict)
+    pairs: list[Any] = field(default_factory=list)
+    pair_errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a mode's summary reads of the run's settings."""
+
+    models: tuple[str, ...]
+    baseline_model: str | None
+    thresholds: Mapping[str, float]
+    confidence: float
+
+
+@dataclass
+class ModeSummary:
+    """A mode's summary of the whole run: its report section (pairwise: the pair summary) and gates."""
+
+    pairwise: Any = None  # records.PairwiseSummary
+    gates: list[GateResult] = field(default_factory=list)
+
+
 class JudgingMode(Protocol):
-    """One way of judging (single-answer grading; pairwise comparison next)."""
+    """One way of judging: single-answer grading, pairwise comparison, ..."""
 
     name: str
 
-    def judge(self, answered: Sequence[AnsweredQuestion], client: JudgeClient) -> JudgingOutcome: ...
+    def judge_models(
+        self, answered: Mapping[str, Sequence[AnsweredQuestion]], client: JudgeClient
+    ) -> GroupJudging:
+        """Judge every model's answered questions of one group (models in the order given)."""
+        ...
+
+    def summarize(self, pairs: Sequence[Any], context: RunContext) -> ModeSummary:
+        """The run's summary and gates from every pair result (empty for a mode without pairs)."""
+        ...
 
 
 # mode name -> module defining `create(**options) -> JudgingMode` (imported when used)
@@ -76,7 +117,8 @@ MODES: dict[str, str] = {"single": "pytest_mtbench.modes.single", "pairwise": "p
 
 
 def load_mode(name: str, **options: Any) -> JudgingMode:
-    """Build the judging mode `name` with its options."""
+    """Build the judging mode `name` with its options (each mode takes those it needs and ignores the
+    rest: prompts, references, scoring, repeats)."""
     if name not in MODES:
         raise ValueError(f"unknown judging mode {name!r}; known: {', '.join(MODES)}")
     return importlib.import_module(MODES[name]).create(**options)

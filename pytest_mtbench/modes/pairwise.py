@@ -25,8 +25,8 @@ from typing import Any
 from ..judge import JudgeRequest, render_request
 from ..prompts import JudgePrompt
 from ..questions import Question
-from ..records import CallInfo, PromptSent
-from . import JudgeClient
+from ..records import CallInfo, GateResult, PromptSent
+from . import AnsweredQuestion, GroupJudging, JudgeClient, ModeSummary, RunContext
 
 # Verdicts in the models' terms (game 2 already un-swapped); None means unparsable.
 MODEL_A = "model_a"
@@ -240,7 +240,52 @@ class PairwiseMode:
 
     prompts: Mapping[str, JudgePrompt]
     references: Mapping[int, tuple[str, ...]]
+    baseline_model: str | None = None  # every other model against this one; None: every pair
     name: str = "pairwise"
+
+    def judge_models(
+        self, answered: Mapping[str, Sequence[AnsweredQuestion]], client: JudgeClient
+    ) -> GroupJudging:
+        """Every match of the group's answered questions (against the baseline model, or all pairs),
+        judged in both orders; a model's unanswered question is left out of its matches."""
+        questions = {
+            item.question.question_id: item.question for items in answered.values() for item in items
+        }
+        answers = {
+            spec: {item.question.question_id: item.answers for item in items}
+            for spec, items in answered.items()
+        }
+        outcome = self.judge_pairs(
+            make_matches(questions.values(), answers, baseline=self.baseline_model), client
+        )
+        errors = [
+            (qid, f"{model_a} vs {model_b}: {why}") for (qid, model_a, model_b), why in outcome.errors.items()
+        ]
+        return GroupJudging(pairs=list(outcome.results), pair_errors=errors)
+
+    def summarize(self, pairs: Sequence[Any], context: RunContext) -> ModeSummary:
+        """Pair results, each model's win rates (against the baseline model, or all others), Bradley-Terry
+        ratings when three or more models were compared, and the `win_rate` gates."""
+        from ..ratings import battles_from_results, bradley_terry, win_rates
+        from ..records import PairwiseSummary
+
+        baseline = context.baseline_model
+        contenders = [spec for spec in context.models if spec != baseline]
+        summary = PairwiseSummary(
+            baseline_model=baseline,
+            models=list(context.models),
+            n_pairs=len(pairs),
+            n_unparsable=sum(p.winner is None for p in pairs),
+            win_rates={
+                spec: win_rates(pairs, spec, baseline, confidence=context.confidence) for spec in contenders
+            },
+            ratings=None,
+            results=list(pairs),
+        )
+        battles = battles_from_results(pairs)
+        if len(context.models) >= 3 and battles:
+            summary.ratings = bradley_terry(battles, confidence=context.confidence)
+        return ModeSummary(pairwise=summary, gates=win_rate_gates(summary, context.thresholds.get(WIN_RATE)))
 
     def requests(
         self, matches: Sequence[PairMatch]
@@ -283,5 +328,31 @@ class PairwiseMode:
         return outcome
 
 
-def create(**options: Any) -> PairwiseMode:
-    return PairwiseMode(**options)
+WIN_RATE = "win_rate"  # the threshold name of the win-rate gate (--mtbench-threshold=win_rate=X)
+
+
+def win_rate_gates(summary: Any, threshold: float | None) -> list[GateResult]:
+    """`--mtbench-threshold=win_rate=X`: each model's overall win rate against its opponents."""
+    if threshold is None:
+        return []
+    gates = []
+    against = summary.baseline_model or "the other models"
+    for spec, rows in summary.win_rates.items():
+        overall = next(row for row in rows if row.group == "overall")
+        rate = overall.win_rate
+        passed = rate is not None and rate >= threshold
+        shown = f"{rate:.3f}" if rate is not None else "none (no parsable pair)"
+        relation = ">=" if passed else "below"
+        message = f"{spec} win rate against {against}: {shown}, {relation} {threshold:g}"
+        gates.append(GateResult(spec, WIN_RATE, passed, message, threshold=threshold, score=rate))
+    return gates
+
+
+def create(
+    *,
+    prompts: Mapping[str, JudgePrompt],
+    references: Mapping[int, tuple[str, ...]],
+    baseline_model: str | None = None,
+    **_: Any,
+) -> PairwiseMode:
+    return PairwiseMode(prompts, references, baseline_model)

@@ -15,7 +15,7 @@ from typing import Any
 from ..judge import JudgeRequest, constrained_judgment, official_judgment, read_rating, render_request
 from ..prompts import JudgePrompt
 from ..questions import Question
-from . import AnsweredQuestion, JudgeClient, JudgingOutcome
+from . import AnsweredQuestion, GroupJudging, JudgeClient, JudgingOutcome, ModeSummary, RunContext
 
 SCORING_MODES = ("official", "constrained")
 
@@ -75,7 +75,25 @@ class SingleAnswerMode:
         prompt = self.prompts[request.prompt_name]
         return read_rating(text, prompt.scale, prompt.rating_pattern)[0] is None
 
+    def judge_models(
+        self, answered: Mapping[str, Sequence[AnsweredQuestion]], client: JudgeClient
+    ) -> GroupJudging:
+        """Every model's answers rated, model by model (each model's turns go to the judge at once)."""
+        result = GroupJudging()
+        for spec, items in answered.items():
+            outcome = self.judge(items, client)
+            for (qid, turn), judgments in outcome.judgments.items():
+                result.judgments[(spec, qid, turn)] = judgments
+            for qid, why in outcome.errors.items():
+                result.errors[(spec, qid)] = why
+        return result
+
+    def summarize(self, pairs: Sequence[Any], context: RunContext) -> ModeSummary:
+        """Nothing beyond the score table: its category thresholds are the report's own gates."""
+        return ModeSummary()
+
     def judge(self, answered: Sequence[AnsweredQuestion], client: JudgeClient) -> JudgingOutcome:
+        """One model's answers rated (what a BenchmarkRunner asks for its model)."""
         outcome = JudgingOutcome()
         requests = self.requests(answered)
         unscored = []
@@ -109,5 +127,12 @@ class SingleAnswerMode:
         return outcome
 
 
-def create(**options: Any) -> SingleAnswerMode:
-    return SingleAnswerMode(**options)
+def create(
+    *,
+    prompts: Mapping[str, JudgePrompt],
+    references: Mapping[int, tuple[str, ...]],
+    scoring: str = "official",
+    repeats: int = 1,
+    **_: Any,
+) -> SingleAnswerMode:
+    return SingleAnswerMode(prompts, references, scoring, repeats)
