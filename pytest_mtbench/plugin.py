@@ -583,6 +583,11 @@ def _gate_report(gate: GateResult) -> pytest.TestReport:
     )
 
 
+def _import_statistics() -> None:
+    with contextlib.suppress(ImportError):
+        import scipy.special  # noqa: F401
+
+
 class ResultReporter:
     """Controller-only (like junitxml): gathers question records from the test reports, turns gates into
     test reports at the end of the run loop, prints the table and writes every report."""
@@ -594,6 +599,11 @@ class ResultReporter:
         self.problems: list[str] = []
         # Lines shown under the table: the run's own (a replayed file's name), where the MLflow run is.
         self.notes: list[str] = list(state.run.notes)
+
+    def pytest_sessionstart(self) -> None:
+        # The report's statistics need scipy, whose import takes a second or more: done in the background
+        # while the questions run, so the table comes at once at the end, and right after an interrupt.
+        threading.Thread(target=_import_statistics, name="mtbench-warm-up", daemon=True).start()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
