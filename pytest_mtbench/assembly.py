@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backends import (
-    ALIASES,
     BackendError,
     BackendOptions,
     ServedModel,
     check_name,
     missing_credentials,
-    split_spec,
 )
 from .baseline import ALLOW_HINT, BaselineJudgments, check_compatible
 from .cache import ResultCache
@@ -389,22 +387,12 @@ def check_references(questions: list[Question], references: dict[int, tuple[str,
 
 
 def check_local_spec(flag: str, spec: str) -> None:
-    """A local model path that does not exist is an error before anything runs."""
+    """A model its backend knows at once it does not have (a local path that does not exist, an unknown
+    fake model) is an error before anything runs; each backend says so in its `check_name`."""
     try:
-        prefix, name = split_spec(spec)
         check_name(spec)
     except BackendError as exc:
         raise SetupError(f"{flag}={spec}: {exc}") from None
-    if (
-        prefix == "hf"
-        and spec not in ALIASES
-        and name not in ALIASES
-        and not Path(name).expanduser().exists()
-    ):
-        raise SetupError(
-            f"{flag}={spec}: no such file or directory; give a local model directory or .gguf file, "
-            "'smollm2', openai/NAME or fake/NAME"
-        )
 
 
 def check_can_call(flag: str, backend: LazyBackend, *, key: bool = True) -> None:

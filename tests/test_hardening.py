@@ -66,3 +66,19 @@ def test_a_threshold_on_a_category_that_did_not_run_says_so(
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*--mtbench-threshold coding=8 was not checked: no coding question ran*"])
     assert "writing=5 was not checked" not in result.stdout.str()
+
+
+def test_a_missing_tokenizer_gives_the_whole_reason_on_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from pytest_mtbench.backends import SamplingParams, load_backend
+    from pytest_mtbench.testing.tiny_model import build_tiny_chat_model
+
+    model = build_tiny_chat_model(tmp_path / "model")
+    (model / "tokenizer.json").unlink()  # the config still names a fast tokenizer class
+    with pytest.raises(BackendError) as caught:
+        backend = load_backend(f"hf/{model}", BackendOptions(device="cpu"))
+        backend.chat([[{"role": "user", "content": "hi"}]], SamplingParams(0.0, 4))
+    message = str(caught.value)
+    assert message.startswith(f"cannot load the tokenizer of hf/{model}: ") and "\n" not in message
+    assert "from one of: (1)" in message and "(3)" in message  # not cut off where the list begins

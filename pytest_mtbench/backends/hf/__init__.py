@@ -14,7 +14,9 @@ is cheap.
 
 from __future__ import annotations
 
-from ..base import BackendOptions, Capabilities
+from pathlib import Path
+
+from ..base import BackendError, BackendOptions, Capabilities
 from .engine import HFBackend, _batches
 from .loading import (
     _CONVERTED_LIMIT,
@@ -64,6 +66,15 @@ CAPABILITIES = Capabilities(
     mixed_sampling=True,
     follow_ups=True,
 )
+
+
+def check_name(name: str) -> None:
+    """A local model that does not exist is an error at start-up, before anything is loaded."""
+    if name != SMOLLM2_ALIAS and not Path(name).expanduser().exists():
+        raise BackendError(
+            "no such file or directory; give a local model directory or .gguf file, 'smollm2', openai/NAME "
+            "or fake/NAME"
+        )
 
 
 def create(name: str, options: BackendOptions) -> HFBackend:

@@ -223,7 +223,7 @@ def load_model(
         hint = _remote_code_hint(exc)
         if not hint and gguf_file is not None:  # the tokenizer is read from the same file as the weights
             hint = " (a truncated or corrupt .gguf file? download or build it again)"
-        raise BackendError(f"cannot load the tokenizer of {spec}: {_first_line(exc)}{hint}") from exc
+        raise BackendError(f"cannot load the tokenizer of {spec}: {_reason(exc)}{hint}") from exc
     chat_template = options.chat_template or tokenizer.chat_template
     if not chat_template:
         raise BackendError(
@@ -245,7 +245,7 @@ def load_model(
         hint = _remote_code_hint(exc)
         if not hint and not isinstance(exc, OSError | ValueError):
             hint = " (a truncated or corrupt weight file? download or build it again)"
-        raise BackendError(f"cannot load the model {spec}: {_first_line(exc)}{hint}") from exc
+        raise BackendError(f"cannot load the model {spec}: {_reason(exc)}{hint}") from exc
     if converted is not None and source is directory:
         _keep_converted(model, tokenizer, converted)
     return tokenizer, chat_template, _aligned(model.to(device).eval())
@@ -327,9 +327,16 @@ def _keep_converted(model: Any, tokenizer: Any, target: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+REASON_CHARS = 400  # of a library's error message kept in ours
+
+
+def _reason(exc: BaseException) -> str:
+    """A library's error message on one line: all of it (transformers' often continue after "one of:"
+    on the next lines), its whitespace collapsed, cut at REASON_CHARS."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 1] + "…"
 
 
 def _refuse_pickle(spec: str, directory: Path, options: BackendOptions) -> None:
