@@ -43,6 +43,7 @@ from typing import Any
 
 from .data import sha256_file
 from .errors import MTBenchError
+from .fastchat import ANSWER_DIR, UNSCORED_SCORE
 from .jsonl import read_jsonl
 from .judge import JudgeRequest
 from .modes.single import build_single_request, single_prompt_name
@@ -59,8 +60,6 @@ else:  # pragma: no cover - Python 3.10 only
 TARGET = "gpt-4-0613"  # the judge of the published scores
 PUBLISHED_JUDGE = "gpt-4"  # its name in FastChat's files (`judge: ["gpt-4", "single-v1"]`)
 JUDGMENT_FILE = "model_judgment/gpt-4_single.jsonl"
-ANSWER_DIR = "model_answer"
-UNSCORED_SCORE = -1  # FastChat's marker for a judgment without a rating
 CALIBRATION_KIND = "pytest-mtbench calibration"
 SCHEMA_VERSION = 1
 METHOD = "isotonic"
