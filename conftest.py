@@ -145,6 +145,16 @@ def build_shared(models_root: Path) -> Callable[[Callable[[Path], Path], str], P
     return build
 
 
+def requires(*packages: str) -> pytest.MarkDecorator:
+    """A mark that skips its tests, naming what is missing, unless every one of `packages` is installed."""
+    import importlib.util
+
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    return pytest.mark.skipif(
+        bool(missing), reason=f"{', '.join(missing)} not installed: pip install -e '.[test]'"
+    )
+
+
 def needs_local_models() -> None:
     """Skip the test, naming what is missing, unless the packages that train a tiny model are installed."""
     for name in ("torch", "transformers", "safetensors", "tokenizers"):

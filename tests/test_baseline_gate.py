@@ -27,9 +27,11 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO_ROOT, run_plugin, strip_timing
+from conftest import REPO_ROOT, requires, run_plugin, strip_timing
 from pytest_mtbench.questions import CATEGORIES
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
+
+pytestmark = requires("openai")  # every run here calls an OpenAI-compatible endpoint
 
 JUDGE = "judge"
 CANDIDATES = ("model-a", "model-b", "model-c")

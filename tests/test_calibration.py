@@ -82,6 +82,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tu
 
 @pytest.fixture(scope="module")
 def server(published: tuple[Path, PublishedFiles]) -> Iterator[FakeOpenAIServer]:
+    pytest.importorskip("openai", reason="openai is not installed: pip install -e '.[test]'")
     scores = published[1].scores_by_prompt()
 
     def reply(body: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_plugin
+from conftest import requires, run_plugin
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
 
 
@@ -18,6 +18,7 @@ def _reply(body: dict[str, Any]) -> str:
     return "A candidate answer that the server says was cut off"
 
 
+@requires("openai")
 def test_cut_off_replies_are_marked_and_counted_and_the_served_judge_is_recorded(
     tmp_path: Path, shared_data: Path
 ) -> None:

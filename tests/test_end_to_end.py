@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from conftest import run_plugin, strip_timing
+from conftest import requires, run_plugin, strip_timing
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
+
+pytestmark = requires("openai")  # every run here calls an OpenAI-compatible endpoint
 
 pytest_plugins = ["pytester"]
 

@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import run_plugin
+from conftest import requires, run_plugin
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
+
+pytestmark = requires("openai")  # every run here calls an OpenAI-compatible endpoint
 
 
 class ShiftingJudge:

@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
-from conftest import run_plugin, strip_timing
+from conftest import requires, run_plugin, strip_timing
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
+
+pytestmark = requires("openai")  # every run here calls an OpenAI-compatible endpoint
+
 
 MODELS = ("alpha", "beta", "gamma")
 STRENGTH = {"alpha": 0, "beta": 1, "gamma": 2}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import strip_timing
+from conftest import requires, strip_timing
 from pytest_mtbench.questions import CATEGORIES
 from pytest_mtbench.settings import DEFAULT_JUDGE
 
@@ -155,6 +155,7 @@ def test_unscored_turn_fails_item_and_is_not_counted(run, pytester: pytest.Pytes
     assert all(t["score"] is None for q in report["questions"] for t in q["turns"])
 
 
+@requires("openai")
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -344,6 +345,7 @@ def test_last_failed_rerun_reports_what_ran(pytester: pytest.Pytester, shared_da
     rerun.stdout.fnmatch_lines(["writing*2/2*7.00*", "coding*2/2*7.00*"])
 
 
+@requires("openai")
 def test_a_run_inside_the_checkout_keeps_its_environment(shared_data: Path, tmp_path: Path) -> None:
     """The README runs the benchmark from run/ inside this repo: its conftest must not strip the key."""
     import os

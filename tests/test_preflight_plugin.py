@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_pytest_subprocess
+from conftest import requires, run_pytest_subprocess
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
+
+pytestmark = requires("openai")  # every run here calls an OpenAI-compatible endpoint
 
 
 def _args(server_url: str, shared_data: Path, tmp_path: Path, *extra: str) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO_ROOT, run_plugin
+from conftest import REPO_ROOT, requires, run_plugin
 from pytest_mtbench.judge import read_rating
 from pytest_mtbench.prompts import PromptError, load_judge_prompts
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
@@ -63,6 +63,7 @@ def test_a_bad_rule_is_one_line_naming_the_prompt(tmp_path: Path, extra: dict, m
     assert message in str(info.value)
 
 
+@requires("openai")
 def test_a_run_with_the_1_to_5_set_scores_on_its_scale(tmp_path: Path, shared_data: Path) -> None:
     def reply(body: dict[str, Any]) -> str:
         prompt = body["messages"][-1]["content"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fake_runner
+from conftest import fake_runner, requires
 from pytest_mtbench.backends import BackendError, BackendOptions, SamplingParams, capabilities
 from pytest_mtbench.backends import replay as replay_module
 from pytest_mtbench.backends import static_identity as backend_static_identity
@@ -294,6 +294,7 @@ def test_a_published_run_reproduces_offline_with_an_empty_cache_and_no_judge(
     assert not list((pytester.path / "empty-cache").rglob("*.json"))  # offline: nothing written either
 
 
+@requires("openai")
 def test_every_judgment_imported_needs_no_key_and_no_call(
     pytester: pytest.Pytester, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

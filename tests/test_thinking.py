@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import requires
 from pytest_mtbench.backends.base import BackendOptions, SamplingParams
 from pytest_mtbench.reasoning import SplitReply, parse_markers, split_reply
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer, judge_like_reply
@@ -68,6 +69,7 @@ def test_other_markers_and_their_errors() -> None:
             parse_markers(bad)
 
 
+@requires("openai")
 # ---- the OpenAI-compatible backend ---------------------------------------------------------------------
 @pytest.mark.parametrize("placement", ["reasoning_content", "reasoning", "inline"])
 def test_the_backend_keeps_what_each_server_form_returns(placement: str) -> None:
@@ -85,6 +87,7 @@ def test_the_backend_keeps_what_each_server_form_returns(placement: str) -> None
     assert completion.n_tokens == len(THOUGHT.split()) + len(ANSWER.split())
 
 
+@requires("openai")
 def test_null_content_after_reasoning_is_one_call_and_a_result() -> None:
     from pytest_mtbench.backends.openai_api import OpenAIBackend
 
@@ -147,6 +150,7 @@ def _run(pytester: pytest.Pytester, shared_data: Path, *args: str) -> tuple[pyte
     return result, data
 
 
+@requires("openai")
 def test_only_the_answer_is_judged_and_carried_into_turn_2(
     pytester: pytest.Pytester, shared_data: Path
 ) -> None:
@@ -188,6 +192,7 @@ def test_only_the_answer_is_judged_and_carried_into_turn_2(
     assert "answers: " in result.stdout.str() and "spent reasoning" in result.stdout.str()
 
 
+@requires("openai")
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_a_reply_that_never_finished_thinking_fails_its_question_after_one_call(
     pytester: pytest.Pytester, shared_data: Path, workers: str
@@ -225,6 +230,7 @@ def test_a_reply_that_never_finished_thinking_fails_its_question_after_one_call(
     assert report["categories"]["writing"]["n_unfinished_reasoning"] == 1
 
 
+@requires("openai")
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_a_reasoning_judge_is_settled_once_at_preflight(
     pytester: pytest.Pytester, shared_data: Path, workers: str
@@ -259,6 +265,7 @@ def test_a_reasoning_judge_is_settled_once_at_preflight(
     assert report["overall"] == 6
 
 
+@requires("openai")
 def test_an_explicit_official_call_to_a_reasoning_judge_is_one_line(
     pytester: pytest.Pytester, shared_data: Path
 ) -> None:
@@ -279,6 +286,7 @@ def test_an_explicit_official_call_to_a_reasoning_judge_is_one_line(
     assert "--mtbench-judge-call" in result.stderr.str()
 
 
+@requires("openai")
 @pytest.mark.parametrize("placement", ["inline", "reasoning_content"])
 def test_the_rating_is_read_from_the_final_text_never_the_reasoning(
     pytester: pytest.Pytester, shared_data: Path, placement: str
@@ -306,6 +314,7 @@ def test_the_rating_is_read_from_the_final_text_never_the_reasoning(
     assert all("[[3]]" in j["reasoning"] and "[[3]]" not in j["text"] for j in judgments)
 
 
+@requires("openai")
 @pytest.mark.parametrize(("owned_by", "probes"), [("vllm", 0), ("system", 1)])
 def test_auto_asks_only_endpoints_that_may_refuse_the_official_call(owned_by: str, probes: int) -> None:
     from pytest_mtbench.backends.openai_api import preflight
@@ -317,6 +326,7 @@ def test_auto_asks_only_endpoints_that_may_refuse_the_official_call(owned_by: st
     assert found.call_style == ("official" if probes else None)
 
 
+@requires("openai")
 def test_the_html_page_shows_the_reasoning_collapsed_and_escaped(
     pytester: pytest.Pytester, shared_data: Path
 ) -> None:
