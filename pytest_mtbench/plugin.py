@@ -133,6 +133,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from .assembly import build_run
 
     settings = build_settings(config)
+    from .vllm_plugin import VllmServers
+
+    VllmServers.register(config, settings)  # vllm/ models: the servers this process starts and stops
     if settings.calibrate is not None:
         _configure_calibration(config, settings)  # a calibration run: see the block at the end
         return
@@ -643,6 +646,9 @@ class ResultReporter:
         )
         if self.state.gates:
             report.gates = list(self.state.gates)
+        servers = self.config.pluginmanager.get_plugin("mtbench-vllm")
+        if servers is not None:
+            report.run.vllm = servers.describe()
         return report
 
     @pytest.hookimpl(wrapper=True)

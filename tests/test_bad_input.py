@@ -217,6 +217,17 @@ ROWS: list[Row] = [
         ("--mtbench-model-call=fast",),
     ),
     Row(
+        "vllm-args-unclosed-quote",
+        "--mtbench-vllm-args=\"unclosed: No closing quotation; quote it as one string of flags, e.g. "
+        "\"--dtype float16\"",
+        ("--mtbench-vllm-args=\"unclosed",),
+    ),
+    Row(
+        "env-vllm-start-timeout-word",
+        "MTBENCH_VLLM_START_TIMEOUT=abc: not a number; give a number > 0",
+        env={"MTBENCH_VLLM_START_TIMEOUT": "abc"},
+    ),
+    Row(
         "model-revision-several-models",
         "--mtbench-model-revision=step-1 names one model's weights, and 2 models were given: drop it, or run "
         "the models one at a time",

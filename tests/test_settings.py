@@ -129,6 +129,9 @@ def _samples(tmp: Path) -> dict[str, Sample]:
         "think_markers": Sample("<think>,</think>", "", "<r>,</r>"),
         "model_call": Sample("official", "", "auto"),
         "model_revision": Sample("step-1", "step-2", "step-3"),
+        "vllm": Sample("/opt/cli/vllm", "/opt/env/vllm", "/opt/ini/vllm"),
+        "vllm_args": Sample("--dtype half", "--dtype float16", "--dtype bfloat16"),
+        "vllm_start_timeout": Sample("", "60", ""),
         "progress_interval": Sample("", "0.5", ""),
     }
 
