@@ -178,9 +178,11 @@ def _preflight(config: pytest.Config, questions: list[Any]) -> None:
     for model in models:
         _check_endpoint(config, "model", model, checked, vouched=False)
     _check_endpoint(config, "judge", run.runner.judge, checked, vouched=False)
+    _say_refused(config, "model", models)
     if run.runner.judge.served is not None:
         run.runner.needs_calls(questions)  # counts the cached judgments of other weights
-    _say_refused(config, "model", models)
+        for model in models:
+            model.refused.clear()  # counted and said once already
     _say_refused(config, "judge", [run.runner.judge])
 
 

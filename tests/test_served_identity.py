@@ -94,8 +94,10 @@ def test_a_new_checkpoint_under_the_same_name_is_answered_again(
         assert new.ret == 0
         new.stdout.fnmatch_lines(
             [
-                "*--mtbench-model=openai/ckpt: 4 cached answers are not reused and are asked again "
-                "(4: the endpoint now serves other weights (system_fingerprint fp_a -> fp_b))*"
+                # Turn 1's two cached answers are met and set aside; turn 2's keys hold turn 1's new
+                # answers, so its old entries are never met.
+                "*--mtbench-model=openai/ckpt: 2 cached answers are not reused and are asked again "
+                "(2: the endpoint now serves other weights (system_fingerprint fp_a -> fp_b))*"
             ]
         )
         # Every answer again; the judge (same name, new fingerprint too) judges them afresh.
@@ -118,7 +120,7 @@ def test_an_endpoint_that_names_no_weights_is_answered_every_time_unless_a_revis
         assert second.ret == 0 and _calls(report) == (4, 0)  # same answers again: the judgments stand
         second.stdout.fnmatch_lines(
             [
-                "*4 cached answers are not reused*does not say which weights it serves*"
+                "*2 cached answers are not reused*does not say which weights it serves*"
                 "--mtbench-model-revision*"
             ]
         )
