@@ -158,10 +158,15 @@ class Bench:
         judge: str = JUDGE,
     ) -> Run:
         """`pytest --mtbench-model=openai/MODEL ...` in a directory of its own, with its own cache unless
-        `cache` names a shared one; writes report.json and junit.xml there."""
+        `cache` names a shared one; writes report.json and junit.xml there.
+
+        A run with extra flags on a shared cache comes after the same run without them (done first if
+        not done yet), so what it finds in that cache does not depend on the order the tests run in."""
         key = (model, extra, workers, select, baseline, cache, judge, self.server.served_model)
         if key in self._done:
             return self._done[key]
+        if extra and cache is not None:
+            self.run(model, workers=workers, select=select, baseline=baseline, cache=cache, judge=judge)
         directory = self.root / f"run-{len(self._done)}-{model}"
         directory.mkdir()
         args = [
@@ -326,8 +331,6 @@ def test_small_noisy_change_is_inconclusive_and_fails_only_when_strict(bench: Be
 
 def test_margin_per_category(bench: Bench) -> None:
     """--mtbench-margin=coding=3 tolerates model-b's 2-point coding drop (same cache: no calls)."""
-    judged = bench.run("model-b", workers=0, baseline=bench.baseline, cache="model-b-0")  # fills the cache
-    assert judged.returncode == 1, judged.explain()
     run = bench.run("model-b", "--mtbench-margin=coding=3", baseline=bench.baseline, cache="model-b-0")
     assert run.returncode == 0, run.explain()
     assert run.judge_requests == 0
