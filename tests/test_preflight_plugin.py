@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import requires, run_pytest_subprocess
+from conftest import requires, run_plugin
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer
 
 pytestmark = requires("openai")  # every run here calls an OpenAI-compatible endpoint
@@ -57,7 +57,7 @@ def test_a_judge_that_cannot_answer_stops_the_run_before_any_generation(
     tmp_path: Path, shared_data: Path, server_options: dict, expected: str, workers: str
 ) -> None:
     with FakeOpenAIServer(**server_options) as server:
-        proc = run_pytest_subprocess(
+        proc = run_plugin(
             tmp_path,
             *_args(server.base_url, shared_data, tmp_path),
             "-n",
@@ -78,7 +78,7 @@ def test_an_unreachable_judge_is_named_with_its_url(tmp_path: Path, shared_data:
         args = _args(candidate.base_url, shared_data, tmp_path)
         args[3] = f"--mtbench-judge-base-url={url}"
         began = time.monotonic()
-        proc = run_pytest_subprocess(tmp_path, *args)
+        proc = run_plugin(tmp_path, *args)
         elapsed = time.monotonic() - began
         # The candidate's one-token preflight call (which weights does it serve?), and no answer.
         assert [b["max_tokens"] for b in candidate.requests] == [1]
@@ -92,21 +92,21 @@ def test_a_healthy_endpoint_costs_a_model_list_and_one_token_and_a_cached_run_as
     tmp_path: Path, shared_data: Path
 ) -> None:
     with FakeOpenAIServer(model_ids=("candidate", "judge-2026")) as server:
-        first = run_pytest_subprocess(tmp_path, *_args(server.base_url, shared_data, tmp_path))
+        first = run_plugin(tmp_path, *_args(server.base_url, shared_data, tmp_path))
         assert first.returncode == 0, first.stdout[-2000:]
         assert server.models_count == 2  # one model list per backend (candidate and judge), once each
         # One one-token call each (which weights are served?), then 2 answers + 2 judgments.
         assert [b["max_tokens"] for b in server.requests].count(1) == 2 and server.request_count == 6
-        again = run_pytest_subprocess(tmp_path, *_args(server.base_url, shared_data, tmp_path))
+        again = run_plugin(tmp_path, *_args(server.base_url, shared_data, tmp_path))
         assert again.returncode == 0
         # Fully cached: the candidate's endpoint still says which weights it serves (the cached answers
         # stand only for those); the judge is not asked.
         assert server.models_count == 3 and server.request_count == 7
-        named = run_pytest_subprocess(
+        named = run_plugin(
             tmp_path, *_args(server.base_url, shared_data, tmp_path), "--mtbench-trust-model-name"
         )
         assert named.returncode == 0 and server.models_count == 3 and server.request_count == 7
-        offline = run_pytest_subprocess(
+        offline = run_plugin(
             tmp_path, *_args(server.base_url, shared_data, tmp_path), "--mtbench-offline", "-n", "2"
         )
         assert offline.returncode == 0 and server.models_count == 3 and server.request_count == 7
