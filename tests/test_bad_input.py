@@ -218,9 +218,9 @@ ROWS: list[Row] = [
     ),
     Row(
         "vllm-args-unclosed-quote",
-        "--mtbench-vllm-args=\"unclosed: No closing quotation; quote it as one string of flags, e.g. "
-        "\"--dtype float16\"",
-        ("--mtbench-vllm-args=\"unclosed",),
+        '--mtbench-vllm-args="unclosed: No closing quotation; quote it as one string of flags, e.g. '
+        '"--dtype float16"',
+        ('--mtbench-vllm-args="unclosed',),
     ),
     Row(
         "env-vllm-start-timeout-word",

@@ -30,9 +30,9 @@ def test_a_model_a_server_does_not_know_is_still_not_served() -> None:
     pytest.importorskip("openai")
     from pytest_mtbench.backends.openai_api import preflight
 
-    with FakeOpenAIServer(model_ids=("judge",), models_endpoint=False, reject_unknown_models=True) as server:
-        with pytest.raises(BackendError, match=r"model other is not served at .*HTTP 404"):
-            preflight("other", BackendOptions(base_url=server.base_url), environ={})
+    server = FakeOpenAIServer(model_ids=("judge",), models_endpoint=False, reject_unknown_models=True)
+    with server, pytest.raises(BackendError, match=r"model other is not served at .*HTTP 404"):
+        preflight("other", BackendOptions(base_url=server.base_url), environ={})
 
 
 def test_column_headers_keep_whole_words_and_drop_file_suffixes() -> None:
