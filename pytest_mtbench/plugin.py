@@ -608,7 +608,8 @@ class ResultReporter:
     def pytest_sessionstart(self) -> None:
         # The report's statistics need scipy, whose import takes a second or more: done in the background
         # while the questions run, so the table comes at once at the end, and right after an interrupt.
-        threading.Thread(target=_import_statistics, name="mtbench-warm-up", daemon=True).start()
+        if not self.config.option.collectonly:  # a run that builds no report must not exit mid-import
+            threading.Thread(target=_import_statistics, name="mtbench-warm-up", daemon=True).start()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -364,6 +364,9 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             lines += [f"{k}: {v}" for k, v in all_headers.items()]
             # headers and body in one write: one segment on the wire, no Nagle/delayed-ACK stall
             payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+            # An admitted chat request stops counting as in flight before its answer leaves, so a client
+            # that sends its next call on receiving it never finds this one still counted.
+            self._release_admitted()
             try:
                 self.wfile.write(payload)
             except OSError:
@@ -409,6 +412,7 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(400, _error_body(400, "request body is not JSON"))
                 return
             number, fault, rejected = server._admit(body, self.headers.get("Authorization"))
+            self._admitted = not rejected  # counted in flight until its answer leaves
             if server._on_request is not None:
                 server._on_request(number)
             if rejected:
@@ -427,6 +431,11 @@ def _make_handler(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                     return
                 self._answer(body, number, fault)
             finally:
+                self._release_admitted()  # a dropped connection or a hang cut short sends nothing
+
+        def _release_admitted(self) -> None:
+            if getattr(self, "_admitted", False):
+                self._admitted = False
                 server._release()
 
         def _answer(self, body: dict[str, Any], number: int, fault: Fault) -> None:
