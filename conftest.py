@@ -47,6 +47,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if "build_shared" in getattr(item, "fixturenames", ()) or str(params.get("workers")) == "2":
             item.add_marker(pytest.mark.slow)
+    # The longest tests (minutes each: the README's quick start on a real model, the real vLLM server)
+    # go first, so under -n 2 the other worker takes the rest meanwhile instead of both waiting on them
+    # at the end.
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST))
+
+
+LONGEST = ("tests/test_readme.py::test_quick_start", "tests/test_vllm_real.py::")
 
 
 @pytest.fixture(scope="session", autouse=True)
