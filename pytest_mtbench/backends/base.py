@@ -129,14 +129,13 @@ class ServedModel:
     official: bool = False
 
     def stamp(self) -> dict[str, Any]:
-        """What a cached value records of it (only the fields the endpoint told)."""
-        fields_told = {
-            "served_model": self.served_model,
-            "system_fingerprint": None if self.official else self.system_fingerprint,
-            "root": self.root,
-            "max_model_len": self.max_model_len,
-        }
-        return {name: value for name, value in fields_told.items() if value is not None}
+        """What a cached value records of it: the fields the endpoint told, less OpenAI's fingerprint
+        (which tags its serving stack, not the weights)."""
+        told = self.as_dict()
+        told.pop("official", None)
+        if self.official:
+            told.pop("system_fingerprint", None)
+        return told
 
     @property
     def identifies_weights(self) -> bool:
