@@ -5,9 +5,10 @@ judged by another model, whose scores are on its own scale. FastChat published G
 its model answers (`data/mt_bench/model_judgment/gpt-4_single.jsonl`, and `model_answer/*.jsonl`). This
 module turns those files into a calibration:
 
-- **file formats**: the published files are read; each judgment's prompt is rebuilt with this plugin's
-  renderer (`modes.single.build_single_request`) and kept only when it equals the published `user_prompt`
-  byte for byte (the others are counted, never used), so the current judge sees exactly what GPT-4 saw.
+- **file formats**: the published files are read by fastchat.py (its single judgment and answer file
+  readers); each judgment's prompt is rebuilt with this plugin's renderer
+  (`modes.single.build_single_request`) and kept only when it equals the published `user_prompt` byte for
+  byte (the others are counted, never used), so the current judge sees exactly what GPT-4 saw.
 - **sampling**: a seeded sample of N published turns, stratified by category (an equal share each, a
   category short of turns giving its shortfall to the others), ranked by a hash of (seed, model, question,
   turn): the same files and seed give the same sample, whatever the order of the rows.
@@ -19,8 +20,9 @@ module turns those files into a calibration:
   refit, map the run's judgments, take the percentile interval).
 - **the calibration file** (`Calibration`): judge spec, served judge model names, the sample's identity,
   the knots, the agreement figures and the pairs themselves (for the bootstrap), versioned JSON.
-- **the published files on request** (`fetch_published`): downloaded and verified by sha256 against the
-  pins in `questions/calibration.toml`, which must be filled before the fetch is enabled.
+- **the published files on request** (`fetch_published`, through data.py's `fetch_file`): downloaded
+  and verified by sha256 against the pins in `questions/calibration.toml`, which must be filled before
+  the fetch is enabled.
 
 Isotonic rather than linear: a judge's scale is monotone in GPT-4's but rarely linear (judges crowd the
 top scores, or never give 1 or 2), and isotonic regression assumes only the order. numpy and scipy are
@@ -32,19 +34,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import sha256_file
+from .data import DataError, FileDownload, fetch_file, sha256_file
 from .errors import MTBenchError
-from .fastchat import ANSWER_DIR, UNSCORED_SCORE
-from .jsonl import read_jsonl
+from .fastchat import (
+    ANSWER_DIR,
+    FastChatFileError,
+    SingleJudgmentRow,
+    read_answer_dir,
+    read_single_judgments,
+)
 from .judge import JudgeRequest
 from .modes.single import build_single_request, single_prompt_name
 from .prompts import JudgePrompt, PromptError
@@ -96,75 +101,6 @@ def published_dir_problem(directory: Path) -> str | None:
 
 
 @dataclass(frozen=True)
-class PublishedJudgment:
-    """One row of `gpt-4_single.jsonl`; `score` None where FastChat wrote -1."""
-
-    model: str
-    question_id: int
-    turn: int
-    judge: str
-    prompt_name: str
-    user_prompt: str
-    score: float | None
-
-
-def read_published_judgments(path: str | Path) -> list[PublishedJudgment]:
-    """Read FastChat's single judgment file; a row without the published fields raises CalibrationError."""
-    path = Path(path)
-    rows = []
-    for lineno, row in read_jsonl(path, CalibrationError, "published judgment file"):
-        judge, qid, turn, score = row.get("judge"), row.get("question_id"), row.get("turn"), row.get("score")
-        if (
-            not isinstance(judge, list)
-            or len(judge) != 2
-            or not all(isinstance(j, str) for j in judge)
-            or not _is_int(qid)
-            or not _is_int(turn)
-            or not isinstance(row.get("model"), str)
-            or not isinstance(row.get("user_prompt"), str)
-            or not _is_number(score)
-        ):
-            raise CalibrationError(
-                f"{path}:{lineno}: not a FastChat single judgment; each line needs question_id, model, "
-                'judge ["gpt-4", "single-v1"], user_prompt, score and turn'
-            )
-        rows.append(
-            PublishedJudgment(
-                model=row["model"],
-                question_id=qid,
-                turn=turn,
-                judge=judge[0],
-                prompt_name=judge[1],
-                user_prompt=row["user_prompt"],
-                score=None if score == UNSCORED_SCORE else float(score),
-            )
-        )
-    return rows
-
-
-def read_published_answers(directory: str | Path) -> dict[str, dict[int, tuple[str, ...]]]:
-    """model -> question_id -> the turns of its first choice, from `model_answer/*.jsonl`.
-
-    FastChat names a model by its answer file (`load_model_answers` keys by the file name), so do we.
-    Rows without an integer question_id and a list of text turns are skipped (their judgments are then
-    excluded as `no answer`)."""
-    answers: dict[str, dict[int, tuple[str, ...]]] = {}
-    for path in sorted(Path(directory).glob("*.jsonl")):
-        by_question: dict[int, tuple[str, ...]] = {}
-        for _, row in read_jsonl(path, CalibrationError, "published answer file"):
-            choices = row.get("choices")
-            turns = choices[0].get("turns") if isinstance(choices, list) and choices else None
-            if (
-                _is_int(row.get("question_id"))
-                and isinstance(turns, list)
-                and all(isinstance(t, str) for t in turns)
-            ):
-                by_question.setdefault(row["question_id"], tuple(turns))
-        answers[path.name[: -len(".jsonl")]] = by_question
-    return answers
-
-
-@dataclass(frozen=True)
 class CalibrationItem:
     """One published turn to re-judge: GPT-4-0613's score and the request rebuilt for the current judge."""
 
@@ -181,7 +117,7 @@ class CalibrationItem:
 
 
 def eligible_items(
-    judgments: Iterable[PublishedJudgment],
+    judgments: Iterable[SingleJudgmentRow],
     answers: Mapping[str, Mapping[int, tuple[str, ...]]],
     questions: Mapping[int, Question],
     prompts: Mapping[str, JudgePrompt],
@@ -215,7 +151,7 @@ def eligible_items(
                 seen.add(key)
                 items.append(
                     CalibrationItem(
-                        row.model, row.question_id, row.turn, question.category, row.score, request
+                        row.model, row.question_id, row.turn, question.category, float(row.score), request
                     )
                 )
         if reason:
@@ -226,7 +162,7 @@ def eligible_items(
 def _rebuild(
     question: Question,
     answer: tuple[str, ...],
-    row: PublishedJudgment,
+    row: SingleJudgmentRow,
     prompts: Mapping[str, JudgePrompt],
     references: Mapping[int, tuple[str, ...]],
 ) -> JudgeRequest | None:
@@ -322,8 +258,11 @@ def load_published_sample(
     problem = published_dir_problem(directory)
     if problem is not None:
         raise CalibrationError(f"--mtbench-calibrate={directory}: {problem}; {PUBLISHED_HINT}")
-    judgments = read_published_judgments(directory / JUDGMENT_FILE)
-    answers = read_published_answers(directory / ANSWER_DIR)
+    try:
+        judgments = read_single_judgments(directory / JUDGMENT_FILE)
+        answers = {model: f.answers for model, f in read_answer_dir(directory / ANSWER_DIR).items()}
+    except FastChatFileError as exc:
+        raise CalibrationError(str(exc)) from None
     items, excluded = eligible_items(
         judgments, answers, {q.question_id: q for q in questions}, prompts, references
     )
@@ -691,21 +630,8 @@ def load_published_pins(manifest: str | Path | None = None) -> PublishedPins:
     return pins
 
 
-# (url, destination file) -> None: writes the body to the file.
-Download = Callable[[str, Path], None]
-
-
-def http_download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """GET `url` into `dest` (urllib; no extra dependency)."""
-    import shutil
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as out:
-        shutil.copyfileobj(response, out, 1 << 20)
-
-
 def fetch_published(
-    dest: str | Path, *, pins: PublishedPins | None = None, download: Download | None = None
+    dest: str | Path, *, pins: PublishedPins | None = None, download: FileDownload | None = None
 ) -> Path:
     """Download the published files into `dest` (FastChat's data/mt_bench layout) and verify each by sha256.
 
@@ -713,8 +639,6 @@ def fetch_published(
     beside its target and renamed into place only once verified, so a mismatch leaves nothing behind.
     Refused while any pin is empty: the fetch is enabled by filling questions/calibration.toml.
     """
-    import urllib.error
-
     pins = pins if pins is not None else load_published_pins()
     if not pins.base_url or pins.unpinned:
         raise CalibrationError(
@@ -722,39 +646,17 @@ def fetch_published(
             f"values in [{PINS_TABLE}] of questions/{PINS_FILE} are empty): download them with FastChat's "
             "download_mt_bench_pregenerated.py and pass --mtbench-calibrate=DIR, or fill the pins"
         )
-    download = download or http_download
     root = Path(dest)
     for name, expected in pins.sha256.items():
-        target = root / name
-        if target.is_file() and sha256_file(target) == expected:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-        os.close(fd)
-        tmp = Path(tmp_name)
         url = pins.base_url.rstrip("/") + "/" + name
         try:
-            try:
-                download(url, tmp)
-            except (OSError, urllib.error.URLError) as exc:
-                raise CalibrationError(f"cannot download {url} ({exc})") from None
-            actual = sha256_file(tmp)
-            if actual != expected:
-                raise CalibrationError(
-                    f"{url} has sha256 {actual[:12]}…, expected {expected[:12]}… (pinned in "
-                    f"questions/{PINS_FILE}); the host served another file"
-                )
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+            fetch_file(url, root / name, expected, download=download, pinned_in=f"questions/{PINS_FILE}")
+        except DataError as exc:
+            raise CalibrationError(str(exc)) from None
     return root
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

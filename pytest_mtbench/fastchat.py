@@ -206,6 +206,14 @@ def read_answer_file(path: str | Path, questions: Iterable[Question] | None = No
     return result
 
 
+def read_answer_dir(directory: str | Path) -> dict[str, AnswerFile]:
+    """Every `<model>.jsonl` of a FastChat `model_answer/` directory by model name (the file's stem), as
+    FastChat's `load_model_answers` reads them; each file read as `read_answer_file` reads it without a
+    question set (its unusable lines and duplicated questions are problems, never answers)."""
+    files = (read_answer_file(path) for path in sorted(Path(directory).expanduser().glob("*.jsonl")))
+    return {answer_file.model: answer_file for answer_file in files}
+
+
 def _first_choice_turns(row: Mapping[str, Any]) -> tuple[str, ...] | None:
     choices = row.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
@@ -723,6 +731,7 @@ __all__ = [
     "PairJudgmentRow",
     "SingleJudgmentRow",
     "fastchat_name",
+    "read_answer_dir",
     "read_answer_file",
     "read_judgments",
     "read_pair_judgments",
