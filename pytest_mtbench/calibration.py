@@ -225,6 +225,23 @@ class PublishedSample:
     rows: int  # rows of the published judgment file
     eligible: int  # rows whose prompt was rebuilt byte for byte
     excluded: dict[str, int]
+    answers: dict[str, dict[int, tuple[str, ...]]] = field(default_factory=dict)  # of the sampled turns
+
+    def answered(self, questions: Mapping[int, Question], categories: Iterable[str]) -> dict[str, list[Any]]:
+        """The sampled published answers of these categories, by model, as a judging mode receives them
+        (modes.AnsweredQuestion, one per sampled question of the model)."""
+        from .modes import AnsweredQuestion
+
+        wanted = set(categories)
+        out: dict[str, list[Any]] = {}
+        seen: set[tuple[str, int]] = set()
+        for item in self.items:
+            if item.category not in wanted or (item.model, item.question_id) in seen:
+                continue
+            seen.add((item.model, item.question_id))
+            answer = self.answers[item.model][item.question_id]
+            out.setdefault(item.model, []).append(AnsweredQuestion(questions[item.question_id], answer))
+        return out
 
     def identity(self) -> dict[str, Any]:
         """What identifies the sample, for the calibration file: its files by content, seed and items."""
@@ -272,14 +289,21 @@ def load_published_sample(
             f"this plugin rebuilds byte for byte ({_excluded_text(excluded)}); use the official questions, "
             "judge prompts and the gpt-4 reference answers"
         )
+    sampled = stratified_sample(items, n, seed)
     return PublishedSample(
         directory=directory,
-        items=stratified_sample(items, n, seed),
+        items=sampled,
         requested=n,
         seed=seed,
         rows=len(judgments),
         eligible=len(items),
         excluded=excluded,
+        answers={
+            model: {
+                item.question_id: answers[model][item.question_id] for item in sampled if item.model == model
+            }
+            for model in dict.fromkeys(item.model for item in sampled)
+        },
     )
 
 

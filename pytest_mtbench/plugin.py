@@ -26,7 +26,7 @@ from .settings import Settings, active, add_options, build_settings
 
 if TYPE_CHECKING:
     from .assembly import BenchmarkRun, GroupResult
-    from .calibration_judging import CalibrationJudging
+    from .calibration_judging import CalibrationRun
     from .records import GateResult, QuestionRecord, RunReport
 
 RECORD_PROPERTY = "mtbench"
@@ -726,7 +726,7 @@ class ResultReporter:
 
 # ---- calibration to the published GPT-4-0613 scale (--mtbench-calibrate) --------------------------------
 # A run of its own: no candidate model. One item per category, `mtbench::calibration::<category>`, judges
-# that category's sampled published turns through the run's judging path (calibration_judging.py); the
+# that category's sampled published turns through the calibration mode (modes/calibration.py); the
 # controller fits the mapping, writes the calibration file and prints the agreement table.
 CALIBRATION_PROPERTY = "mtbench_calibration"
 CALIBRATION_COLLECTOR = "calibration"
@@ -736,7 +736,7 @@ CALIBRATION_COLLECTOR = "calibration"
 class CalibrationState:
     """One process's calibration: the sample and judge, its own results, and (controller) everyone's."""
 
-    judging: CalibrationJudging
+    run: CalibrationRun
     pairs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # controller: from the reports
     local: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # this process's own work
     errors: dict[str, str] = field(default_factory=dict)
@@ -750,17 +750,17 @@ CALIBRATION = pytest.StashKey[CalibrationState]()
 
 
 def _configure_calibration(config: pytest.Config, settings: Settings) -> None:
-    from .calibration_judging import build_calibration_judging
+    from .calibration_judging import build_calibration_run
 
     settings.check_calibrate_alone()
-    judging = _build(config, settings, build_calibration_judging)
-    if _is_worker(config) and "judge" in config.workerinput.get("mtbench_settled", {}):
-        judging.judge.settle(config.workerinput["mtbench_settled"]["judge"])
+    run = _build(config, settings, build_calibration_run)
+    if _is_worker(config):
+        run.settle_calls(config.workerinput.get("mtbench_settled", {}))
     from .questions import CATEGORIES
 
-    for category in set(judging.categories()) - set(CATEGORIES):
+    for category in set(run.categories()) - set(CATEGORIES):
         config.addinivalue_line("markers", f"{category}: questions of the custom category {category}")
-    state = CalibrationState(judging)
+    state = CalibrationState(run)
     config.stash[CALIBRATION] = state
     config.pluginmanager.register(CalibrationPlugin(config, state), "mtbench-calibration")
 
@@ -770,7 +770,7 @@ class CalibrationRoot(pytest.Collector):
 
     def collect(self) -> Iterator[CalibrationCategoryItem]:
         state = self.config.stash[CALIBRATION]
-        for category in state.judging.categories():
+        for category in state.run.categories():
             item = CalibrationCategoryItem.from_parent(self, name=category)
             item.add_marker(pytest.mark.mtbench)
             item.add_marker(getattr(pytest.mark, category))
@@ -782,8 +782,9 @@ class CalibrationCategoryItem(pytest.Item):
 
     def runtest(self) -> None:
         pairs = _calibration_pairs_for(self)
-        self.user_properties.append((CALIBRATION_PROPERTY, {"category": self.name, "pairs": pairs}))
-        scored = sum(p["judge_score"] is not None for p in pairs)
+        properties = {"category": self.name, "pairs": [p.to_dict() for p in pairs]}
+        self.user_properties.append((CALIBRATION_PROPERTY, properties))
+        scored = sum(p.judge_score is not None for p in pairs)
         self.add_report_section("call", "mtbench", f"{len(pairs)} published turns judged, {scored} scored")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
@@ -797,7 +798,7 @@ class CalibrationCategoryItem(pytest.Item):
         return self.path, None, f"mtbench calibration of {self.name}"
 
 
-def _calibration_pairs_for(item: CalibrationCategoryItem) -> list[dict[str, Any]]:
+def _calibration_pairs_for(item: CalibrationCategoryItem) -> list[Any]:
     """Judge this item's whole group once: in-process every selected category at once (API calls all
     concurrent), on an xdist worker its own category."""
     from .backends import BackendError
@@ -815,7 +816,7 @@ def _calibration_pairs_for(item: CalibrationCategoryItem) -> list[dict[str, Any]
             and other.name not in state.local
         ]
         try:
-            pairs, errors = state.judging.judge_items(state.judging.items_of(group))
+            results = state.run.run_group(group)
         except Exception as exc:
             message = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
             state.errors.update(dict.fromkeys(group, message))
@@ -824,12 +825,13 @@ def _calibration_pairs_for(item: CalibrationCategoryItem) -> list[dict[str, Any]
                 if not _is_worker(item.config):
                     item.session.shouldfail = f"mtbench: {message}"
             raise
-        state.errors.update(errors)
-        for category in group:
-            if category not in errors:
-                state.local[category] = [p for p in pairs if p["category"] == category]
+        for category, result in results.items():
+            if result.error is not None:
+                state.errors[category] = result.error
+            else:
+                state.local[category] = result.pairs
     if item.name in state.errors:
-        raise MTBenchFailure(f"judging failed: {state.errors[item.name]}")
+        raise MTBenchFailure(state.errors[item.name])
     return state.local[item.name]
 
 
@@ -851,26 +853,25 @@ class CalibrationPlugin:
     def _preflight(self, categories: list[str]) -> None:
         from .backends import BackendError, preflight
 
-        settings = self.state.judging.settings
-        if settings.offline or self.config.option.collectonly or not categories:
+        run = self.state.run
+        if run.settings.offline or self.config.option.collectonly or not categories:
             return
-        judging = self.state.judging
-        if not judging.judge.capabilities.preflight or not judging.needs_calls(judging.items_of(categories)):
+        if not run.judge.capabilities.preflight or not run.needs_calls(categories):
             return
         try:
-            found = preflight(judging.judge.spec, judging.judge.options)
+            found = preflight(run.judge.spec, run.judge.options)
         except BackendError as exc:
-            raise pytest.UsageError(f"--mtbench-judge={judging.judge.spec}: {exc}") from None
+            raise pytest.UsageError(f"--mtbench-judge={run.judge.spec}: {exc}") from None
         for note in found.notes:
-            _say(self.config, f"mtbench: --mtbench-judge={judging.judge.spec}: {note}")
-        if judging.judge.options.call_style == "auto" and found.call_style in ("official", "reasoning"):
+            _say(self.config, f"mtbench: --mtbench-judge={run.judge.spec}: {note}")
+        if run.judge.options.call_style == "auto" and found.call_style in ("official", "reasoning"):
             self.config.stash[SETTLED] = {"judge": found.call_style}
-            judging.judge.settle(found.call_style)
+            run.settle_calls(self.config.stash[SETTLED])
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         if _xdist_controller(self.config):
-            self._preflight(self.state.judging.categories())
+            self._preflight(self.state.run.categories())
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if self.controller and not _xdist_controller(self.config):
@@ -895,20 +896,21 @@ class CalibrationPlugin:
 
         if not self.controller or not self.state.pairs:
             return
-        pairs = [p for category in self.state.pairs.values() for p in category]
-        judging = self.state.judging
+        from .modes.calibration import CalibrationPair
+
+        pairs = [CalibrationPair.from_dict(p) for category in self.state.pairs.values() for p in category]
         try:
-            calibration = judging.calibration(pairs)
+            calibration = self.state.run.summarize(pairs)
         except CalibrationError as exc:
             self.state.problems.append(f"no calibration file written: {exc}")
             return
-        out = judging.settings.calibration_out
+        out = self.state.run.settings.calibration_out
         summary = calibration.to_dict()
         summary["path"] = out
         summary["judging"] = {
-            "calls": sum(not p["cached"] for p in pairs),
-            "cached": sum(bool(p["cached"]) for p in pairs),
-            "seconds": sum(float(p["seconds"]) for p in pairs),
+            "calls": sum(not p.cached for p in pairs),
+            "cached": sum(bool(p.cached) for p in pairs),
+            "seconds": sum(float(p.seconds) for p in pairs),
         }
         self.state.summary = summary
         try:
@@ -932,4 +934,4 @@ class CalibrationPlugin:
             terminalreporter.write_line(f"mtbench: {problem}", red=True)
 
     def pytest_unconfigure(self) -> None:
-        self.state.judging.close()
+        self.state.run.close()

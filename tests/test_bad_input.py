@@ -132,8 +132,14 @@ ROWS: list[Row] = [
     ),
     Row(
         "mode-unknown",
-        "--mtbench-mode=battle: not one of single, pairwise",
+        "--mtbench-mode=battle: not one of single, pairwise, calibration",
         ("--mtbench-mode=battle",),
+    ),
+    Row(
+        "mode-calibration-with-a-model",
+        "--mtbench-mode=calibration judges FastChat's published answers, not a candidate's: calibrate the "
+        "judge with --mtbench-calibrate=DIR and no --mtbench-model",
+        ("--mtbench-mode=calibration",),
     ),
     Row(
         "pairwise-one-model",

@@ -1,4 +1,4 @@
-"""Judging modes behind one small protocol, one module per mode (single.py, pairwise.py).
+"""Judging modes behind one small protocol, one module per mode (single.py, pairwise.py, calibration.py).
 
 A mode receives every model's answers to a group of questions and the judge client, and returns what
 it made of them (`GroupJudging`: judgments per model and turn, pair results); at the end of the run it
@@ -90,10 +90,12 @@ class RunContext:
 
 @dataclass
 class ModeSummary:
-    """A mode's summary of the whole run: its report section (pairwise: the pair summary) and gates."""
+    """A mode's summary of the whole run: its report section (pairwise: the pair summary; calibration:
+    the calibration file's content) and gates."""
 
     pairwise: Any = None  # records.PairwiseSummary
     gates: list[GateResult] = field(default_factory=list)
+    calibration: Any = None  # calibration.Calibration
 
 
 class JudgingMode(Protocol):
@@ -113,7 +115,11 @@ class JudgingMode(Protocol):
 
 
 # mode name -> module defining `create(**options) -> JudgingMode` (imported when used)
-MODES: dict[str, str] = {"single": "pytest_mtbench.modes.single", "pairwise": "pytest_mtbench.modes.pairwise"}
+MODES: dict[str, str] = {
+    "single": "pytest_mtbench.modes.single",
+    "pairwise": "pytest_mtbench.modes.pairwise",
+    "calibration": "pytest_mtbench.modes.calibration",  # --mtbench-calibrate=DIR runs it
+}
 
 
 def load_mode(name: str, **options: Any) -> JudgingMode:
