@@ -1,8 +1,11 @@
-"""pytest hooks only: options, collection of one item per question, the run loop, gates and reporting.
+"""pytest hooks only: options, collection, the run loop, gates and reporting.
 
-The run is built by assembly.py, the work done by runner.py, the records are records.py's, and every
-report format is a writer in reports/. Question records cross from workers to the controller as plain
-data in `TestReport.user_properties`.
+A benchmark run has one item per question; a calibration (`--mtbench-calibrate=DIR`) one item per
+category of its sample. Both are `MTBenchItem`s run by one loop (`_result_for`) over the run's
+`run_group`, with one preflight and one error path. The benchmark run is built by assembly.py, the
+calibration run by calibration_judging.py, the work done by runner.py and the judging modes, the records
+are records.py's, and every report format is a writer in reports/. Results cross from workers to the
+controller as plain data in `TestReport.user_properties`.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from .settings import Settings, active, add_options, build_settings
 
 if TYPE_CHECKING:
     from .assembly import BenchmarkRun, GroupResult
-    from .calibration_judging import CalibrationRun
+    from .calibration_judging import CalibrationRun, CategoryCalibration
     from .records import GateResult, QuestionRecord, RunReport
 
 RECORD_PROPERTY = "mtbench"
 PAIR_PROPERTY = "mtbench_pair"
 GATE_PROPERTY = "mtbench_gate"
+CALIBRATION_PROPERTY = "mtbench_calibration"
 COLLECTOR_NAME = "mtbench"
+CALIBRATION_COLLECTOR = "calibration"
 
 
 class MTBenchFailure(Exception):
@@ -51,14 +56,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # ---- state of one run ---------------------------------------------------------------------------
 @dataclass
 class RunState:
-    """Everything one pytest process holds for the benchmark (kept in config.stash, never global)."""
+    """Everything one pytest process holds for the run (kept in config.stash, never global).
 
-    run: BenchmarkRun
+    A benchmark run's units are questions (results by question id), a calibration's are categories
+    (results by category name)."""
+
+    run: BenchmarkRun | CalibrationRun
     # controller, from the reports: (model, question_id) -> record, and pairwise results
     records: dict[tuple[str, int], QuestionRecord] = field(default_factory=dict)
     pairs: dict[tuple[int, int, str, str], Any] = field(default_factory=dict)  # (qid, turn, a, b) ->
-    local_results: dict[int, GroupResult] = field(default_factory=dict)  # this process's own work
-    group_errors: dict[int, str] = field(default_factory=dict)
+    # this process's own work, by unit (question id, or category of a calibration)
+    local_results: dict[int | str, GroupResult | CategoryCalibration] = field(default_factory=dict)
+    group_errors: dict[int | str, str] = field(default_factory=dict)
     backend_failure: str | None = None  # set once a backend failed for good in this process
     gates: list[GateResult] = field(default_factory=list)
     started: float = field(default_factory=time.time)
@@ -66,6 +75,30 @@ class RunState:
     @property
     def settings(self) -> Settings:
         return self.run.settings
+
+    @property
+    def calibrating(self) -> bool:
+        """A calibration run (`--mtbench-calibrate`): no candidate model, one unit per category."""
+        return self.settings.calibrate is not None
+
+    def units(self) -> list[Any]:
+        """Every unit of the run: its questions, or a calibration's categories."""
+        if self.calibrating:
+            return self.run.categories()
+        return list(self.run.questions.values())
+
+    def backends(self) -> tuple[list[Any], Any]:
+        """The candidate models (none in a calibration) and the judge."""
+        if self.calibrating:
+            return [], self.run.judge
+        return [runner.model for runner in self.run.runners], self.run.runner.judge
+
+    def needs_calls(self, units: list[Any]) -> bool:
+        """Whether running these units would call a model or the judge (a dry run over the cache, model
+        by model until one needs a call)."""
+        if self.calibrating:
+            return self.run.needs_calls(units)
+        return any(runner.needs_calls(units) for runner in self.run.runners)
 
 
 STATE = pytest.StashKey[RunState]()
@@ -106,7 +139,8 @@ def _progress_printer(config: pytest.Config, interval: float):
 
 
 def _build(config: pytest.Config, settings: Settings, builder: Any) -> Any:
-    """Build what this process runs (a benchmark run or a calibration): a problem is a usage error."""
+    """Build what this process runs (a benchmark run or a calibration run): a problem is a usage
+    error."""
     from .errors import MTBenchError
 
     workers = int(config.workerinput.get("workercount", 1)) if _is_worker(config) else 1
@@ -130,60 +164,69 @@ def pytest_configure(config: pytest.Config) -> None:
     if not active(config):
         return
     InterruptHandler.install(config)
-    from .assembly import build_run
-
     settings = build_settings(config)
     from .vllm_plugin import VllmServers
 
     VllmServers.register(config, settings)  # vllm/ models: the servers this process starts and stops
     if settings.calibrate is not None:
-        _configure_calibration(config, settings)  # a calibration run: see the block at the end
-        return
-    run = _build(config, settings, build_run)
-    settings.check_threshold_names({q.category for q in run.questions.values()})
+        from .calibration_judging import build_calibration_run
+
+        settings.check_calibrate_alone()
+        run: BenchmarkRun | CalibrationRun = _build(config, settings, build_calibration_run)
+        categories = set(run.categories())
+    else:
+        from .assembly import build_run
+
+        run = _build(config, settings, build_run)
+        categories = {q.category for q in run.questions.values()}
+        settings.check_threshold_names(categories)
     if _is_worker(config):  # the call styles and served models the controller's preflight learnt
         run.settle_calls(config.workerinput.get("mtbench_settled", {}))
         run.know_served(config.workerinput.get("mtbench_served", {}))
     state = RunState(run)
     config.stash[STATE] = state
     if not _is_worker(config):
-        config.pluginmanager.register(ResultReporter(config, state), "mtbench-reporter")
-    for category in {q.category for q in run.questions.values()} - set(CATEGORIES):
+        reporter = CalibrationReporter if state.calibrating else ResultReporter
+        config.pluginmanager.register(reporter(config, state), "mtbench-reporter")
+    for category in categories - set(CATEGORIES):
         config.addinivalue_line("markers", f"{category}: questions of the custom category {category}")
     # Under -n, send each category (one collector, so one xdist scope) to one worker, where it is
-    # batched, unless --dist was chosen. (loadgroup's xdist_group mark is broken on pytest 9.2.)
+    # batched, unless --dist was chosen. (loadgroup's xdist_group mark is broken on pytest 9.2.) A
+    # calibration's items are categories already: xdist spreads them as they come.
     explicit_dist = any(arg.startswith(("--dist", "-d")) for arg in config.invocation_params.args)
-    if getattr(config.option, "dist", "no") == "load" and not explicit_dist:
+    if getattr(config.option, "dist", "no") == "load" and not explicit_dist and not state.calibrating:
         config.option.dist = "loadscope"
 
 
-def _preflight(config: pytest.Config, questions: list[Any]) -> None:
+def _preflight(config: pytest.Config, units: list[Any]) -> None:
     """Fail in seconds, before any generation, when an endpoint that will be called cannot answer:
     each API backend is checked once. Nothing is checked offline or when the cache holds everything,
     except an API candidate's endpoint: what it serves now decides which cached answers still stand
-    (unless --mtbench-model-revision or --mtbench-trust-model-name vouches for them)."""
+    (unless --mtbench-model-revision or --mtbench-trust-model-name vouches for them). A calibration has
+    no candidate; its judge is checked as it always was, without the extra call that asks which weights
+    it serves."""
     state = config.stash[STATE]
-    run, settings = state.run, state.settings
-    if settings.offline or config.option.collectonly or not questions:
+    settings = state.settings
+    if settings.offline or config.option.collectonly or not units:
         return
     checked: dict[tuple[str, str | None, str], Any] = {}
     named = settings.model_revision is not None or settings.trust_model_name
-    models = [runner.model for runner in run.runners]
+    models, judge = state.backends()
     for model in models:
         if model.capabilities.preflight and not named:
             _check_endpoint(config, "model", model, checked, vouched=True)
-    if not run.runner.needs_calls(questions):
+    if not state.needs_calls(units):
         _say_refused(config, "model", models)
         return
     for model in models:
         _check_endpoint(config, "model", model, checked, vouched=False)
-    _check_endpoint(config, "judge", run.runner.judge, checked, vouched=False)
+    _check_endpoint(config, "judge", judge, checked, vouched=False, identify=not state.calibrating)
     _say_refused(config, "model", models)
-    if run.runner.judge.served is not None:
-        run.runner.needs_calls(questions)  # counts the cached judgments of other weights
+    if judge.served is not None:
+        state.needs_calls(units)  # counts the cached judgments of other weights
         for model in models:
             model.refused.clear()  # counted and said once already
-    _say_refused(config, "judge", [run.runner.judge])
+    _say_refused(config, "judge", [judge])
 
 
 def _check_endpoint(
@@ -192,9 +235,10 @@ def _check_endpoint(
     backend: Any,
     checked: dict[tuple[str, str | None, str], Any],
     vouched: bool,
+    identify: bool = True,
 ) -> None:
     """Preflight one backend (an endpoint already checked in this run is not asked again); settle its
-    call style and tell it what its endpoint serves."""
+    call style and, with `identify`, tell it what its endpoint serves."""
     from .backends import BackendError, missing_credentials, preflight
 
     problem = missing_credentials(backend.spec, backend.options)
@@ -206,7 +250,7 @@ def _check_endpoint(
     found = checked.get(target)
     if found is None:
         try:
-            found = checked[target] = preflight(backend.spec, backend.options, identify=True)
+            found = checked[target] = preflight(backend.spec, backend.options, identify=identify)
         except BackendError as exc:
             raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {exc}") from None
         for note in found.notes:
@@ -280,13 +324,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # Under -n the controller collects nothing, so it checks before the workers start, for every
     # question (a fully cached selection of a not fully cached set still gets its one-request check).
     if STATE in session.config.stash and _xdist_controller(session.config):
-        _preflight(session.config, list(session.config.stash[STATE].run.questions.values()))
+        _preflight(session.config, session.config.stash[STATE].units())
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     if STATE in config.stash and not _is_worker(config) and not _xdist_controller(config):
-        _preflight(config, [item.question for item in session.items if isinstance(item, MTBenchItem)])
+        _preflight(config, [item.unit for item in session.items if isinstance(item, MTBenchItem)])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -380,7 +424,9 @@ class InterruptHandler:
         """Stopped by a signal: every selected question whose answers and judgments had all arrived (they
         are in the cache) joins the records, so the partial report holds all that was done."""
         state = self.config.stash.get(STATE, None)
-        if not self.interrupted or self.worker or state is None or not state.run.runner.cache.read_enabled:
+        if not self.interrupted or self.worker or state is None or state.calibrating:
+            return
+        if not state.run.runner.cache.read_enabled:
             return
         if self.selected:
             questions = [q for qid, q in state.run.questions.items() if qid in self.selected]
@@ -417,10 +463,13 @@ class InterruptHandler:
 class MTBenchCollector(pytest.Collector):
     """The root of the questions (`mtbench`); exists so that no test file is needed."""
 
-    def collect(self) -> Iterator[CategoryCollector]:
+    def collect(self) -> Iterator[CategoryCollector | CalibrationCollector]:
         from .stats import category_order
 
         state = self.config.stash[STATE]
+        if state.calibrating:
+            yield CalibrationCollector.from_parent(self, name=CALIBRATION_COLLECTOR)
+            return
         for category in category_order(q.category for q in state.run.questions.values()):
             yield CategoryCollector.from_parent(self, name=category)
 
@@ -435,57 +484,54 @@ class CategoryCollector(pytest.Collector):
                 continue
             name = f"test_mtbench[{q.category}-{q.question_id}]"
             # An explicit id parses like a parametrized test's (pytest 9.2 compares structured ids, --lf).
-            item = MTBenchItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", question=q)
+            item = MTBenchItem.from_parent(
+                self, name=name, nodeid=f"{self.nodeid}::{name}", category=q.category, question=q
+            )
             item.add_marker(pytest.mark.mtbench)
             item.add_marker(getattr(pytest.mark, q.category))
             yield item
 
 
-class MTBenchItem(pytest.Item):
-    """One MT-Bench question: its answers are generated and judged, both turns must be scored."""
+class CalibrationCollector(pytest.Collector):
+    """A calibration's categories (`mtbench::calibration`): one item each, `mtbench::calibration::coding`."""
 
-    def __init__(self, *, question: Any, **kwargs: Any) -> None:
+    def collect(self) -> Iterator[MTBenchItem]:
+        for category in self.config.stash[STATE].run.categories():
+            item = MTBenchItem.from_parent(self, name=category, category=category)
+            item.add_marker(pytest.mark.mtbench)
+            item.add_marker(getattr(pytest.mark, category))
+            yield item
+
+
+class MTBenchItem(pytest.Item):
+    """One unit of the run. A question (`question` given): its answers are generated and judged, both
+    turns must be scored. A calibration's category (no question): its sampled published turns are
+    judged again; it fails only when the judging failed."""
+
+    def __init__(self, *, category: str, question: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.category = category
         self.question = question
 
+    @property
+    def unit(self) -> Any:
+        """What the run's run_group takes: the question, or the calibration's category."""
+        return self.category if self.question is None else self.question
+
+    @property
+    def key(self) -> int | str:
+        """The unit's key in the run's results: the question id, or the category."""
+        return self.category if self.question is None else self.question.question_id
+
     def runtest(self) -> None:
-        result = _record_for(self)
-        several = len(result.records) > 1
-        for record in result.records:
-            self.user_properties.append((RECORD_PROPERTY, record.to_dict()))
-        for pair in result.pairs:
-            self.user_properties.append((PAIR_PROPERTY, pair.to_dict()))
-        problems = []
-        for record in result.records:
-            who = f"{record.model}: " if several else ""
-            if record.error is not None:
-                problems.append(f"{who}{record.error}")
-                continue
-            for turn in record.turns:
-                if turn.judgments and turn.score is None:
-                    reasons = {j.unscored_reason for j in turn.judgments if j.unscored_reason} or {
-                        "no judgment"
-                    }
-                    judgment = turn.judgments[0]
-                    problems.append(
-                        f"{who}turn {turn.turn} is unscored: {'; '.join(sorted(reasons))} "
-                        f"(prompt {judgment.prompt.name}). Judge wrote:\n{judgment.text}"
-                    )
-        problems += [f"not judged: {why}" for why in result.pair_errors]
-        for pair in result.pairs:
-            if pair.winner is None:
-                game = pair.g1 if pair.g1.verdict is None else pair.g2
-                problems.append(
-                    f"{pair.model_a} vs {pair.model_b}, turn {pair.turn}: unparsable verdict "
-                    f"({game.unparsable_reason}). Judge wrote:\n{game.text}"
-                )
+        result = _result_for(self)
+        if self.question is None:
+            properties, problems, lines = _calibration_outcome(self.category, result)
+        else:
+            properties, problems, lines = _question_outcome(result)
+        self.user_properties.extend(properties)
         if problems:
             raise MTBenchFailure("\n".join(problems))
-        lines = [
-            (f"{r.model}: " if several else "") + ", ".join(f"turn {t.turn}: {t.score}" for t in r.turns)
-            for r in result.records
-        ]
-        lines += [f"{p.model_a} vs {p.model_b}, turn {p.turn}: {p.winner_model}" for p in result.pairs]
         self.add_report_section("call", "mtbench", "\n".join(lines))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
@@ -497,49 +543,102 @@ class MTBenchItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
+        if self.question is None:
+            return self.path, None, f"mtbench calibration of {self.category}"
         return self.path, None, f"mtbench question {self.question.question_id} ({self.question.category})"
 
 
-def _record_for(item: MTBenchItem) -> GroupResult:
-    """Run this item's whole group once, batched: in-process every selected question (so categories
-    that share a temperature share batches); on an xdist worker its category, the unit it was sent."""
+def _question_outcome(result: GroupResult) -> tuple[list[tuple[str, Any]], list[str], list[str]]:
+    """A question's results as (user properties, problems that fail it, report lines): its records and
+    pair results always reach the controller, a failed question's too."""
+    several = len(result.records) > 1
+    properties: list[tuple[str, Any]] = [(RECORD_PROPERTY, record.to_dict()) for record in result.records]
+    properties += [(PAIR_PROPERTY, pair.to_dict()) for pair in result.pairs]
+    problems = []
+    for record in result.records:
+        who = f"{record.model}: " if several else ""
+        if record.error is not None:
+            problems.append(f"{who}{record.error}")
+            continue
+        for turn in record.turns:
+            if turn.judgments and turn.score is None:
+                reasons = {j.unscored_reason for j in turn.judgments if j.unscored_reason} or {"no judgment"}
+                judgment = turn.judgments[0]
+                problems.append(
+                    f"{who}turn {turn.turn} is unscored: {'; '.join(sorted(reasons))} "
+                    f"(prompt {judgment.prompt.name}). Judge wrote:\n{judgment.text}"
+                )
+    problems += [f"not judged: {why}" for why in result.pair_errors]
+    for pair in result.pairs:
+        if pair.winner is None:
+            game = pair.g1 if pair.g1.verdict is None else pair.g2
+            problems.append(
+                f"{pair.model_a} vs {pair.model_b}, turn {pair.turn}: unparsable verdict "
+                f"({game.unparsable_reason}). Judge wrote:\n{game.text}"
+            )
+    lines = [
+        (f"{r.model}: " if several else "") + ", ".join(f"turn {t.turn}: {t.score}" for t in r.turns)
+        for r in result.records
+    ]
+    lines += [f"{p.model_a} vs {p.model_b}, turn {p.turn}: {p.winner_model}" for p in result.pairs]
+    return properties, problems, lines
+
+
+def _calibration_outcome(
+    category: str, result: CategoryCalibration
+) -> tuple[list[tuple[str, Any]], list[str], list[str]]:
+    """A calibration category's results as (user properties, problems that fail it, report lines): a
+    category whose judging failed sends no pair (the calibration is fitted on the others)."""
+    if result.error is not None:
+        return [], [result.error], []
+    pairs = [pair.to_dict() for pair in result.pairs]
+    scored = sum(pair.judge_score is not None for pair in result.pairs)
+    properties = [(CALIBRATION_PROPERTY, {"category": category, "pairs": pairs})]
+    return properties, [], [f"{len(pairs)} published turns judged, {scored} scored"]
+
+
+def _result_for(item: MTBenchItem) -> GroupResult | CategoryCalibration:
+    """Run this item's whole group once, batched: in-process every selected unit (so categories that
+    share a temperature share batches, and a calibration's judge calls all go at once); on an xdist
+    worker the units of its category, the unit of work it was sent."""
     state = item.config.stash[STATE]
-    qid = item.question.question_id
-    if qid in state.group_errors:
-        raise MTBenchFailure(state.group_errors[qid])
-    if state.backend_failure is not None and qid not in state.local_results:
-        # The endpoint stopped answering: no more calls, but the question is still recorded and reported.
+    key = item.key
+    if key in state.group_errors:
+        raise MTBenchFailure(state.group_errors[key])
+    if state.backend_failure is not None and key not in state.local_results:
+        # The endpoint stopped answering: no more calls, but the unit is still recorded and reported.
         state.local_results.update(
-            state.run.failed_group([item.question], f"not run: {state.backend_failure}", since=state.started)
+            state.run.failed_group([item.unit], f"not run: {state.backend_failure}", since=state.started)
         )
-    if qid not in state.local_results:
+    if key not in state.local_results:
         same_unit = _is_worker(item.config)
         group = [
-            other.question
+            other
             for other in item.session.items
             if isinstance(other, MTBenchItem)
-            and (not same_unit or other.question.category == item.question.category)
-            and other.question.question_id not in state.local_results
+            and (not same_unit or other.category == item.category)
+            and other.key not in state.local_results
         ]
+        units = [other.unit for other in group]
         try:
-            state.local_results.update(state.run.run_group(group))
+            state.local_results.update(state.run.run_group(units))
         except Exception as exc:
             from .backends import BackendError
             from .prompts import PromptError
 
             if isinstance(exc, BackendError):
-                # A model that cannot load or an endpoint that is gone would fail every other question
-                # too: no more calls. Every question is still recorded (what the cache holds of this
-                # group, and a failed record for the rest), so the table and the reports come out, and
-                # the failures give the exit code.
+                # A model that cannot load or an endpoint that is gone would fail every other unit too:
+                # no more calls. Every unit is still recorded (what the cache holds of this group, and a
+                # failure for the rest), so the table and the reports come out, and the failures give
+                # the exit code.
                 state.backend_failure = str(exc)
-                state.local_results.update(state.run.failed_group(group, str(exc), since=state.started))
-                return state.local_results[qid]
+                state.local_results.update(state.run.failed_group(units, str(exc), since=state.started))
+                return state.local_results[key]
             message = str(exc) if isinstance(exc, PromptError) else f"{type(exc).__name__}: {exc}"
-            for q in group:
-                state.group_errors[q.question_id] = message
+            for other in group:
+                state.group_errors[other.key] = message
             raise
-    return state.local_results[qid]
+    return state.local_results[key]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -725,186 +824,44 @@ class ResultReporter:
 
 
 # ---- calibration to the published GPT-4-0613 scale (--mtbench-calibrate) --------------------------------
-# A run of its own: no candidate model. One item per category, `mtbench::calibration::<category>`, judges
-# that category's sampled published turns through the calibration mode (modes/calibration.py); the
-# controller fits the mapping, writes the calibration file and prints the agreement table.
-CALIBRATION_PROPERTY = "mtbench_calibration"
-CALIBRATION_COLLECTOR = "calibration"
+class CalibrationReporter:
+    """Controller-only, a calibration's ResultReporter: gathers the calibration pairs from the test
+    reports, has the calibration mode sum them up, writes the calibration file and prints the agreement
+    table."""
 
-
-@dataclass
-class CalibrationState:
-    """One process's calibration: the sample and judge, its own results, and (controller) everyone's."""
-
-    run: CalibrationRun
-    pairs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # controller: from the reports
-    local: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # this process's own work
-    errors: dict[str, str] = field(default_factory=dict)
-    backend_failure: str | None = None
-    written: str | None = None
-    problems: list[str] = field(default_factory=list)
-    summary: dict[str, Any] | None = None
-
-
-CALIBRATION = pytest.StashKey[CalibrationState]()
-
-
-def _configure_calibration(config: pytest.Config, settings: Settings) -> None:
-    from .calibration_judging import build_calibration_run
-
-    settings.check_calibrate_alone()
-    run = _build(config, settings, build_calibration_run)
-    if _is_worker(config):
-        run.settle_calls(config.workerinput.get("mtbench_settled", {}))
-    from .questions import CATEGORIES
-
-    for category in set(run.categories()) - set(CATEGORIES):
-        config.addinivalue_line("markers", f"{category}: questions of the custom category {category}")
-    state = CalibrationState(run)
-    config.stash[CALIBRATION] = state
-    config.pluginmanager.register(CalibrationPlugin(config, state), "mtbench-calibration")
-
-
-class CalibrationRoot(pytest.Collector):
-    """`mtbench::calibration`: one item per category of the sample."""
-
-    def collect(self) -> Iterator[CalibrationCategoryItem]:
-        state = self.config.stash[CALIBRATION]
-        for category in state.run.categories():
-            item = CalibrationCategoryItem.from_parent(self, name=category)
-            item.add_marker(pytest.mark.mtbench)
-            item.add_marker(getattr(pytest.mark, category))
-            yield item
-
-
-class CalibrationCategoryItem(pytest.Item):
-    """One category's sampled published turns, judged again; fails only when the judging failed."""
-
-    def runtest(self) -> None:
-        pairs = _calibration_pairs_for(self)
-        properties = {"category": self.name, "pairs": [p.to_dict() for p in pairs]}
-        self.user_properties.append((CALIBRATION_PROPERTY, properties))
-        scored = sum(p.judge_score is not None for p in pairs)
-        self.add_report_section("call", "mtbench", f"{len(pairs)} published turns judged, {scored} scored")
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
-        from .backends import BackendError
-
-        if isinstance(excinfo.value, (MTBenchFailure, BackendError)):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
-
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"mtbench calibration of {self.name}"
-
-
-def _calibration_pairs_for(item: CalibrationCategoryItem) -> list[Any]:
-    """Judge this item's whole group once: in-process every selected category at once (API calls all
-    concurrent), on an xdist worker its own category."""
-    from .backends import BackendError
-
-    state = item.config.stash[CALIBRATION]
-    if state.backend_failure is not None and item.name not in state.local:
-        raise MTBenchFailure(f"not run: {state.backend_failure}")
-    if item.name not in state.local and item.name not in state.errors:
-        same_unit = _is_worker(item.config)
-        group = [
-            other.name
-            for other in item.session.items
-            if isinstance(other, CalibrationCategoryItem)
-            and (not same_unit or other.name == item.name)
-            and other.name not in state.local
-        ]
-        try:
-            results = state.run.run_group(group)
-        except Exception as exc:
-            message = str(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
-            state.errors.update(dict.fromkeys(group, message))
-            if isinstance(exc, BackendError):
-                state.backend_failure = message
-                if not _is_worker(item.config):
-                    item.session.shouldfail = f"mtbench: {message}"
-            raise
-        for category, result in results.items():
-            if result.error is not None:
-                state.errors[category] = result.error
-            else:
-                state.local[category] = result.pairs
-    if item.name in state.errors:
-        raise MTBenchFailure(state.errors[item.name])
-    return state.local[item.name]
-
-
-class CalibrationPlugin:
-    """Collection and preflight in every process; on the controller, the pairs from the test reports,
-    the calibration file and the agreement table."""
-
-    def __init__(self, config: pytest.Config, state: CalibrationState) -> None:
+    def __init__(self, config: pytest.Config, state: RunState) -> None:
         self.config = config
         self.state = state
-        self.controller = not _is_worker(config)
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, session: pytest.Session, items: list[pytest.Item]) -> None:
-        root = MTBenchCollector.from_parent(session, name=COLLECTOR_NAME, nodeid=COLLECTOR_NAME)
-        calibration = CalibrationRoot.from_parent(root, name=CALIBRATION_COLLECTOR)
-        items.extend(session.genitems(calibration))
-
-    def _preflight(self, categories: list[str]) -> None:
-        from .backends import BackendError, preflight
-
-        run = self.state.run
-        if run.settings.offline or self.config.option.collectonly or not categories:
-            return
-        if not run.judge.capabilities.preflight or not run.needs_calls(categories):
-            return
-        try:
-            found = preflight(run.judge.spec, run.judge.options)
-        except BackendError as exc:
-            raise pytest.UsageError(f"--mtbench-judge={run.judge.spec}: {exc}") from None
-        for note in found.notes:
-            _say(self.config, f"mtbench: --mtbench-judge={run.judge.spec}: {note}")
-        if run.judge.options.call_style == "auto" and found.call_style in ("official", "reasoning"):
-            self.config.stash[SETTLED] = {"judge": found.call_style}
-            run.settle_calls(self.config.stash[SETTLED])
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        if _xdist_controller(self.config):
-            self._preflight(self.state.run.categories())
-
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        if self.controller and not _xdist_controller(self.config):
-            self._preflight([i.name for i in session.items if isinstance(i, CalibrationCategoryItem)])
+        self.pairs: dict[str, list[dict[str, Any]]] = {}  # category -> its pairs, from the reports
+        self.summary: dict[str, Any] | None = None
+        self.written: str | None = None
+        self.problems: list[str] = []
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if not self.controller:
-            return
         kept = []
         for name, value in report.user_properties:
             if name != CALIBRATION_PROPERTY:
                 kept.append((name, value))
                 continue
-            self.state.pairs[value["category"]] = value["pairs"]
+            self.pairs[value["category"]] = value["pairs"]
             kept.append(("mtbench_calibration_turns", len(value["pairs"])))  # JUnit: not every pair
         report.user_properties = kept
 
     def pytest_sessionfinish(self) -> None:
         from .calibration import CalibrationError
+        from .modes.calibration import CalibrationPair
         from .reports import write_text_atomically
 
-        if not self.controller or not self.state.pairs:
+        if not self.pairs:
             return
-        from .modes.calibration import CalibrationPair
-
-        pairs = [CalibrationPair.from_dict(p) for category in self.state.pairs.values() for p in category]
+        pairs = [CalibrationPair.from_dict(p) for category in self.pairs.values() for p in category]
         try:
             calibration = self.state.run.summarize(pairs)
         except CalibrationError as exc:
-            self.state.problems.append(f"no calibration file written: {exc}")
+            self.problems.append(f"no calibration file written: {exc}")
             return
-        out = self.state.run.settings.calibration_out
+        out = self.state.settings.calibration_out
         summary = calibration.to_dict()
         summary["path"] = out
         summary["judging"] = {
@@ -912,26 +869,21 @@ class CalibrationPlugin:
             "cached": sum(bool(p.cached) for p in pairs),
             "seconds": sum(float(p.seconds) for p in pairs),
         }
-        self.state.summary = summary
+        self.summary = summary
         try:
             write_text_atomically(Path(out), calibration.to_json())
-            self.state.written = out
+            self.written = out
         except OSError as exc:
-            self.state.problems.append(f"cannot write the calibration file {out}: {exc.strerror or exc}")
+            self.problems.append(f"cannot write the calibration file {out}: {exc.strerror or exc}")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from .reports.terminal import calibration_lines, calibration_title
 
-        if not self.controller:
-            return
-        if self.state.summary is not None:
-            terminalreporter.write_sep("=", calibration_title(self.state.summary))
-            for line in calibration_lines(self.state.summary):
+        if self.summary is not None:
+            terminalreporter.write_sep("=", calibration_title(self.summary))
+            for line in calibration_lines(self.summary):
                 terminalreporter.write_line(line)
-        if self.state.written:
-            terminalreporter.write_line(f"calibration: {self.state.written}")
-        for problem in self.state.problems:
+        if self.written:
+            terminalreporter.write_line(f"calibration: {self.written}")
+        for problem in self.problems:
             terminalreporter.write_line(f"mtbench: {problem}", red=True)
-
-    def pytest_unconfigure(self) -> None:
-        self.state.run.close()

@@ -108,23 +108,24 @@ class VllmServers:
         """(role, LazyBackend) of every vllm/ candidate and judge of the run, each spec once."""
         from .plugin import STATE
 
-        run = self.config.stash[STATE].run
+        models, judge = self.config.stash[STATE].backends()
         found: dict[str, tuple[str, Any]] = {}
-        for role, backend in [*(("model", r.model) for r in run.runners), ("judge", run.runner.judge)]:
+        for role, backend in [*(("model", model) for model in models), ("judge", judge)]:
             if backend.spec.startswith(PREFIX):
                 found.setdefault(backend.spec, (role, backend))
         return list(found.values())
 
-    def start(self, questions: list[Any]) -> None:
+    def start(self, units: list[Any]) -> None:
         """Start (or, on a controller whose workers start their own, prepare) every vllm/ model's server
-        when some question needs a call; a problem is one usage error naming the flag."""
+        when some unit of the run (a question, a calibration's category) needs a call; a problem is one
+        usage error naming the flag."""
         from .backends.vllm import serve
         from .plugin import STATE
 
         state = self.config.stash.get(STATE, None)
-        if state is None or self.settings.offline or self.config.option.collectonly or not questions:
+        if state is None or self.settings.offline or self.config.option.collectonly or not units:
             return
-        if not any(runner.needs_calls(questions) for runner in state.run.runners):
+        if not state.needs_calls(units):
             return
         for role, backend in self._backends():
             try:
@@ -137,19 +138,19 @@ class VllmServers:
         from .plugin import STATE
 
         if self.controller and STATE in self.config.stash:  # before the workers exist
-            self.start(list(self.config.stash[STATE].run.questions.values()))
+            self.start(self.config.stash[STATE].units())
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         from .plugin import MTBenchItem
 
         if self.controller:
             return
-        questions = [item.question for item in session.items if isinstance(item, MTBenchItem)]
+        units = [item.unit for item in session.items if isinstance(item, MTBenchItem)]
         if self.worker is None:
-            self.start(questions)
+            self.start(units)
             return
         try:  # a worker: a server that cannot start fails this worker's questions with the reason
-            self.start(questions)
+            self.start(units)
         except pytest.UsageError as exc:
             self.failed = str(exc)
             self._say(f"mtbench: {exc}")

@@ -83,18 +83,20 @@ class CalibrationMode:
         return {item.key: item.published_score for item in self.sample.items}
 
     def requests(self, answered: Mapping[str, Sequence[AnsweredQuestion]]) -> list[tuple[str, JudgeRequest]]:
-        """(model, request) for every sampled turn of these answers, in a stable order."""
-        sampled = self.published_scores()
+        """(model, request) for every sampled turn of these answers, in the sample's order."""
+        given = {
+            (model, item.question.question_id): item for model, items in answered.items() for item in items
+        }
         out = []
-        for model, items in answered.items():
-            for item in items:
-                q = item.question
-                reference = self.references.get(q.question_id) if q.needs_reference else None
-                for turn in range(1, len(q.turns) + 1):
-                    if (model, q.question_id, turn) not in sampled:
-                        continue
-                    prompt = self.prompts[single_prompt_name(q, turn)]
-                    out.append((model, build_single_request(q, item.answers, turn, prompt, reference)))
+        for sampled in self.sample.items:
+            item = given.get((sampled.model, sampled.question_id))
+            if item is None:
+                continue
+            q = item.question
+            reference = self.references.get(q.question_id) if q.needs_reference else None
+            prompt = self.prompts[single_prompt_name(q, sampled.turn)]
+            request = build_single_request(q, item.answers, sampled.turn, prompt, reference)
+            out.append((sampled.model, request))
         return out
 
     def unrated(self, request: JudgeRequest, text: str) -> bool:
