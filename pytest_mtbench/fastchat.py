@@ -150,14 +150,7 @@ def read_answer_file(path: str | Path, questions: Iterable[Question] | None = No
     for lineno, row in rows:
         qid, turns = row.get("question_id"), _first_choice_turns(row)
         if not isinstance(qid, int) or isinstance(qid, bool) or turns is None:
-            what = (
-                "no integer question_id" if not isinstance(qid, int) or isinstance(qid, bool) else "no turns"
-            )
-            result.problems.append(
-                AnswerProblem(
-                    PROBLEM_FORMAT, f"{where}:{lineno}: not a FastChat answer ({what}); {_ANSWER_SHAPE}"
-                )
-            )
+            result.problems.append(AnswerProblem(PROBLEM_FORMAT, _not_an_answer(row, f"{where}:{lineno}")))
             continue
         model_id = row.get("model_id")
         if isinstance(model_id, str) and model_id not in model_ids:
@@ -204,6 +197,26 @@ def read_answer_file(path: str | Path, questions: Iterable[Question] | None = No
             )
     result.model_ids = tuple(model_ids)
     return result
+
+
+def read_reference_answers(path: str | Path) -> dict[int, tuple[str, ...]]:
+    """A FastChat answer file of reference answers (`reference_answer/gpt-4.jsonl`): question_id -> the
+    turns of its first choice, a later line for a question replacing an earlier one (as FastChat's
+    `load_model_answers` keeps the last). A line that is not an answer raises FastChatFileError naming it."""
+    path = Path(path).expanduser()
+    references: dict[int, tuple[str, ...]] = {}
+    for lineno, row in read_jsonl(path, FastChatFileError, "reference answer file"):
+        qid, turns = row.get("question_id"), _first_choice_turns(row)
+        if not isinstance(qid, int) or isinstance(qid, bool) or turns is None:
+            raise FastChatFileError(_not_an_answer(row, f"{path}:{lineno}"))
+        references[qid] = turns
+    return references
+
+
+def _not_an_answer(row: Mapping[str, Any], where: str) -> str:
+    qid = row.get("question_id")
+    what = "no integer question_id" if not isinstance(qid, int) or isinstance(qid, bool) else "no turns"
+    return f"{where}: not a FastChat answer ({what}); {_ANSWER_SHAPE}"
 
 
 def read_answer_dir(directory: str | Path) -> dict[str, AnswerFile]:
@@ -735,6 +748,7 @@ __all__ = [
     "read_answer_file",
     "read_judgments",
     "read_pair_judgments",
+    "read_reference_answers",
     "read_single_judgments",
     "write_answer_file",
     "write_pair_judgments",

@@ -117,26 +117,11 @@ def load_questions(path: str | Path) -> list[Question]:
 
 
 def load_references(path: str | Path) -> dict[int, tuple[str, ...]]:
-    """Load a FastChat answer file (reference answers): question_id -> turns of the first choice."""
-    path = Path(path).expanduser()
-    refs: dict[int, tuple[str, ...]] = {}
-    for lineno, row in read_jsonl(path, QuestionFileError, "reference answer file"):
-        qid = row.get("question_id")
-        choices = row.get("choices")
-        turns = (
-            choices[0].get("turns")
-            if isinstance(choices, list) and choices and isinstance(choices[0], dict)
-            else None
-        )
-        if (
-            not isinstance(qid, int)
-            or isinstance(qid, bool)
-            or not isinstance(turns, list)
-            or not all(isinstance(t, str) for t in turns)
-        ):
-            raise QuestionFileError(
-                f"{path}:{lineno}: not a FastChat answer record; each line needs an integer question_id "
-                'and "choices": [{"turns": ["...", "..."]}]'
-            )
-        refs[qid] = tuple(turns)
-    return refs
+    """Load a FastChat answer file of reference answers: question_id -> turns of the first choice (read
+    by fastchat.py, the one reader of FastChat's files)."""
+    from .fastchat import FastChatFileError, read_reference_answers  # fastchat.py imports this module
+
+    try:
+        return read_reference_answers(path)
+    except FastChatFileError as exc:
+        raise QuestionFileError(str(exc)) from None
