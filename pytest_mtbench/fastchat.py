@@ -36,6 +36,7 @@ from .questions import Question
 from .records import CallInfo, Judgment, PromptSent, QuestionRecord, Score
 
 if TYPE_CHECKING:
+    from .backends.spec import ModelSpec
     from .modes.pairwise import PairResult
 
 ANSWER_DIR = "model_answer"
@@ -670,21 +671,15 @@ class ImportedJudgments:
 # ---- names ----------------------------------------------------------------------------------------
 
 
-def fastchat_name(spec: str) -> str:
-    """The name FastChat files use for a model or judge spec: `openai/gpt-4` -> `gpt-4`,
-    `replay/dir/vicuna-13b.jsonl` -> `vicuna-13b` (the answer file's name), a local path -> its last part.
+def fastchat_name(spec: ModelSpec | str) -> str:
+    """The name FastChat files use for a model or judge spec (ModelSpec.fastchat_name): `openai/gpt-4` ->
+    `gpt-4`, `replay/dir/vicuna-13b.jsonl` -> `vicuna-13b`, a local path -> its last part.
 
     Two specs can share a name (two directories both called `model`); the caller checks uniqueness.
     """
-    from .backends import split_spec
+    from .backends.spec import as_spec
 
-    prefix, name = split_spec(spec)
-    if prefix == "replay":
-        return model_name_from_answer_file(name)
-    last = name.rstrip("/").rsplit("/", 1)[-1]
-    if last.endswith(".gguf"):
-        last = last[: -len(".gguf")]
-    return last or "model"
+    return as_spec(spec).fastchat_name
 
 
 # ---- helpers -------------------------------------------------------------------------------------

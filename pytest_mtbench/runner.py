@@ -24,6 +24,7 @@ from .backends import (
     BackendOptions,
     ChatBackend,
     Completion,
+    ModelSpec,
     SamplingParams,
     ServedModel,
     capabilities,
@@ -31,6 +32,7 @@ from .backends import (
     static_identity,
 )
 from .backends.base import FINISH_CONTEXT_OVERFLOW, FINISH_LENGTH, NOT_GENERATED
+from .backends.spec import as_spec
 from .cache import ResultCache, content_key
 from .judge import JUDGE_MAX_TOKENS, JUDGE_TEMPERATURE, JudgeRequest, read_rating
 from .modes import AnsweredQuestion, JudgeReply, JudgingMode, ProbeIf
@@ -69,11 +71,12 @@ class LazyBackend:
     only if it records the very weights the endpoint names now.
     """
 
-    def __init__(self, spec: str, options: BackendOptions, revision: str | None = None) -> None:
-        self.spec = spec
+    def __init__(self, spec: ModelSpec | str, options: BackendOptions, revision: str | None = None) -> None:
+        self.model_spec = as_spec(spec)
+        self.spec = self.model_spec.text  # as the user gave it: what records and messages name
         self.options = options
         self.revision = revision
-        self.capabilities = capabilities(spec)
+        self.capabilities = capabilities(self.model_spec)
         self._backend: ChatBackend | None = None
         self._identity: dict[str, Any] | None = None
         self._loading = threading.Lock()  # models of a run may reach a shared judge at once
@@ -83,7 +86,7 @@ class LazyBackend:
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
-            identity = static_identity(self.spec, self.options)
+            identity = static_identity(self.model_spec, self.options)
             self._identity = {**identity, "revision": self.revision} if self.revision else identity
         return self._identity
 
@@ -118,7 +121,7 @@ class LazyBackend:
     def backend(self) -> ChatBackend:
         with self._loading:
             if self._backend is None:
-                self._backend = load_backend(self.spec, self.options)
+                self._backend = load_backend(self.model_spec, self.options)
             return self._backend
 
     def batch_unit(self, category: str) -> str:

@@ -17,20 +17,23 @@ from .base import (
     SamplingParams,
     ServedModel,
 )
+from .spec import ALIASES, ModelSpec, as_spec
 
 __all__ = [
+    "ALIASES",
     "BackendError",
     "BackendOptions",
     "Capabilities",
     "ChatBackend",
     "Completion",
     "Message",
+    "ModelSpec",
     "SamplingParams",
     "ServedModel",
     "capabilities",
     "load_backend",
     "preflight",
-    "split_spec",
+    "registered",
 ]
 
 # prefix -> (module, extra that installs its dependencies)
@@ -44,120 +47,112 @@ _REGISTRY: dict[str, tuple[str, str | None]] = {
 # extra -> the packages it provides (looked up without importing them)
 _EXTRA_PACKAGES: dict[str, tuple[str, ...]] = {"hf": ("torch", "transformers"), "openai": ("openai",)}
 
-# Short names for models the plugin knows how to fetch itself.
-ALIASES: dict[str, str] = {"smollm2": "hf/smollm2"}
+
+def registered() -> tuple[str, ...]:
+    """The backends a spec may name, by prefix."""
+    return tuple(_REGISTRY)
 
 
-def split_spec(spec: str) -> tuple[str, str]:
-    """`openai/gpt-4` -> ("openai", "gpt-4"); a bare path or alias -> ("hf", path)."""
-    spec = ALIASES.get(spec, spec)
-    prefix, sep, name = spec.partition("/")
-    if sep and prefix in _REGISTRY:
-        if not name:
-            raise BackendError(f"model spec {spec!r} names no model after '{prefix}/'")
-        return prefix, name
-    return "hf", spec
+def _module(spec: ModelSpec) -> Any:
+    return importlib.import_module(_REGISTRY[spec.backend][0])
 
 
-def load_backend(spec: str, options: BackendOptions) -> ChatBackend:
+def load_backend(spec: ModelSpec | str, options: BackendOptions) -> ChatBackend:
     """Build the backend a spec names; a missing extra gives a one-line install hint."""
-    prefix, name = split_spec(spec)
-    module_name, extra = _REGISTRY[prefix]
+    spec = as_spec(spec)
+    extra = _REGISTRY[spec.backend][1]
     try:
-        module = importlib.import_module(module_name)
-        return module.create(name, options)
+        return _module(spec).create(spec.name, options)
     except ImportError as exc:
         if extra is None:
             raise
         raise BackendError(
-            f"backend '{prefix}' needs packages that are not installed ({exc.name or exc}): "
+            f"backend '{spec.backend}' needs packages that are not installed ({exc.name or exc}): "
             f"pip install 'pytest-mtbench[{extra}]'"
         ) from exc
 
 
-def capabilities(spec: str) -> Capabilities:
+def capabilities(spec: ModelSpec | str) -> Capabilities:
     """What the backend a spec names can do, read from its module's `CAPABILITIES`.
 
     Backend modules import their heavy libraries (torch, transformers, openai) only when a backend is
     built, so this works, and is cheap, without the extras installed.
     """
-    module_name = _REGISTRY[split_spec(spec)[0]][0]
-    return importlib.import_module(module_name).CAPABILITIES
+    return _module(as_spec(spec)).CAPABILITIES
 
 
-def prepare(spec: str, questions: Iterable[Any]) -> Any | None:
+def prepare(spec: ModelSpec | str, questions: Iterable[Any]) -> Any | None:
     """Hand the run's questions to a backend that needs them before it can answer (a replayed answer
     file checks and indexes itself); None for the others. The result has `errors`, `item_failures`
     and `note`."""
-    prefix, name = split_spec(spec)
-    module = importlib.import_module(_REGISTRY[prefix][0])
-    return module.prepare(name, questions) if hasattr(module, "prepare") else None
+    spec = as_spec(spec)
+    module = _module(spec)
+    return module.prepare(spec.name, questions) if hasattr(module, "prepare") else None
 
 
-def check_name(spec: str) -> None:
+def check_name(spec: ModelSpec | str) -> None:
     """BackendError when the backend knows at once that it has no such model (e.g. `fake/bogus`); a
     backend module may define `check_name(name)` for that, checked at start-up without loading anything."""
-    prefix, name = split_spec(spec)
-    module = importlib.import_module(_REGISTRY[prefix][0])
+    spec = as_spec(spec)
+    module = _module(spec)
     if hasattr(module, "check_name"):
-        module.check_name(name)
+        module.check_name(spec.name)
 
 
-def missing_credentials(spec: str, options: BackendOptions) -> str | None:
+def missing_credentials(spec: ModelSpec | str, options: BackendOptions) -> str | None:
     """Why calls to this backend would be refused for want of a key (None when nothing is missing)."""
-    prefix, _ = split_spec(spec)
-    module = importlib.import_module(_REGISTRY[prefix][0])
+    module = _module(as_spec(spec))
     return module.missing_key(options) if hasattr(module, "missing_key") else None
 
 
-def preflight(spec: str, options: BackendOptions, *, identify: bool = False) -> PreflightResult:
+def preflight(spec: ModelSpec | str, options: BackendOptions, *, identify: bool = False) -> PreflightResult:
     """Check up front that the backend can be reached and serves the model (a no-op for backends
     without the `preflight` capability): what it learnt, the call style it settled (see
     BackendOptions.call_style) and lines to show; with `identify`, also what the endpoint says about the
     model behind the name (PreflightResult.served). BackendError carries one line the caller prefixes
     with the flag.
     """
-    prefix, name = split_spec(spec)
-    module = importlib.import_module(_REGISTRY[prefix][0])
+    spec = as_spec(spec)
+    module = _module(spec)
     if not module.CAPABILITIES.preflight:
         return PreflightResult()
     try:
-        return module.preflight(name, options, identify=identify)
+        return module.preflight(spec.name, options, identify=identify)
     except ImportError as exc:
         raise BackendError(
-            f"backend '{prefix}' needs packages that are not installed ({exc.name or exc}): "
-            f"pip install 'pytest-mtbench[{_REGISTRY[prefix][1]}]'"
+            f"backend '{spec.backend}' needs packages that are not installed ({exc.name or exc}): "
+            f"pip install 'pytest-mtbench[{_REGISTRY[spec.backend][1]}]'"
         ) from exc
 
 
-def static_identity(spec: str, options: BackendOptions) -> dict:
+def static_identity(spec: ModelSpec | str, options: BackendOptions) -> dict:
     """What determines a backend's outputs, computed without loading it when the module can.
 
     A backend module may define `static_identity(name, options)` (e.g. hashing weight files without
     loading them), so a fully cached run never loads a model; otherwise the backend is built.
     """
-    prefix, name = split_spec(spec)
-    module_name, extra = _REGISTRY[prefix]
+    spec = as_spec(spec)
     try:
-        module = importlib.import_module(module_name)
+        module = _module(spec)
     except ImportError as exc:
+        extra = _REGISTRY[spec.backend][1]
         raise BackendError(
-            f"backend '{prefix}' needs: pip install 'pytest-mtbench[{extra}]' ({exc})"
+            f"backend '{spec.backend}' needs: pip install 'pytest-mtbench[{extra}]' ({exc})"
         ) from exc
     if hasattr(module, "static_identity"):
-        return module.static_identity(name, options)
-    backend = module.create(name, options)
+        return module.static_identity(spec.name, options)
+    backend = module.create(spec.name, options)
     try:
         return backend.identity()
     finally:
         backend.close()
 
 
-def missing_extra(spec: str) -> str | None:
+def missing_extra(spec: ModelSpec | str) -> str | None:
     """An install hint when the packages a spec's backend needs are absent (checked without importing)."""
     import importlib.util
 
-    extra = _REGISTRY[split_spec(spec)[0]][1]
+    extra = _REGISTRY[as_spec(spec).backend][1]
     if extra is None:
         return None
     absent = [name for name in _EXTRA_PACKAGES[extra] if importlib.util.find_spec(name) is None]

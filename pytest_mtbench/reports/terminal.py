@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backends.base import BackendError
+from ..backends.spec import ModelSpec
 from ..records import (
     BaselineSummary,
     CalibratedScores,
@@ -65,7 +67,10 @@ FILE_SUFFIXES = (".jsonl", ".json", ".gguf")  # of replayed answer files and mod
 def short(spec: str) -> str:
     """A model's name in a column header: the last part of its spec without a file suffix, cut at a
     word boundary (marked with "…") when it is longer than HEADER_WIDTH."""
-    name = spec.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        name = ModelSpec.parse(spec).last_part
+    except BackendError:  # a report's spec that names no model is shown as written
+        name = spec
     for suffix in FILE_SUFFIXES:
         if name.endswith(suffix) and len(name) > len(suffix):
             name = name[: -len(suffix)]
