@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .backends import (
     BackendError,
     BackendOptions,
+    ModelSpec,
     ServedModel,
     check_name,
     missing_credentials,
@@ -250,10 +251,8 @@ class BenchmarkRun:
     def fastchat_files(self, report: RunReport) -> None:
         """--mtbench-import-judgments: how the imported judgments matched this run's prompts;
         --mtbench-export: the run written as FastChat files. Both summarised in `report.fastchat`."""
-        from .fastchat import fastchat_name
-
         settings = self.settings
-        names = {spec: fastchat_name(spec) for spec in settings.models}
+        names = {spec.text: spec.fastchat_name for spec in settings.model_specs}
         pairs = report.pairwise.results if report.pairwise is not None else []
         info = FastChatSummary()
         imported = [source for source in self.runner.reuse if source.source == "import"]
@@ -276,14 +275,14 @@ class BenchmarkRun:
         report.fastchat = info if info.imported or info.exported else None
 
     def _export(self, report: RunReport, pairs: list[Any], names: dict[str, str]) -> FastChatExport:
-        from .fastchat import fastchat_name, write_answer_file, write_pair_judgments, write_single_judgments
+        from .fastchat import write_answer_file, write_pair_judgments, write_single_judgments
 
         directory = Path(str(self.settings.export))
         by_model = {spec: [r for r in report.questions if r.model == spec] for spec in self.settings.models}
         files = [
             str(write_answer_file(directory, names[spec], records)[0]) for spec, records in by_model.items()
         ]
-        judge = fastchat_name(self.settings.judge)
+        judge = self.settings.judge_spec.fastchat_name
         if self.mode.name != "pairwise":
             single = write_single_judgments(directory, judge, {names[s]: r for s, r in by_model.items()})
             return FastChatExport(
@@ -386,13 +385,13 @@ def check_references(questions: list[Question], references: dict[int, tuple[str,
             )
 
 
-def check_local_spec(flag: str, spec: str) -> None:
+def check_local_spec(flag: str, spec: ModelSpec) -> None:
     """A model its backend knows at once it does not have (a local path that does not exist, an unknown
     fake model) is an error before anything runs; each backend says so in its `check_name`."""
     try:
         check_name(spec)
     except BackendError as exc:
-        raise SetupError(f"{flag}={spec}: {exc}") from None
+        raise SetupError(f"{flag}={spec.text}: {exc}") from None
 
 
 def check_can_call(flag: str, backend: LazyBackend, *, key: bool = True) -> None:
@@ -401,10 +400,10 @@ def check_can_call(flag: str, backend: LazyBackend, *, key: bool = True) -> None
     in the cache or imported needs no key)."""
     from .backends import missing_extra
 
-    problem = missing_extra(backend.spec)
+    problem = missing_extra(backend.model_spec)
     if problem:
         raise SetupError(f"{flag}={backend.spec} {problem}")
-    problem = missing_credentials(backend.spec, backend.options) if key else None
+    problem = missing_credentials(backend.model_spec, backend.options) if key else None
     if problem:
         raise SetupError(f"{flag}={backend.spec}: {problem}")
 
@@ -451,7 +450,7 @@ def build_judge(
             judge = model
             break
     else:
-        judge = LazyBackend(settings.judge, judge_options)
+        judge = LazyBackend(settings.judge_spec, judge_options)
     if settings.judge_scoring == "constrained" and not judge.capabilities.rating_probes:
         raise SetupError(
             f"--mtbench-judge-scoring=constrained needs a judge that can report its rating probabilities "
@@ -509,9 +508,9 @@ def build_run(
     """Build the run. `will_call=False` (offline, --collect-only) skips the checks that only matter
     when a model or judge is actually called."""
     questions, references, data_info, prompts = load_inputs(settings)
-    for spec in settings.models:
+    for spec in settings.model_specs:
         check_local_spec("--mtbench-model", spec)
-    check_local_spec("--mtbench-judge", settings.judge)
+    check_local_spec("--mtbench-judge", settings.judge_spec)
     _check_fastchat_names(settings)
     options = backend_options(settings, workers)
     try:
@@ -538,10 +537,10 @@ def build_run(
             ),
             revision=settings.model_revision,
         )
-        for spec in settings.models
+        for spec in settings.model_specs
     ]
     judge = build_judge(settings, options, models)
-    notes = _prepare_backends(settings.models, questions)
+    notes = _prepare_backends(settings.model_specs, questions)
     if will_call:
         for model in models:
             check_can_call("--mtbench-model", model, key=False)
@@ -584,7 +583,7 @@ def build_run(
     return run
 
 
-def _prepare_backends(specs: Sequence[str], questions: list[Question]) -> list[str]:
+def _prepare_backends(specs: Sequence[ModelSpec], questions: list[Question]) -> list[str]:
     """Backends that need the question set before they answer (a replayed answer file) get it here;
     a file that cannot serve this run is refused, its notes are returned for the summary."""
     from .backends import prepare
@@ -595,12 +594,12 @@ def _prepare_backends(specs: Sequence[str], questions: list[Question]) -> list[s
         if prepared is None:
             continue
         if prepared.errors:
-            raise SetupError(f"--mtbench-model={spec}: {'; '.join(prepared.errors)}")
+            raise SetupError(f"--mtbench-model={spec.text}: {'; '.join(prepared.errors)}")
         if prepared.note:
-            notes.append(f"{spec}: {prepared.note}")
+            notes.append(f"{spec.text}: {prepared.note}")
         if prepared.item_failures:
             notes.append(
-                f"{spec}: {len(prepared.item_failures)} questions have no answer in the file (they fail)"
+                f"{spec.text}: {len(prepared.item_failures)} questions have no answer in the file (they fail)"
             )
     return notes
 
@@ -609,24 +608,22 @@ def _check_fastchat_names(settings: Settings) -> None:
     """FastChat files name models by a short name: two models of one run must not share one."""
     if not settings.export:
         return
-    from .fastchat import fastchat_name
-
     names: dict[str, str] = {}
-    for spec in settings.models:
-        name = fastchat_name(spec)
+    for spec in settings.model_specs:
+        name = spec.fastchat_name
         if name in names:
             raise SetupError(
-                f"--mtbench-export: {names[name]} and {spec} would both be written as {name!r}; "
+                f"--mtbench-export: {names[name]} and {spec.text} would both be written as {name!r}; "
                 "give the models distinct directory or file names"
             )
-        names[name] = spec
+        names[name] = spec.text
 
 
 def _imported_judgments(settings: Settings) -> Any:
-    from .fastchat import FastChatFileError, ImportedJudgments, fastchat_name
+    from .fastchat import FastChatFileError, ImportedJudgments
 
     try:
-        return ImportedJudgments.read(settings.import_judgments, judge=fastchat_name(settings.judge))
+        return ImportedJudgments.read(settings.import_judgments, judge=settings.judge_spec.fastchat_name)
     except FastChatFileError as exc:
         raise SetupError(f"--mtbench-import-judgments: {exc}") from None
 

@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from .backends.base import BackendError
+from .backends.spec import ModelSpec
 from .jsonl import read_text
 from .judge import JUDGE_MAX_TOKENS
 from .modes import MODES
@@ -77,12 +79,16 @@ def _text(text: str, origin: Origin) -> str:
     return text
 
 
-def _model_spec(text: str, origin: Origin) -> str:
+def _model_spec(text: str, origin: Origin) -> ModelSpec:
+    """The one place a model spec's text is parsed: everything after the settings holds the ModelSpec."""
     if not text:
         raise _Invalid(
             "empty (an unset CI variable?); give a model spec such as hf/PATH, openai/NAME or fake/echo"
         )
-    return text
+    try:
+        return ModelSpec.parse(text)
+    except BackendError as exc:
+        raise _Invalid(str(exc)) from None
 
 
 def _whole(low: int, high: int | None = None) -> Parser:
@@ -906,12 +912,16 @@ class Settings:
     """Every setting of one run, validated. Paths are as given (~ expanded, ini paths made relative to
     the ini file's directory); the defaults are in OPTIONS."""
 
+    # Model specs: the text as given (what reports, cache keys and tables use) and, parsed once, the typed
+    # value (model_specs, judge_spec: what the backends are built from).
     models: tuple[str, ...]  # the candidates, in the order given; empty only with --mtbench-calibrate
+    model_specs: tuple[ModelSpec, ...]  # `models`, parsed
     mode: str  # "single" or "pairwise"
     baseline_model: str | None  # pairwise: every model against this one; None: all pairs
     export: str | None  # a directory to write FastChat files to
     import_judgments: tuple[str, ...]  # FastChat judgment files to reuse
     judge: str
+    judge_spec: ModelSpec  # `judge`, parsed
     model_base_url: str | None
     judge_base_url: str | None
     judge_scoring: str  # one of SCORING_MODES
@@ -1121,7 +1131,7 @@ def active(config: pytest.Config) -> bool:
     return bool(config.getoption("mtbench_model")) or bool(os.environ.get("MTBENCH_MODEL", "").strip())
 
 
-def _models(config: pytest.Config, option: Option, environ: Mapping[str, str]) -> tuple[str, ...]:
+def _models(config: pytest.Config, option: Option, environ: Mapping[str, str]) -> tuple[ModelSpec, ...]:
     """The candidates: the command line's list, else MTBENCH_MODEL, else the ini list; each once."""
     ini_items, cli_items = _items(config, option, split=False)
     if cli_items:
@@ -1131,7 +1141,7 @@ def _models(config: pytest.Config, option: Option, environ: Mapping[str, str]) -
         chosen = [(text, Origin(f"MTBENCH_MODEL={text}"))]
     else:
         chosen = ini_items
-    models: dict[str, str] = {}
+    models: dict[ModelSpec, str] = {}
     for text, origin in chosen:
         spec = _apply(_model_spec, text.strip(), origin)
         if spec in models:
@@ -1169,6 +1179,19 @@ def _check_modes(values: dict[str, Any], origins: dict[str, Origin]) -> None:
         )
 
 
+def _spec_fields(values: dict[str, Any]) -> None:
+    """The parsed specs as typed fields, and their texts as the text fields (see Settings)."""
+    judge = values["judge"]
+    values["judge_spec"] = (
+        judge if isinstance(judge, ModelSpec) else _apply(_model_spec, judge, Origin("the default"))
+    )
+    values["judge"] = values["judge_spec"].text
+    values["model_specs"] = values["models"]
+    values["models"] = tuple(spec.text for spec in values["model_specs"])
+    if values["baseline_model"] is not None:
+        values["baseline_model"] = values["baseline_model"].text
+
+
 def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every option; raises pytest.UsageError with one line on bad input."""
     environ = os.environ if environ is None else environ
@@ -1192,6 +1215,7 @@ def build_settings(config: pytest.Config, environ: Mapping[str, str] | None = No
         _apply(_text_file("FastChat judgment file"), text, origin) for text, origin in cli_items or ini_items
     )
     _check_modes(values, origins)
+    _spec_fields(values)
     if not values["models"] and values["calibrate"] is None:
         raise pytest.UsageError("no candidate model: pass --mtbench-model=SPEC or set MTBENCH_MODEL")
     _, values["thresholds"] = _keyed(config, by_field["thresholds"], _threshold_item)

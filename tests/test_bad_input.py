@@ -366,6 +366,36 @@ ROWS: list[Row] = [
         "openai/NAME or fake/echo",
         ("--mtbench-judge=",),
     ),
+    # a spec whose backend is named but not its model: refused when the settings are read
+    Row(
+        "model-spec-no-name",
+        "--mtbench-model=openai/: names no model after 'openai/'; give openai/NAME",
+        ("--mtbench-model=openai/",),
+    ),
+    Row(
+        "judge-spec-no-name",
+        "--mtbench-judge=vllm/: names no model after 'vllm/'; give vllm/NAME",
+        ("--mtbench-judge=vllm/",),
+    ),
+    Row(
+        "baseline-model-spec-no-name",
+        "--mtbench-baseline-model=hf//: names no model after 'hf/'; give hf/NAME",
+        ("--mtbench-mode=pairwise", "--mtbench-baseline-model=hf//"),
+    ),
+    Row(
+        "env-model-spec-no-name",
+        "MTBENCH_MODEL=replay/: names no model after 'replay/'; give replay/NAME",
+        ("--co",),
+        env={"MTBENCH_MODEL": "replay/"},
+        active=False,
+    ),
+    Row(
+        "ini-judge-spec-no-name",
+        "pytest.ini: mtbench_judge = fake/: names no model after 'fake/'; give fake/NAME",
+        ("--mtbench-model=fake/echo", "--co"),
+        ini="mtbench_judge = fake/",
+        active=False,
+    ),
     Row(
         "model-env-empty-plugin-inactive",
         "*1 passed*",

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mtbench.backends import ModelSpec
 from pytest_mtbench.settings import (
     DEFAULT_JUDGE,
     ENVIRONMENT_OPTIONS,
@@ -142,7 +143,9 @@ VALUED = [option for option in ALL_OPTIONS if option.action == "store"]
 
 
 def _parsed(option: Option, text: str) -> Any:
-    return option.parse(text, Origin("test"))
+    """The setting a raw text gives (a parsed model spec stands in the settings by its text)."""
+    value = option.parse(text, Origin("test"))
+    return value.text if isinstance(value, ModelSpec) else value
 
 
 def _ini(pytester: pytest.Pytester, **values: str) -> None:
@@ -213,6 +216,26 @@ def test_the_model_list_comes_from_one_source(
     assert settings.models == ("fake/ini-a", "fake/ini-b") and settings.model == "fake/ini-a"
     with pytest.raises(pytest.UsageError, match="the same model twice"):
         make_settings(MODEL, MODEL)
+
+
+def test_settings_parse_every_spec_once(make_settings) -> None:
+    settings = make_settings(
+        "--mtbench-model=fake/echo",
+        "--mtbench-model=smollm2",
+        "--mtbench-mode=pairwise",
+        "--mtbench-baseline-model=openai/base",
+        "--mtbench-judge=vllm/Qwen/Qwen3-0.6B",
+    )
+    assert settings.models == ("fake/echo", "smollm2", "openai/base")  # the texts, as given
+    assert [(s.backend, s.name) for s in settings.model_specs] == [
+        ("fake", "echo"),
+        ("hf", "smollm2"),
+        ("openai", "base"),
+    ]
+    assert settings.baseline_model == "openai/base"
+    assert settings.judge == "vllm/Qwen/Qwen3-0.6B" and settings.judge_spec.backend == "vllm"
+    default = make_settings("--mtbench-model=fake/echo").judge_spec
+    assert (default.text, default.backend) == (make_settings("--mtbench-model=fake/echo").judge, "openai")
 
 
 def test_pairwise_takes_the_baseline_model_among_the_models(make_settings) -> None:
@@ -334,8 +357,13 @@ def test_defaults_are_written_once_and_shown_in_help() -> None:
 
 
 def test_settings_fields_are_the_options() -> None:
-    # derived: per-name margins, and whether the references were given (not the default)
-    filled = {option.setting for option in ALL_OPTIONS} | {"margins", "references_given"}
+    # derived: per-name margins, whether the references were given (not the default), the parsed specs
+    filled = {option.setting for option in ALL_OPTIONS} | {
+        "margins",
+        "references_given",
+        "model_specs",
+        "judge_spec",
+    }
     assert {f.name for f in fields(Settings)} == filled
 
 
