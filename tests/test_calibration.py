@@ -1,5 +1,6 @@
-"""Calibration to the published GPT-4-0613 scale: statistics, sampling, file formats, fetching, and the
-plugin's `--mtbench-calibrate` / `--mtbench-calibration` runs against scripted loopback judges.
+"""Calibration to the published GPT-4-0613 scale: statistics, sampling, file formats, the calibration
+mode, fetching, and the plugin's `--mtbench-calibrate` / `--mtbench-calibration` runs against scripted
+loopback judges.
 
 The published files are small FastChat-format files written here (pytest_mtbench.testing.published), their
 prompts rendered the way FastChat renders them. One loopback server plays two judges: `plus-one` rates
@@ -9,13 +10,14 @@ a hash, unrelated to GPT-4.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 
+import pytest_mtbench
 from conftest import run_plugin, strip_timing
 from pytest_mtbench.calibration import (
     EXCLUDED_DUPLICATE,
@@ -42,8 +45,12 @@ from pytest_mtbench.calibration import (
     load_published_pins,
     load_published_sample,
 )
+from pytest_mtbench.judge import JudgeRequest
+from pytest_mtbench.modes import MODES, JudgeReply, RunContext, load_mode
+from pytest_mtbench.modes.calibration import CalibrationPair
 from pytest_mtbench.prompts import load_judge_prompts
 from pytest_mtbench.questions import CATEGORIES, load_questions, load_references
+from pytest_mtbench.records import CallInfo
 from pytest_mtbench.testing.judge_server import FakeOpenAIServer, judge_like_reply
 from pytest_mtbench.testing.published import PublishedFiles, published_files
 
@@ -428,6 +435,108 @@ def test_a_question_set_without_the_published_prompts_is_one_line(published, inp
         CalibrationError, match=r"none of the 323 published judgments has a prompt this plugin"
     ):
         load_published_sample(published[0], edited, prompts, references, n=160, seed=0)
+
+
+# ---- the calibration mode ------------------------------------------------------------------------
+class ScriptedJudge:
+    """A JudgeClient that rates each published prompt GPT-4's score + 1 and misses the prompts in
+    `missing` (as an offline cache does); it records every request."""
+
+    def __init__(self, published: dict[str, float], missing: Sequence[str] = ()) -> None:
+        self.published = published
+        self.missing = set(missing)
+        self.requests: list[JudgeRequest] = []
+
+    def complete(self, requests: Sequence[JudgeRequest], probe_if: Any = None) -> list[JudgeReply]:
+        self.requests += requests
+        return [
+            JudgeReply(None, CallInfo(), missing="not in the cache")
+            if request.user in self.missing
+            else JudgeReply(judge_like_reply(self.published[request.user] + 1), CallInfo(served_model="j"))
+            for request in requests
+        ]
+
+    def rating_probabilities(self, requests: Sequence[JudgeRequest], judgments: Sequence[str]) -> list[Any]:
+        raise AssertionError("official scoring never asks for rating probabilities")
+
+
+def test_calibration_is_a_registered_mode_that_judges_the_published_models(published, inputs) -> None:
+    questions, prompts, references = inputs
+    sample = load_published_sample(published[0], questions, prompts, references, n=40, seed=0)
+    mode = load_mode("calibration", prompts=prompts, references=references, sample=sample, judge="fake/j")
+    assert MODES["calibration"] == "pytest_mtbench.modes.calibration" and mode.name == "calibration"
+    answered = sample.answered({q.question_id: q for q in questions}, CATEGORIES)
+    assert set(answered) == set(MODELS)  # the two published answer files, by FastChat's names
+    judge = ScriptedJudge({item.request.user: item.published_score for item in sample.items})
+
+    judging = mode.judge_models(answered, judge)
+    # Exactly the sampled turns, each sent as GPT-4-0613 saw it (the published prompt, byte for byte).
+    assert [r.user for r in judge.requests] == [item.request.user for item in sample.items]
+    assert all(isinstance(pair, CalibrationPair) for pair in judging.pairs)
+    assert sorted(pair.key for pair in judging.pairs) == sorted(item.key for item in sample.items)
+    assert all(pair.judge_score == pair.published_score + 1 for pair in judging.pairs)
+    assert {pair.model for pair in judging.pairs} == set(MODELS) and not judging.errors
+    assert CalibrationPair.from_dict(judging.pairs[0].to_dict()) == judging.pairs[0]  # crosses xdist
+
+    summary = mode.summarize(judging.pairs, RunContext(MODELS, None, {}, 0.95))
+    assert summary.gates == [] and summary.pairwise is None
+    calibration = summary.calibration
+    assert calibration.judge == "fake/j" and calibration.judge_served == ["j"]
+    assert (
+        calibration.agreement["overall"]["n"] == 40 and calibration.agreement["overall"]["mean_offset"] == 1
+    )
+    assert calibration.knots == [[s + 1, s] for s in sorted({p.published_score for p in judging.pairs})]
+    assert calibration.sample["judged"] == 40 and calibration.sample["not_judged"] == []
+
+    # A judgment that cannot be had fails its (model, question): none of that question's pairs is kept.
+    lost = sample.items[0]
+    offline = ScriptedJudge(judge.published, missing=[lost.request.user])
+    partial = mode.judge_models(answered, offline)
+    assert partial.errors == {(lost.model, lost.question_id): "not in the cache"}
+    assert all((p.model, p.question_id) != (lost.model, lost.question_id) for p in partial.pairs)
+    assert len(partial.pairs) == 40 - sum(i.key[:2] == lost.key[:2] for i in sample.items)
+
+
+def test_fastchat_files_are_read_only_by_fastchat_py() -> None:
+    """Every JSON Lines file the package reads goes through jsonl.read_jsonl: FastChat's answer and
+    judgment files (reference answers and the published ones included) in fastchat.py only, question and
+    judge prompt files by their own loaders. No other module looks into a FastChat row. (testing/ writes
+    FastChat's files on its own, as FastChat does, so that the plugin's readers are checked against it.)"""
+    package = Path(pytest_mtbench.__file__).parent
+    callers: dict[str, set[str]] = {}
+    row_keys: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package).as_posix()
+        if where.startswith("testing/"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            for node in ast.walk(function):
+                called = node.func if isinstance(node, ast.Call) else None
+                if getattr(called, "id", getattr(called, "attr", None)) == "read_jsonl":
+                    callers.setdefault(where, set()).add(function.name)
+        if where == "fastchat.py" or where.startswith("backends/"):  # backends read API replies' "choices"
+            continue
+        for node in ast.walk(tree):
+            key = None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                key = node.slice.value
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "get" and node.args:
+                key = getattr(node.args[0], "value", None)
+            if key in ("choices", "user_prompt", "g1_winner", "g2_winner", "g1_user_prompt"):
+                row_keys.append(f"{where}:{node.lineno}: {key}")
+    assert callers == {
+        "fastchat.py": {
+            "read_answer_file",
+            "read_reference_answers",
+            "read_single_judgments",
+            "read_pair_judgments",
+            "read_judgments",
+        },
+        "questions.py": {"load_questions"},
+        "prompts.py": {"load_judge_prompts"},
+    }
+    assert row_keys == []
 
 
 # ---- the calibration file ------------------------------------------------------------------------
