@@ -5,7 +5,9 @@ it made of them (`GroupJudging`: judgments per model and turn, pair results); at
 sums its results up and says which gates pass (`summarize`). It never touches a backend or the cache:
 it asks a `JudgeClient`, which the runner provides and which serves each request from the cache or the
 judge (the same path answers go through). A new mode is one module with `create(**options)` and one
-line in MODES; `--mtbench-mode` accepts every name there.
+line in MODES; `--mtbench-mode` accepts every name there. (The calibration mode's models are FastChat's
+published answer files: `--mtbench-calibrate=DIR` runs it, and `--mtbench-mode=calibration` with a
+candidate is refused with that hint.)
 """
 
 from __future__ import annotations
