@@ -19,7 +19,9 @@ from .backends import (
     BackendOptions,
     ModelSpec,
     ServedModel,
+    check_chat_template,
     check_name,
+    check_options,
     missing_credentials,
 )
 from .baseline import ALLOW_HINT, BaselineJudgments, check_compatible
@@ -410,15 +412,7 @@ def check_can_call(flag: str, backend: LazyBackend, *, key: bool = True) -> None
 
 def backend_options(settings: Settings, workers: int = 1) -> dict[str, Any]:
     """The BackendOptions every model and judge of a run shares (base URL and chat template aside)."""
-    if settings.device.startswith("cuda"):
-        # A GPU asked for by name must exist before anything runs: one line now, not a failure mid-run.
-        from .backends.hf import device_for
-
-        try:
-            device_for(BackendOptions(device=settings.device))
-        except BackendError as exc:
-            raise SetupError(str(exc)) from None
-    return {
+    options = {
         "concurrency": settings.concurrency,
         "timeout": settings.timeout,
         "max_retries": settings.retries,
@@ -430,6 +424,11 @@ def backend_options(settings: Settings, workers: int = 1) -> dict[str, Any]:
         "trust_remote_code": settings.trust_remote_code,
         "allow_pickle": settings.allow_pickle,
     }
+    try:  # e.g. a GPU asked for by name must exist before anything runs: one line now, not a failure mid-run
+        check_options(BackendOptions(**options))
+    except BackendError as exc:
+        raise SetupError(str(exc)) from None
+    return options
 
 
 def build_judge(
@@ -520,10 +519,8 @@ def build_run(
     except (OSError, UnicodeDecodeError) as exc:
         raise SetupError(f"--mtbench-chat-template: cannot read {settings.chat_template} ({exc})") from None
     if chat_template is not None:  # whatever the backend: a broken template is an error now, not later
-        from .backends.hf import check_template
-
         try:
-            check_template(settings.chat_template, chat_template, from_option=True)
+            check_chat_template(str(settings.chat_template), chat_template)
         except BackendError as exc:
             raise SetupError(str(exc)) from None
     models = [

@@ -1,13 +1,20 @@
-"""Model specs are parsed once, into a ModelSpec: its backend, its name and the names derived from it."""
+"""Model specs are parsed once, into a ModelSpec, and the registry is the only way to a backend."""
 
 from __future__ import annotations
 
+import ast
+import sys
+import types
+from pathlib import Path
+
 import pytest
 
-from pytest_mtbench.backends import BackendError, ModelSpec, capabilities, registered
+from pytest_mtbench.backends import _REGISTRY, BackendError, ModelSpec, capabilities, registered
 from pytest_mtbench.backends.spec import as_spec
 from pytest_mtbench.fastchat import fastchat_name
 from pytest_mtbench.reports.terminal import short
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pytest_mtbench"
 
 
 @pytest.mark.parametrize(
@@ -75,3 +82,59 @@ def test_names_in_fastchat_files_and_table_headers(text: str, fastchat: str, hea
 def test_registry_functions_take_a_spec_or_its_text() -> None:
     assert capabilities(ModelSpec.parse("fake/echo")) == capabilities("fake/echo")
     assert capabilities("smollm2").local and not capabilities("openai/gpt-4").local
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at any depth of the code, as an absolute dotted name."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "pytest_mtbench." * (node.level > 0) + (node.module or "")
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("module", ["assembly.py", "runner.py", "settings.py"])
+def test_run_building_reaches_backends_only_through_the_registry(module: str) -> None:
+    backends = {module_name for module_name, _ in _REGISTRY.values()}
+    reached = sorted(
+        name
+        for name in _imported_modules(PACKAGE / module)
+        if any(name == backend or name.startswith(backend + ".") for backend in backends)
+    )
+    assert not reached, f"{module} imports a backend module directly: {reached}"
+
+
+def test_assembly_tests_no_backend_name() -> None:
+    tree = ast.parse((PACKAGE / "assembly.py").read_text(encoding="utf-8"))
+    named = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in registered()
+    }
+    assert not named, f"assembly.py names backends {sorted(named)}; ask the registry instead"
+
+
+def test_run_wide_checks_ask_every_registered_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--mtbench-device and --mtbench-chat-template are checked by each backend module that defines the
+    hook, whatever the run's models (a GPU that is not there fails a run of fake models too)."""
+    from pytest_mtbench.backends import BackendOptions, check_chat_template, check_options
+
+    seen: list[tuple[str, object]] = []
+    module = types.ModuleType("mtbench_hooked_backend")
+
+    def refuse_device(options: BackendOptions) -> None:
+        seen.append(("options", options.device))
+        raise BackendError(f"--mtbench-device={options.device}: not here")
+
+    module.check_options = refuse_device  # type: ignore[attr-defined]
+    module.check_chat_template = lambda path, template: seen.append(("template", path))  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(_REGISTRY, "hooked", (module.__name__, None))
+    with pytest.raises(BackendError, match="--mtbench-device=cpu: not here"):
+        check_options(BackendOptions(device="cpu"))
+    check_chat_template("t.jinja", "{{ messages }}")
+    assert seen == [("options", "cpu"), ("template", "t.jinja")]

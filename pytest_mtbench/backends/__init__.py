@@ -1,9 +1,15 @@
-"""Registry of backends: `<backend>/<name>` specs, each backend module imported only when used."""
+"""Registry of backends: `<backend>/<name>` specs, each backend module imported only when used.
+
+The rest of the package reaches a backend only through these functions, given a ModelSpec (backends.spec).
+A backend module defines `CAPABILITIES` and `create(name, options)`; it may also define the hooks the
+functions of the same name call: `check_name`, `prepare`, `missing_key`, `preflight`, `static_identity`
+(per model), and `check_options`, `check_chat_template` (run-wide, whatever the run's models).
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .base import (
@@ -55,6 +61,28 @@ def registered() -> tuple[str, ...]:
 
 def _module(spec: ModelSpec) -> Any:
     return importlib.import_module(_REGISTRY[spec.backend][0])
+
+
+def _hooks(name: str) -> Iterator[Callable[..., Any]]:
+    """Every registered backend module's `name` hook, for checks that hold whatever the run's models."""
+    for module_name, _ in _REGISTRY.values():
+        hook = getattr(importlib.import_module(module_name), name, None)
+        if hook is not None:
+            yield hook
+
+
+def check_options(options: BackendOptions) -> None:
+    """BackendError when an option every model and judge of the run shares cannot be honoured (a GPU asked
+    for by name that is not there), at start-up; a backend module may define `check_options(options)`."""
+    for hook in _hooks("check_options"):
+        hook(options)
+
+
+def check_chat_template(path: str, template: str) -> None:
+    """BackendError when the chat template given with --mtbench-chat-template (read from `path`) would
+    fail a backend that renders it; a backend module may define `check_chat_template(path, template)`."""
+    for hook in _hooks("check_chat_template"):
+        hook(path, template)
 
 
 def load_backend(spec: ModelSpec | str, options: BackendOptions) -> ChatBackend:

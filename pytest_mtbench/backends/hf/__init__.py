@@ -38,6 +38,8 @@ __all__ = [
     "RATINGS",
     "SMOLLM2_ALIAS",
     "HFBackend",
+    "check_chat_template",
+    "check_options",
     "check_template",
     "create",
     "device_for",
@@ -75,6 +77,19 @@ def check_name(name: str) -> None:
             "no such file or directory; give a local model directory or .gguf file, 'smollm2', openai/NAME "
             "or fake/NAME"
         )
+
+
+def check_options(options: BackendOptions) -> None:
+    """A GPU asked for by name (--mtbench-device=cuda or cuda:N) must exist: one line at start-up, not a
+    failure mid-run. Checked by the registry whatever the run's models."""
+    if options.device.startswith("cuda"):
+        device_for(options)
+
+
+def check_chat_template(path: str, template: str) -> None:
+    """A chat template given with --mtbench-chat-template must be valid Jinja as transformers runs it.
+    Checked by the registry whatever the run's models: a broken template is an error now, not later."""
+    check_template(path, template, from_option=True)
 
 
 def create(name: str, options: BackendOptions) -> HFBackend:
