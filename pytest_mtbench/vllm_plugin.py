@@ -19,18 +19,18 @@ from typing import Any
 
 import pytest
 
-from .backends import BackendError
+from .backends import BackendError, ModelSpec
 from .settings import Settings
 from .vllm_server import ServerArgs, ServerPool, install
 
 WORKERINPUT = "mtbench_vllm"
-PREFIX = "vllm/"
+BACKEND = "vllm"  # the registry's name for the backend whose servers this plugin runs
 
 
-def vllm_specs(settings: Settings) -> list[str]:
+def vllm_specs(settings: Settings) -> list[ModelSpec]:
     """The run's vllm/ specs (candidates, the baseline model of a pairwise run, the judge), each once."""
-    specs = [*settings.models, settings.judge]
-    return [spec for i, spec in enumerate(specs) if spec.startswith(PREFIX) and spec not in specs[:i]]
+    specs = [*settings.model_specs, settings.judge_spec]
+    return [spec for i, spec in enumerate(specs) if spec.backend == BACKEND and spec not in specs[:i]]
 
 
 def log_root(settings: Settings) -> Path:
@@ -111,7 +111,7 @@ class VllmServers:
         models, judge = self.config.stash[STATE].backends()
         found: dict[str, tuple[str, Any]] = {}
         for role, backend in [*(("model", model) for model in models), ("judge", judge)]:
-            if backend.spec.startswith(PREFIX):
+            if backend.model_spec.backend == BACKEND:
                 found.setdefault(backend.spec, (role, backend))
         return list(found.values())
 
@@ -129,7 +129,7 @@ class VllmServers:
             return
         for role, backend in self._backends():
             try:
-                serve(backend.spec.removeprefix(PREFIX), backend.options)
+                serve(backend.model_spec.name, backend.options)
             except BackendError as exc:
                 raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {exc}") from None
 
@@ -181,8 +181,8 @@ class VllmServers:
             layout = "one server"
         return [
             {
-                "spec": spec,
-                "served_model": served_name(spec.removeprefix(PREFIX)),
+                "spec": spec.text,
+                "served_model": served_name(spec.name),
                 "vllm_version": self.pool.version,
                 "server_args": list(self.pool.args.tokens),
                 "identity_args": self.pool.args.identity(),
