@@ -241,7 +241,7 @@ def _check_endpoint(
     call style and, with `identify`, tell it what its endpoint serves."""
     from .backends import BackendError, missing_credentials, preflight
 
-    problem = missing_credentials(backend.spec, backend.options)
+    problem = missing_credentials(backend.model_spec, backend.options)
     if problem:  # checked here, once calls are known to be needed, not for a fully cached run
         raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {problem}")
     if not backend.capabilities.preflight or backend.served is not None:
@@ -250,7 +250,7 @@ def _check_endpoint(
     found = checked.get(target)
     if found is None:
         try:
-            found = checked[target] = preflight(backend.spec, backend.options, identify=identify)
+            found = checked[target] = preflight(backend.model_spec, backend.options, identify=identify)
         except BackendError as exc:
             raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {exc}") from None
         for note in found.notes:

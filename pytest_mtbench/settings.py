@@ -394,7 +394,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--mtbench-mode",
         "How the judge grades: single (each answer rated 1-10, the MT-Bench score) or pairwise (two "
-        "models' answers compared, in both orders, as FastChat's pairwise judging).",
+        "models' answers compared, in both orders, as FastChat's pairwise judging); any mode registered "
+        "in pytest_mtbench.modes is accepted (calibration runs through --mtbench-calibrate=DIR).",
         default="single",
         parse=_mode,
         ini="mtbench_mode",
