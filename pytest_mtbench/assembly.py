@@ -10,7 +10,6 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from .baseline import ALLOW_HINT, BaselineJudgments, check_compatible
 from .cache import ResultCache
 from .data import default_cache_dir, resolve_official_data, sha256_file
 from .errors import MTBenchError
-from .modes import AnsweredQuestion, JudgingMode, RunContext, load_mode
+from .modes import JudgingMode, RunContext, load_mode
 from .prompts import load_judge_prompts
 from .questions import (
     Question,
@@ -37,23 +36,18 @@ from .questions import (
 )
 from .records import (
     DataInfo,
-    FastChatExport,
-    FastChatImport,
-    FastChatSummary,
     QuestionRecord,
     ReportError,
     RunReport,
-    TurnRecord,
 )
 from .reporting import RunFacts, build_report, judge_call, public_url, run_info
 from .runner import (
     BenchmarkRunner,
-    CachedJudge,
+    GroupResult,
     LazyBackend,
     ProgressCallback,
     RunSettings,
-    side_by_side,
-    unfinished_turns,
+    run_group,
 )
 
 if TYPE_CHECKING:
@@ -66,15 +60,6 @@ class SetupError(MTBenchError):
 
 
 @dataclass
-class GroupResult:
-    """One question's results: a record per model, and (pairwise mode) its pair results."""
-
-    records: list[QuestionRecord]
-    pairs: list[Any] = field(default_factory=list)  # modes.pairwise.PairResult
-    pair_errors: list[str] = field(default_factory=list)  # pairs that could not be judged, and why
-
-
-@dataclass
 class BenchmarkRun:
     """Everything one process needs to run the benchmark, built once from the settings."""
 
@@ -83,7 +68,7 @@ class BenchmarkRun:
     runners: list[BenchmarkRunner]  # one per candidate model, in the order given; they share the judge
     data_info: DataInfo  # the question, reference and judge prompt files read, and their hashes
     mode: JudgingMode  # --mtbench-mode: how the answers are judged (each runner rates its own model with
-    # the single mode's judge(), for resuming and the interrupt path)
+    # the single mode, for the records an interrupted run had finished)
     baseline: RunReport | None = None  # --mtbench-baseline, read and checked at start-up
     calibration: Calibration | None = None  # --mtbench-calibration, read and checked at start-up
     notes: list[str] = field(default_factory=list)  # lines for the summary (e.g. a replayed file's name)
@@ -99,21 +84,11 @@ class BenchmarkRun:
         """Every model's records of the questions whose answers and judgments are all in the cache, by
         (model spec, question id), read without a call: what a run that stopped early had finished.
         Entries written since `since` (the run's start) are recorded as the calls they were."""
-        import dataclasses
-
-        found: dict[tuple[str, int], QuestionRecord] = {}
-        if not self.runner.cache.read_enabled:
-            return found
-        for runner in self.runners:
-            cache = ResultCache(runner.cache.root, read=True, write=False, fresh_since=since)
-            offline = dataclasses.replace(runner.settings, offline=True)
-            replay = BenchmarkRunner(
-                runner.model, runner.judge, runner.mode, cache, offline, reuse=runner.reuse
-            )
-            for question_id, record in replay.run(list(questions)).items():
-                if record.error is None:
-                    found[(runner.model.spec, question_id)] = record
-        return found
+        return {
+            (runner.model.spec, question_id): record
+            for runner in self.runners
+            for question_id, record in runner.finished_records(questions, since).items()
+        }
 
     def failed_group(
         self, questions: Sequence[Question], why: str, since: float | None = None
@@ -134,46 +109,8 @@ class BenchmarkRun:
         }
 
     def run_group(self, questions: Sequence[Question]) -> dict[int, GroupResult]:
-        """Answer (every model, side by side where they wait on APIs) and judge (the mode, given every
-        model's answers) a group of questions: one GroupResult per question."""
-        models = [runner.model for runner in self.runners]
-
-        def generate(runner: BenchmarkRunner) -> tuple[dict[int, list[TurnRecord]], dict[int, str]]:
-            errors: dict[int, str] = {}
-            return runner.generate_answers(questions, errors), errors
-
-        generated = side_by_side([partial(generate, runner) for runner in self.runners], models)
-        records: dict[tuple[str, int], QuestionRecord] = {}
-        answered: dict[str, list[AnsweredQuestion]] = {}
-        for runner, (turns, errors) in zip(self.runners, generated):
-            spec = runner.model.spec
-            answered[spec] = []
-            for q in questions:
-                record = QuestionRecord(q.question_id, q.category, spec, error=errors.get(q.question_id))
-                # A reply that never finished thinking stays in the record of its failed question.
-                record.turns = (
-                    turns[q.question_id] if record.error is None else unfinished_turns(turns[q.question_id])
-                )
-                if record.error is None:
-                    answered[spec].append(AnsweredQuestion(q, tuple(t.answer for t in record.turns)))
-                records[(spec, q.question_id)] = record
-        first = self.runner
-        client = CachedJudge(first.judge, first.completer, first.settings, first.judging, first.reuse)
-        outcome = self.mode.judge_models(answered, client)
-        results = {q.question_id: GroupResult([]) for q in questions}
-        for (spec, qid), record in records.items():
-            why = outcome.errors.get((spec, qid))
-            if record.error is None and why is not None:
-                record.error, record.turns = why, []
-            elif record.error is None:
-                for turn in record.turns:
-                    turn.judgments = outcome.judgments.get((spec, qid, turn.turn), [])
-            results[qid].records.append(record)
-        for pair in outcome.pairs:
-            results[pair.question_id].pairs.append(pair)
-        for qid, why in outcome.pair_errors:
-            results[qid].pair_errors.append(why)
-        return results
+        """Answer and judge a group of questions with every model and this run's mode (runner.run_group)."""
+        return run_group(self.runners, self.mode, questions)
 
     def settle_calls(self, styles: dict[str, str]) -> None:
         """Apply the call styles the preflight settled ("model" and "judge": official or reasoning) to
@@ -249,85 +186,6 @@ class BenchmarkRun:
             calibration=self.calibration,
             rejudge=self.runner.rejudge,
         )
-
-    def fastchat_files(self, report: RunReport) -> None:
-        """--mtbench-import-judgments: how the imported judgments matched this run's prompts;
-        --mtbench-export: the run written as FastChat files. Both summarised in `report.fastchat`."""
-        settings = self.settings
-        names = {spec.text: spec.fastchat_name for spec in settings.model_specs}
-        pairs = report.pairwise.results if report.pairwise is not None else []
-        info = FastChatSummary()
-        imported = [source for source in self.runner.reuse if source.source == "import"]
-        if imported:
-            check = imported[0].check(_judgment_slots(report.questions, pairs, names))
-            reused = sum(j.call.imported for q in report.questions for t in q.turns for j in t.judgments)
-            info.imported = FastChatImport(
-                files=list(settings.import_judgments),
-                rows=check.rows,
-                reusable=check.reusable,
-                differing=check.differing,
-                not_in_run=check.not_in_run,
-                other_judge=check.other_judge,
-                api_errors=check.api_errors,
-                differing_examples=list(check.differing_examples),
-                reused=reused + sum(game.call.imported for p in pairs for game in (p.g1, p.g2)),
-            )
-        if settings.export:
-            info.exported = self._export(report, pairs, names)
-        report.fastchat = info if info.imported or info.exported else None
-
-    def _export(self, report: RunReport, pairs: list[Any], names: dict[str, str]) -> FastChatExport:
-        from .fastchat import write_answer_file, write_pair_judgments, write_single_judgments
-
-        directory = Path(str(self.settings.export))
-        by_model = {spec: [r for r in report.questions if r.model == spec] for spec in self.settings.models}
-        files = [
-            str(write_answer_file(directory, names[spec], records)[0]) for spec, records in by_model.items()
-        ]
-        judge = self.settings.judge_spec.fastchat_name
-        if self.mode.name != "pairwise":
-            single = write_single_judgments(directory, judge, {names[s]: r for s, r in by_model.items()})
-            return FastChatExport(
-                dir=str(directory),
-                answer_files=files,
-                judgment_file=str(single.path),
-                single_rows=single.rows,
-                unscored_as_minus_1=single.unscored,
-            )
-        pair = write_pair_judgments(directory, judge, pairs, names=names)
-        return FastChatExport(
-            dir=str(directory),
-            answer_files=files,
-            judgment_file=str(pair.path),
-            pair_rows=pair.rows,
-            unparsable_as_error=pair.unparsable,
-        )
-
-
-def _judgment_slots(records: list[QuestionRecord], pairs: list[Any], names: dict[str, str]) -> dict[Any, str]:
-    """Every judgment this run made, by FastChat's slot (question, model(s), turn, prompt), to its prompt."""
-    from .fastchat import JudgmentSlot
-
-    slots: dict[Any, str] = {}
-    for record in records:
-        for turn in record.turns:
-            for judgment in turn.judgments[:1]:
-                slot = JudgmentSlot.single(
-                    record.question_id, names[record.model], turn.turn, judgment.prompt.name
-                )
-                slots[slot] = judgment.prompt.user
-    for pair in pairs:
-        for game_number, game in ((1, pair.g1), (2, pair.g2)):
-            slot = JudgmentSlot.pair(
-                pair.question_id,
-                names[pair.model_a],
-                names[pair.model_b],
-                pair.turn,
-                game.prompt.name,
-                game_number,
-            )
-            slots[slot] = game.prompt.user
-    return slots
 
 
 def load_inputs(settings: Settings) -> tuple[list[Question], dict[int, tuple[str, ...]], DataInfo, Any]:

@@ -33,11 +33,22 @@ from typing import TYPE_CHECKING, Any
 from .errors import MTBenchError
 from .jsonl import read_jsonl
 from .questions import Question
-from .records import CallInfo, Judgment, PromptSent, QuestionRecord, Score
+from .records import (
+    CallInfo,
+    FastChatExport,
+    FastChatImport,
+    FastChatSummary,
+    Judgment,
+    PromptSent,
+    QuestionRecord,
+    RunReport,
+    Score,
+)
 
 if TYPE_CHECKING:
     from .backends.spec import ModelSpec
     from .modes.pairwise import PairResult
+    from .settings import Settings
 
 ANSWER_DIR = "model_answer"
 JUDGMENT_DIR = "model_judgment"
@@ -666,6 +677,85 @@ class ImportedJudgments:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+# ---- a run's FastChat side: what an import matched, what an export wrote --------------------------------
+def interop_summary(
+    settings: Settings, mode: str, reuse: Sequence[Any], report: RunReport
+) -> FastChatSummary | None:
+    """--mtbench-import-judgments: how the imported judgments (`reuse`'s import source) matched this run's
+    prompts; --mtbench-export: the run written as FastChat files. None when the run did neither."""
+    names = {spec.text: spec.fastchat_name for spec in settings.model_specs}
+    pairs = report.pairwise.results if report.pairwise is not None else []
+    info = FastChatSummary()
+    imported = [source for source in reuse if source.source == "import"]
+    if imported:
+        check = imported[0].check(_judgment_slots(report.questions, pairs, names))
+        reused = sum(j.call.imported for q in report.questions for t in q.turns for j in t.judgments)
+        info.imported = FastChatImport(
+            files=list(settings.import_judgments),
+            rows=check.rows,
+            reusable=check.reusable,
+            differing=check.differing,
+            not_in_run=check.not_in_run,
+            other_judge=check.other_judge,
+            api_errors=check.api_errors,
+            differing_examples=list(check.differing_examples),
+            reused=reused + sum(game.call.imported for p in pairs for game in (p.g1, p.g2)),
+        )
+    if settings.export:
+        info.exported = _export(settings, mode, report, pairs, names)
+    return info if info.imported or info.exported else None
+
+
+def _export(
+    settings: Settings, mode: str, report: RunReport, pairs: list[Any], names: dict[str, str]
+) -> FastChatExport:
+    directory = Path(str(settings.export))
+    by_model = {spec: [r for r in report.questions if r.model == spec] for spec in settings.models}
+    files = [str(write_answer_file(directory, names[spec], records)[0]) for spec, records in by_model.items()]
+    judge = settings.judge_spec.fastchat_name
+    if mode != "pairwise":
+        single = write_single_judgments(directory, judge, {names[s]: r for s, r in by_model.items()})
+        return FastChatExport(
+            dir=str(directory),
+            answer_files=files,
+            judgment_file=str(single.path),
+            single_rows=single.rows,
+            unscored_as_minus_1=single.unscored,
+        )
+    pair = write_pair_judgments(directory, judge, pairs, names=names)
+    return FastChatExport(
+        dir=str(directory),
+        answer_files=files,
+        judgment_file=str(pair.path),
+        pair_rows=pair.rows,
+        unparsable_as_error=pair.unparsable,
+    )
+
+
+def _judgment_slots(records: list[QuestionRecord], pairs: list[Any], names: dict[str, str]) -> dict[Any, str]:
+    """Every judgment this run made, by FastChat's slot (question, model(s), turn, prompt), to its prompt."""
+    slots: dict[Any, str] = {}
+    for record in records:
+        for turn in record.turns:
+            for judgment in turn.judgments[:1]:
+                slot = JudgmentSlot.single(
+                    record.question_id, names[record.model], turn.turn, judgment.prompt.name
+                )
+                slots[slot] = judgment.prompt.user
+    for pair in pairs:
+        for game_number, game in ((1, pair.g1), (2, pair.g2)):
+            slot = JudgmentSlot.pair(
+                pair.question_id,
+                names[pair.model_a],
+                names[pair.model_b],
+                pair.turn,
+                game.prompt.name,
+                game_number,
+            )
+            slots[slot] = game.prompt.user
+    return slots
 
 
 # ---- names ----------------------------------------------------------------------------------------

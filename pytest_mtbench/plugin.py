@@ -28,9 +28,10 @@ import pytest
 from .settings import Settings, active, add_options, build_settings
 
 if TYPE_CHECKING:
-    from .assembly import BenchmarkRun, GroupResult
+    from .assembly import BenchmarkRun
     from .calibration_judging import CalibrationRun, CategoryCalibration
     from .records import GateResult, QuestionRecord, RunReport
+    from .runner import GroupResult
 
 RECORD_PROPERTY = "mtbench"
 PAIR_PROPERTY = "mtbench_pair"
@@ -771,6 +772,7 @@ class ResultReporter:
         return result
 
     def pytest_sessionfinish(self) -> None:
+        from .fastchat import interop_summary
         from .reports import write_reports
         from .reports.markdown import append_step_summary
 
@@ -783,7 +785,8 @@ class ResultReporter:
             self.report.run.finished = datetime.fromtimestamp(finished, timezone.utc).isoformat()
             self.report.run.wall_seconds = finished - self.state.started
         try:
-            self.state.run.fastchat_files(self.report)
+            run = self.state.run
+            self.report.fastchat = interop_summary(run.settings, run.mode.name, run.runner.reuse, self.report)
         except OSError as exc:
             self.problems.append(f"cannot write the FastChat files to {self.state.settings.export}: {exc}")
         # A report that cannot be written is a message under the table, never a lost table or exit code.

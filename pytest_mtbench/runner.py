@@ -638,26 +638,77 @@ class BenchmarkRunner:
         return scores
 
     def run(self, questions: Sequence[Question]) -> dict[int, QuestionRecord]:
-        """Answer, then judge, a group of questions."""
+        """Answer, then judge, a group of questions: this runner's model alone (run_group for several)."""
+        return {qid: result.records[0] for qid, result in run_group([self], self.mode, questions).items()}
+
+    def finished_records(
+        self, questions: Sequence[Question], since: float | None = None
+    ) -> dict[int, QuestionRecord]:
+        """The records of the questions whose answers and judgments are all in the cache, read without a
+        call (what a run that stopped early had finished); entries written since `since` count as calls."""
+        if not self.cache.read_enabled:
+            return {}
+        replay = BenchmarkRunner(
+            self.model,
+            self.judge,
+            self.mode,
+            ResultCache(self.cache.root, read=True, write=False, fresh_since=since),
+            replace(self.settings, offline=True),
+            reuse=self.reuse,
+        )
+        return {qid: record for qid, record in replay.run(questions).items() if record.error is None}
+
+
+@dataclass
+class GroupResult:
+    """One question's results: a record per model, and (pairwise mode) its pair results."""
+
+    records: list[QuestionRecord]
+    pairs: list[Any] = field(default_factory=list)  # modes.pairwise.PairResult
+    pair_errors: list[str] = field(default_factory=list)  # pairs that could not be judged, and why
+
+
+def run_group(
+    runners: Sequence[BenchmarkRunner], mode: JudgingMode, questions: Sequence[Question]
+) -> dict[int, GroupResult]:
+    """Answer (every runner's model, side by side where they wait on APIs) and judge (the mode, given
+    every model's answers, through the first runner's judge) a group of questions: one GroupResult per
+    question."""
+    models = [runner.model for runner in runners]
+
+    def generate(runner: BenchmarkRunner) -> tuple[dict[int, list[TurnRecord]], dict[int, str]]:
         errors: dict[int, str] = {}
-        turns = self.generate_answers(questions, errors)
-        answered = [
-            AnsweredQuestion(q, tuple(t.answer for t in turns[q.question_id]))
-            for q in questions
-            if q.question_id not in errors
-        ]
-        client = CachedJudge(self.judge, self.completer, self.settings, self.judging, self.reuse)
-        outcome = self.mode.judge(answered, client)
-        errors.update(outcome.errors)
-        records: dict[int, QuestionRecord] = {}
+        return runner.generate_answers(questions, errors), errors
+
+    generated = side_by_side([partial(generate, runner) for runner in runners], models)
+    records: dict[tuple[str, int], QuestionRecord] = {}
+    answered: dict[str, list[AnsweredQuestion]] = {}
+    for runner, (turns, errors) in zip(runners, generated):
+        spec = runner.model.spec
+        answered[spec] = []
         for q in questions:
-            record = QuestionRecord(q.question_id, q.category, self.model.spec)
-            if q.question_id in errors:
-                record.error = errors[q.question_id]
-                record.turns = unfinished_turns(turns[q.question_id])
-            else:
-                for turn in turns[q.question_id]:
-                    turn.judgments = outcome.judgments.get((q.question_id, turn.turn), [])
-                record.turns = turns[q.question_id]
-            records[q.question_id] = record
-        return records
+            record = QuestionRecord(q.question_id, q.category, spec, error=errors.get(q.question_id))
+            # A reply that never finished thinking stays in the record of its failed question.
+            record.turns = (
+                turns[q.question_id] if record.error is None else unfinished_turns(turns[q.question_id])
+            )
+            if record.error is None:
+                answered[spec].append(AnsweredQuestion(q, tuple(t.answer for t in record.turns)))
+            records[(spec, q.question_id)] = record
+    first = runners[0]
+    client = CachedJudge(first.judge, first.completer, first.settings, first.judging, first.reuse)
+    outcome = mode.judge_models(answered, client)
+    results = {q.question_id: GroupResult([]) for q in questions}
+    for (spec, qid), record in records.items():
+        why = outcome.errors.get((spec, qid))
+        if record.error is None and why is not None:
+            record.error, record.turns = why, []
+        elif record.error is None:
+            for turn in record.turns:
+                turn.judgments = outcome.judgments.get((spec, qid, turn.turn), [])
+        results[qid].records.append(record)
+    for pair in outcome.pairs:
+        results[pair.question_id].pairs.append(pair)
+    for qid, why in outcome.pair_errors:
+        results[qid].pair_errors.append(why)
+    return results
