@@ -204,8 +204,7 @@ def _preflight(config: pytest.Config, units: list[Any]) -> None:
     each API backend is checked once. Nothing is checked offline or when the cache holds everything,
     except an API candidate's endpoint: what it serves now decides which cached answers still stand
     (unless --mtbench-model-revision or --mtbench-trust-model-name vouches for them). A calibration has
-    no candidate; its judge is checked as it always was, without the extra call that asks which weights
-    it serves."""
+    no candidate; its judge is checked as a benchmark run's is."""
     state = config.stash[STATE]
     settings = state.settings
     if settings.offline or config.option.collectonly or not units:
@@ -221,7 +220,7 @@ def _preflight(config: pytest.Config, units: list[Any]) -> None:
         return
     for model in models:
         _check_endpoint(config, "model", model, checked, vouched=False)
-    _check_endpoint(config, "judge", judge, checked, vouched=False, identify=not state.calibrating)
+    _check_endpoint(config, "judge", judge, checked, vouched=False)
     _say_refused(config, "model", models)
     if judge.served is not None:
         state.needs_calls(units)  # counts the cached judgments of other weights
@@ -236,10 +235,9 @@ def _check_endpoint(
     backend: Any,
     checked: dict[tuple[str, str | None, str], Any],
     vouched: bool,
-    identify: bool = True,
 ) -> None:
     """Preflight one backend (an endpoint already checked in this run is not asked again); settle its
-    call style and, with `identify`, tell it what its endpoint serves."""
+    call style and tell it what its endpoint serves."""
     from .backends import BackendError, missing_credentials, preflight
 
     problem = missing_credentials(backend.model_spec, backend.options)
@@ -251,7 +249,7 @@ def _check_endpoint(
     found = checked.get(target)
     if found is None:
         try:
-            found = checked[target] = preflight(backend.model_spec, backend.options, identify=identify)
+            found = checked[target] = preflight(backend.model_spec, backend.options, identify=True)
         except BackendError as exc:
             raise pytest.UsageError(f"--mtbench-{role}={backend.spec}: {exc}") from None
         for note in found.notes:

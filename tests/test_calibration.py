@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import random
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -160,7 +161,9 @@ def plus_one(server, published, shared_data, tmp_path_factory) -> Run:
 def test_a_judge_one_point_above_gpt4_has_offset_one_and_the_mapping_recovers_gpt4(plus_one: Run) -> None:
     assert plus_one.returncode == 0, plus_one.explain()
     assert "8 passed" in plus_one.stdout
-    assert plus_one.requests == 160  # the default sample, each turn judged once
+    # the default sample, each turn judged once, and the preflight's one-token call that asks which
+    # weights the judge serves (cached judgments of other weights are not reused)
+    assert plus_one.requests == 1 + 160
     data = plus_one.calibration
     overall = data["agreement"]["overall"]
     assert overall["n"] == 160 and overall["unscored"] == 0
@@ -202,6 +205,26 @@ def test_a_second_calibration_is_served_from_the_cache(plus_one: Run, server, pu
     assert strip_timing_calibration(again.calibration) == strip_timing_calibration(plus_one.calibration)
 
 
+def test_a_judge_serving_other_weights_is_asked_again(plus_one: Run, server, published, shared_data) -> None:
+    """The judge's endpoint now serves other weights under the same name: a calibration that has calls
+    to make checks it first, and judgments cached from the old weights are not reused."""
+    root = plus_one.out.parent.parent
+    shutil.copytree(root / "cache", root / "cache-moved")
+    next((root / "cache-moved" / "judgment").rglob("*.json")).unlink()  # one call to make
+    server.system_fingerprint = "fp_moved"
+    try:
+        moved = calibrate(
+            server, root / "moved", shared_data, published[0], "--mtbench-judge=openai/plus-one",
+            cache="cache-moved",
+        )  # fmt: skip
+    finally:
+        server.system_fingerprint = "fp_test"
+    assert moved.returncode == 0, moved.explain()
+    assert moved.requests == 1 + 160
+    assert "159 cached judgments are not reused and are asked again" in moved.stdout
+    assert "system_fingerprint fp_test -> fp_moved" in moved.stdout
+
+
 @pytest.mark.slow  # whole runs with -n 2 (two worker processes)
 def test_under_xdist_the_calibration_is_the_same(plus_one: Run, server, published, shared_data) -> None:
     spread = calibrate(
@@ -209,7 +232,7 @@ def test_under_xdist_the_calibration_is_the_same(plus_one: Run, server, publishe
         "--mtbench-judge=openai/plus-one", "-n", "2", cache="cache-xdist",
     )  # fmt: skip
     assert spread.returncode == 0, spread.explain()
-    assert "8 passed" in spread.stdout and spread.requests == 160
+    assert "8 passed" in spread.stdout and spread.requests == 1 + 160
     assert strip_timing_calibration(spread.calibration) == strip_timing_calibration(plus_one.calibration)
 
 
