@@ -41,11 +41,12 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark slow, wherever they are, the tests that use something built once per run (`build_shared`:
-    trained tiny models, ten models' runs) and the whole-plugin runs parametrized with `workers="2"`, whose
-    two xdist workers each start an interpreter and import the plugin."""
+    trained tiny models, ten models' runs) and the whole-plugin runs parametrized with `workers="2"` (or
+    `["-n", "2"]`), whose two xdist workers each start an interpreter and import the plugin."""
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if "build_shared" in getattr(item, "fixturenames", ()) or str(params.get("workers")) == "2":
+        workers = params.get("workers")
+        if "build_shared" in getattr(item, "fixturenames", ()) or workers in ("2", ["-n", "2"]):
             item.add_marker(pytest.mark.slow)
     # The longest tests (minutes each: the README's quick start on a real model, the real vLLM server)
     # go first, so under -n 2 the other worker takes the rest meanwhile instead of both waiting on them

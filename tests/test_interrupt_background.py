@@ -22,6 +22,7 @@ from pytest_mtbench.testing.judge_server import FakeOpenAIServer
 from pytest_mtbench.testing.soak import session_processes, signal_disposition
 
 pytest.importorskip("openai")
+pytestmark = pytest.mark.slow  # real processes stopped by a signal
 
 ANSWERED = 24  # judge calls answered (after the preflight's one) before every later one hangs
 HANG = 40.0  # seconds a hung call would take

@@ -382,6 +382,7 @@ def test_rows_that_end_leave_the_batch_and_the_rest_decode_as_they_would_alone(
     ]
 
 
+@pytest.mark.slow  # trains tiny judges (named by parameter: the collection hook cannot see them)
 @pytest.mark.parametrize(
     ("judge_fixture", "writes_ratings"), [("judge_dir", True), ("silent_judge_dir", False)]
 )

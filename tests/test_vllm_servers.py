@@ -194,6 +194,7 @@ def test_extra_arguments_reach_the_server_and_the_identity(
     assert _all_gone([entry]) == []
 
 
+@pytest.mark.slow  # a whole run with two xdist workers
 def test_each_worker_starts_its_own_server_on_its_own_gpus(
     tmp_path: Path, shared_data: Path, standin: dict
 ) -> None:
@@ -220,6 +221,7 @@ def test_each_worker_starts_its_own_server_on_its_own_gpus(
     assert served["layout"] == "one server per xdist worker" and len(served["logs"]) == 2
 
 
+@pytest.mark.slow  # a whole run with two xdist workers
 def test_data_parallel_one_server_shared_by_the_workers(
     tmp_path: Path, shared_data: Path, standin: dict
 ) -> None:
@@ -324,6 +326,7 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+@pytest.mark.slow  # a real run stopped by a signal or a kill
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("phase", ["loading", "answering"])
 def test_a_signal_stops_the_server(
@@ -351,6 +354,7 @@ def test_a_signal_stops_the_server(
     assert _all_gone([entry]) == [], output[-3000:]
 
 
+@pytest.mark.slow  # a real run stopped by a signal or a kill
 def test_a_crashed_worker_leaves_no_server(tmp_path: Path, shared_data: Path, standin: dict) -> None:
     proc = _popen_pytest(
         tmp_path,
