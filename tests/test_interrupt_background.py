@@ -46,37 +46,39 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _start_run(tmp_path: Path, shared_data: Path, judge: FakeOpenAIServer, *args: str) -> subprocess.Popen:
+    """A plugin run in a session of its own (so the whole of it can be killed), its judge at `judge`."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--mtbench-model=fake/echo",
+            "--mtbench-judge=openai/fake-judge",
+            f"--mtbench-judge-base-url={judge.base_url}",
+            f"--mtbench-data={shared_data}",
+            f"--mtbench-cache={tmp_path / 'cache'}",
+            f"--mtbench-report={tmp_path / 'partial.json'}",
+            *args,
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def test_sigterm_stops_every_worker_of_a_background_run_and_counts_what_was_done(
     tmp_path: Path, shared_data: Path
 ) -> None:
     faults = [None] * (1 + ANSWERED) + [("hang", HANG)] * 200
     with FakeOpenAIServer(faults=faults, lifetime=300) as judge:
         with _sigint_ignored():
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "-p",
-                    "no:cacheprovider",
-                    "--mtbench-model=fake/echo",
-                    "--mtbench-judge=openai/fake-judge",
-                    f"--mtbench-judge-base-url={judge.base_url}",
-                    f"--mtbench-data={shared_data}",
-                    f"--mtbench-cache={tmp_path / 'cache'}",
-                    f"--mtbench-report={tmp_path / 'partial.json'}",
-                    "-k",
-                    "writing or roleplay",
-                    "-n",
-                    "2",
-                ],
-                cwd=tmp_path,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
+            proc = _start_run(tmp_path, shared_data, judge, "-k", "writing or roleplay", "-n", "2")
         try:
             # Each worker sends its category's 20 judge calls at once: 40, of which ANSWERED come back.
             _wait_until(lambda: judge.in_flight == 40 - ANSWERED, 120, "the hung calls")
@@ -129,31 +131,7 @@ def test_a_question_finished_in_an_unfinished_batch_counts_in_the_summary(
     hung = 2
     faults = [None] * (1 + 20 - hung) + [("hang", HANG)] * 50
     with FakeOpenAIServer(faults=faults, lifetime=300) as judge:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "-p",
-                "no:xdist",
-                "--mtbench-model=fake/echo",
-                "--mtbench-judge=openai/fake-judge",
-                f"--mtbench-judge-base-url={judge.base_url}",
-                f"--mtbench-data={shared_data}",
-                f"--mtbench-cache={tmp_path / 'cache'}",
-                f"--mtbench-report={tmp_path / 'partial.json'}",
-                "-k",
-                "writing",
-            ],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        proc = _start_run(tmp_path, shared_data, judge, "-p", "no:xdist", "-k", "writing")
         try:
             _wait_until(lambda: judge.in_flight == hung, 120, "the hung calls")
             os.kill(proc.pid, signal.SIGTERM)
