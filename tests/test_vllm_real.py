@@ -58,7 +58,7 @@ def test_vllm_cpu_serves_candidate_and_judge_from_one_server(tmp_path: Path, sha
         if (default_cache_dir() / name).is_dir():
             (cache / name).symlink_to(default_cache_dir() / name, target_is_directory=True)
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"},  # vLLM places its own threads
         "MTBENCH_CACHE_DIR": str(cache),
         "PYTHONUNBUFFERED": "1",
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
